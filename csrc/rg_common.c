@@ -1,0 +1,19 @@
+/* rg_common.c - status strings. */
+#include "rg_common.h"
+
+const char *rg_status_string(rg_status status)
+{
+    switch (status) {
+    case RG_OK: return "ok";
+    case RG_ERR_NOMEM: return "out of memory";
+    case RG_ERR_INVALID_ARG: return "invalid argument";
+    case RG_ERR_SHAPE: return "shape mismatch";
+    case RG_ERR_LABEL_RANGE: return "label or token id out of range";
+    case RG_ERR_NONFINITE: return "non-finite value (NaN or infinity)";
+    case RG_ERR_EMPTY: return "empty input";
+    case RG_ERR_STATE: return "call not allowed in the current state";
+    case RG_ERR_CUDA: return "CUDA error";
+    case RG_ERR_UNSUPPORTED: return "unsupported by this build or configuration";
+    default: return "unknown status";
+    }
+}

@@ -1,0 +1,29 @@
+"""reviewgen: rating-conditioned review generation and classification with a C core.
+
+A generator fine-tuned on "Review of {label}. {text}" writes new reviews for a
+rating; a classifier fine-tuned on real reviews checks each one; only the
+reviews the classifier agrees with are kept.
+"""
+from ._native import _core
+from ._core import (CoreError, CudaError, EmptyInputError, InvalidArgumentError,
+                    LabelRangeError, NonFiniteError, ShapeError, StateError,
+                    UnsupportedError)
+
+__version__ = "0.1.0"
+
+
+def has_cuda() -> bool:
+    """True when this build compiled the CUDA sources and a CUDA device is usable now."""
+    return bool(_core.cuda_compiled()) and _core.cuda_device_count() > 0
+
+
+def cuda_compiled() -> bool:
+    """True when this build compiled the CUDA sources (whether or not a GPU is present)."""
+    return bool(_core.cuda_compiled())
+
+
+__all__ = [
+    "CoreError", "CudaError", "EmptyInputError", "InvalidArgumentError", "LabelRangeError",
+    "NonFiniteError", "ShapeError", "StateError", "UnsupportedError",
+    "has_cuda", "cuda_compiled", "__version__",
+]
