@@ -31,7 +31,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable, Iterable, Mapping, Sequence, Union
+from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -204,8 +204,7 @@ FORMATS = ("csv", "jsonl", "parquet")
 
 def _detect_format(path: str) -> str:
     lower = path.lower()
-    # Longest suffix first so ".csv.gz" wins over ".gz".
-    for suffix in sorted(_FORMAT_BY_SUFFIX, key=len, reverse=True):
+    for suffix in _FORMAT_BY_SUFFIX:
         if lower.endswith(suffix):
             return _FORMAT_BY_SUFFIX[suffix]
     known = ", ".join(sorted(_FORMAT_BY_SUFFIX))
@@ -238,7 +237,7 @@ def _read_csv(path: str, text_column: str, rating_column: str) -> pd.DataFrame:
             dtype=str,
             keep_default_na=False,
             na_values=[""],
-            encoding="utf-8",
+            encoding="utf-8-sig",  # tolerate a byte-order mark from spreadsheet exports
             encoding_errors="strict",
             usecols=lambda name: name in wanted,
         )
@@ -252,7 +251,7 @@ def _read_csv(path: str, text_column: str, rating_column: str) -> pd.DataFrame:
         raise DataFileError(path, f"cannot read: {error}") from None
     if not set(wanted) <= set(frame.columns):
         # Re-read only the header to list what the file does have.
-        header = pd.read_csv(path, nrows=0, encoding="utf-8").columns
+        header = pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns
         _check_columns(path, list(header), wanted)
     return frame
 
@@ -265,7 +264,7 @@ def _read_jsonl(path: str, text_column: str, rating_column: str) -> pd.DataFrame
     except (OSError, EOFError) as error:
         raise DataFileError(path, f"cannot read: {error}") from None
     try:
-        content = raw.decode("utf-8")
+        content = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise DataFileError(path, _decode_error_message(error)) from None
     texts, ratings, seen_columns = [], [], set()
@@ -298,8 +297,6 @@ def _read_parquet(path: str, text_column: str, rating_column: str) -> pd.DataFra
     except ImportError:
         raise DataFileError(path, "reading Parquet needs pyarrow (pip install pyarrow)") from None
     except (OSError, ValueError) as error:  # pyarrow.ArrowInvalid is a ValueError
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
-            raise DataFileError(path, "file is empty") from None
         raise DataFileError(path, f"not a readable Parquet file ({error})") from None
     _check_columns(path, schema_names, (text_column, rating_column))
     try:
@@ -365,21 +362,10 @@ _PUNCTUATION_TO_ASCII = str.maketrans(
 _HTML_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>|<![^<>]*>", re.DOTALL)
 _HTML_ENTITY = re.compile(r"&(?:#\d{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _HYPERLINK = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-# Emoji and pictographs (plus their joiners and modifiers).  Most would fall to
-# the symbol filter anyway; removing them explicitly keeps the rule visible.
-_EMOJI = re.compile(
-    "["
-    "\U0001F000-\U0001FAFF"  # mahjong .. symbols & pictographs extended-A (incl. skin tones)
-    "\U00002600-\U000027BF"  # misc symbols, dingbats
-    "\U00002B00-\U00002BFF"  # arrows, stars
-    "\U0001F1E6-\U0001F1FF"  # regional indicator flags
-    "\U0000FE00-\U0000FE0F"  # variation selectors
-    "\U000E0020-\U000E007F"  # tag characters (flag sequences)
-    "\u200d\u20e3"  # zero-width joiner, combining keycap
-    "]+"
-)
 # Anything that is not a letter/digit (str.isalnum, so accented letters stay),
 # one of ' " ! . ( ) , or a space.  "_" is in \w, so it is removed explicitly.
+# Emojis need no rule of their own: pictographs, skin-tone modifiers, flags,
+# variation selectors and zero-width joiners are all outside this set.
 _DISALLOWED = re.compile(r"(?:[^\w'\"!.(), ]|_)+")
 _REPEATED_EXCLAMATION = re.compile(r"!{2,}")
 _REPEATED_PERIOD = re.compile(r"\.{2,}")
@@ -399,17 +385,16 @@ _MASKED_INSULT = re.compile(
 
 
 def _decode_entity(match: re.Match) -> str:
-    decoded = html.unescape(match.group(0))
-    return decoded
+    return html.unescape(match.group(0))
 
 
 def clean_text(text) -> str:
     """Clean one review the way the seed study did; returns "" for missing text.
 
     Order: Unicode NFC; typographic quotes to ASCII; HTML tags -> space; HTML
-    entities decoded (``&amp;`` -> ``&``, ``&#39;`` -> ``'``); hyperlinks and
-    emojis -> space; every character other than letters, digits, ``' " ! . ( ) ,``
-    -> space; runs of ``!`` / ``.`` -> one; runs of spaces -> one; strip.
+    entities decoded (``&amp;`` -> ``&``, ``&#39;`` -> ``'``); hyperlinks ->
+    space; every character other than letters, digits, ``' " ! . ( ) ,`` (so
+    also every emoji) -> space; runs of ``!`` / ``.`` -> one; runs of spaces -> one; strip.
     """
     if not isinstance(text, str):
         return ""
@@ -424,12 +409,9 @@ def clean_text(text) -> str:
         text = _HTML_TAG.sub(" ", text)
     if "&" in text:
         text = _HTML_ENTITY.sub(_decode_entity, text)
-        text = text.translate(_PUNCTUATION_TO_ASCII)
-        ascii_only = text.isascii()
+        text = text.translate(_PUNCTUATION_TO_ASCII)  # &rsquo; and friends
     if "://" in text or "ww." in text or "WW." in text:
         text = _HYPERLINK.sub(" ", text)
-    if not ascii_only:
-        text = _EMOJI.sub(" ", text)
     text = _DISALLOWED.sub(" ", text)
     if "!!" in text:
         text = _REPEATED_EXCLAMATION.sub("!", text)
@@ -548,15 +530,11 @@ def clean_reviews(
         duplicate[kept_positions[repeated]] = True
         keep &= ~duplicate
 
+    # The masks are disjoint by construction: each check ran only on rows the
+    # earlier ones let through.
     reason = np.full(count, None, dtype=object)
-    # Assign in reverse priority so the first applicable reason wins.
-    for name, mask in (
-        ("duplicate_text", duplicate),
-        ("empty_text", empty),
-        ("masked_insult", insult),
-        ("rating_off_scale", off_scale),
-        ("rating_not_numeric", non_numeric),
-        ("rating_missing", missing),
+    for name, mask in zip(
+        DROP_REASONS, (missing, non_numeric, off_scale, insult, empty, duplicate)
     ):
         reason[mask] = name
     dropped_positions = np.flatnonzero(~keep)
@@ -577,7 +555,9 @@ def clean_reviews(
             "text": kept_text,
             "rating": ratings[kept_positions],
             "label": kept_labels,
-            "generator_text": [generator_text(l, t) for l, t in zip(kept_labels, kept_text)],
+            "generator_text": [
+                generator_text(label, text) for label, text in zip(kept_labels, kept_text)
+            ],
         }
     )
     return kept, dropped

@@ -89,6 +89,7 @@ def _llama_config(*, vocab_size, n_positions, n_layer, n_head, n_kv_head, head_d
         "bias": 0,
         "head": "lm",
         "tie_word_embeddings": bool(tie_word_embeddings),
+        "num_labels": 0,
         "embd_pdrop": 0.0,
         "resid_pdrop": 0.0,
         "attn_pdrop": float(attn_pdrop),
@@ -153,6 +154,13 @@ def _gguf_int(f: GGUFFile, key: str, default: Any = None) -> int:
     return int(value)
 
 
+def _gguf_float(f: GGUFFile, key: str, default: float | None = None) -> float:
+    """A float32 metadata value as the shortest decimal that rounds to it (1e-05, not 9.99999974e-06),
+    so GGUF and config.json sources of one model give equal configs."""
+    value = f.get(key, default) if default is not None else f.require(key)
+    return float(str(np.float32(value)))
+
+
 def config_from_gguf(f: GGUFFile) -> dict[str, Any]:
     """The contract's config for a llama GGUF file."""
     arch = f.architecture
@@ -190,8 +198,8 @@ def config_from_gguf(f: GGUFFile) -> dict[str, Any]:
         head_dim=head_dim,
         n_embd=n_embd,
         n_inner=_gguf_int(f, p + "feed_forward_length"),
-        norm_eps=float(f.require(p + "attention.layer_norm_rms_epsilon")),
-        rope_theta=float(f.get(p + "rope.freq_base", 10000.0)),
+        norm_eps=_gguf_float(f, p + "attention.layer_norm_rms_epsilon"),
+        rope_theta=_gguf_float(f, p + "rope.freq_base", 10000.0),
         tie_word_embeddings=not f.has_tensor("output.weight"),
     )
 
@@ -209,18 +217,22 @@ def _hf_rope_theta(hf: Mapping[str, Any]) -> float:
     return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
 
 
-def config_from_hf(hf: Mapping[str, Any], has_lm_head: bool | None = None) -> dict[str, Any]:
-    """The contract's config for a Hugging Face LlamaConfig dict.
-
-    has_lm_head: whether the checkpoint stores lm_head.weight; decides tying
-    when config.json does not say.
-    """
+def _require_llama_hf(hf: Mapping[str, Any]) -> None:
     model_type = hf.get("model_type")
     architectures = hf.get("architectures") or []
     if model_type != "llama" and "LlamaForCausalLM" not in architectures:
         raise WeightsError(
             f"config.json describes model_type {model_type!r} / architectures {architectures}; expected llama"
         )
+
+
+def config_from_hf(hf: Mapping[str, Any], has_lm_head: bool | None = None) -> dict[str, Any]:
+    """The contract's config for a Hugging Face LlamaConfig dict.
+
+    has_lm_head: whether the checkpoint stores lm_head.weight; decides tying
+    when config.json does not say.
+    """
+    _require_llama_hf(hf)
     if hf.get("hidden_act", "silu") != "silu":
         raise WeightsError(f"config.json: hidden_act {hf.get('hidden_act')!r} is not supported (SwiGLU needs silu)")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
@@ -464,6 +476,7 @@ def load_hf_llama(directory: str | os.PathLike[str]) -> LlamaCheckpoint:
             hf = json.load(fh)
     except (OSError, json.JSONDecodeError) as exc:
         raise WeightsError(f"cannot parse {config_path}: {exc}") from exc
+    _require_llama_hf(hf)  # before reading possibly large tensor files
     tensors = _read_hf_tensors(directory)
     config = config_from_hf(hf, has_lm_head="lm_head.weight" in tensors)
     source = f"Hugging Face checkpoint {directory}"

@@ -1,0 +1,1029 @@
+/*
+ * rg_model.c - the generic transformer (see rg_model.h): parameter table,
+ * activation table, forward, backward, freezing and cached generation.
+ */
+#include "rg_model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rg_ops.h"
+#include "rg_rng.h"
+
+/* Tensors outside the blocks; their table indices live in model->global_index. */
+enum {
+    G_WTE, G_WPE, G_WTT, G_EMB_LN_W, G_EMB_LN_B, G_LNF_W, G_LNF_B, G_LM_HEAD,
+    G_CLS_PRE_W, G_CLS_PRE_B, G_CLS_OUT_W, G_CLS_OUT_B, G_COUNT
+};
+/* Tensors of one block; their table indices live in model->layer_index[l * L_COUNT + i]. */
+enum {
+    L_LN1_W, L_LN1_B, L_QKV_W, L_QKV_B, L_PROJ_W, L_PROJ_B, L_LN2_W, L_LN2_B,
+    L_FC_W, L_FC_B, L_FC2_W, L_FC2_B, L_COUNT
+};
+
+/* Dropout sites: each gets its own stream, so masks never repeat across sites. */
+#define SITE_EMBEDDING 1u
+#define SITE_CLASSIFIER 2u
+#define SITE_LAYER(l, kind) (16u + 4u * (uint64_t)(l) + (kind))
+#define KIND_ATTN_PROBS 0u
+#define KIND_ATTN_RESID 1u
+#define KIND_MLP_RESID 2u
+
+struct rg_kv_cache {
+    int B, max_T, filled;  /* filled: columns written so far (same for every row) */
+    float *k, *v;          /* (L, B, NKV, max_T, HS) keys (rotated when rope) and values */
+    int32_t *key_mask;     /* (B, max_T) 1 = real token */
+    int32_t *n_real;       /* (B,) real tokens so far: the next token's position */
+};
+
+/* ------------------------------------------------------------------------ */
+/* config and parameter table                                                */
+/* ------------------------------------------------------------------------ */
+
+static int qkv_width(const rg_model_config *c) { return (c->n_head + 2 * c->n_kv_head) * c->head_dim; }
+static int fc_width(const rg_model_config *c)
+{
+    return c->activation == RG_ACTIVATION_SWIGLU ? 2 * c->n_inner : c->n_inner;
+}
+static int is_classifier(const rg_model_config *c) { return c->head != RG_HEAD_LM; }
+
+static rg_status config_check(const rg_model_config *c)
+{
+    if (c->vocab_size <= 0 || c->n_positions <= 0 || c->n_layer <= 0 || c->n_head <= 0 ||
+        c->n_kv_head <= 0 || c->head_dim <= 0 || c->n_embd <= 0 || c->n_inner <= 0 ||
+        c->type_vocab_size < 0)
+        return RG_ERR_INVALID_ARG;
+    if (c->n_head % c->n_kv_head != 0)
+        return RG_ERR_SHAPE;
+    if (c->norm != RG_NORM_LAYERNORM && c->norm != RG_NORM_RMSNORM)
+        return RG_ERR_INVALID_ARG;
+    if (!(c->norm_eps > 0.0f))
+        return RG_ERR_INVALID_ARG;
+    if (c->position != RG_POSITION_LEARNED && c->position != RG_POSITION_ROPE)
+        return RG_ERR_INVALID_ARG;
+    if (c->position == RG_POSITION_ROPE && (c->head_dim % 2 != 0 || !(c->rope_theta > 0.0f)))
+        return RG_ERR_INVALID_ARG;
+    if (c->activation < RG_ACTIVATION_GELU_TANH || c->activation > RG_ACTIVATION_SWIGLU)
+        return RG_ERR_INVALID_ARG;
+    if (c->head < RG_HEAD_LM || c->head > RG_HEAD_CLS_BERT)
+        return RG_ERR_INVALID_ARG;
+    if (is_classifier(c) && c->num_labels <= 0)
+        return RG_ERR_INVALID_ARG;
+    const float drops[4] = {c->embd_pdrop, c->resid_pdrop, c->attn_pdrop, c->cls_pdrop};
+    for (int i = 0; i < 4; i++)
+        if (!(drops[i] >= 0.0f && drops[i] < 1.0f))
+            return RG_ERR_INVALID_ARG;
+    /* every block dimension must fit an int row count times width product */
+    if ((double)c->vocab_size * c->n_embd > 4e9 || (double)c->n_inner * c->n_embd > 4e9)
+        return RG_ERR_INVALID_ARG;
+    return RG_OK;
+}
+
+/* Appends one tensor to the table (or only counts it when tensors is NULL). */
+static int table_add(rg_param_table *table, const char *name, int64_t rows, int64_t cols, int layer,
+                     int decay)
+{
+    if (table->tensors != NULL) {
+        rg_param_info *info = &table->tensors[table->count];
+        memset(info, 0, sizeof(*info));
+        snprintf(info->name, sizeof(info->name), "%s", name);
+        info->offset = table->total;
+        info->numel = (size_t)rows * (size_t)(cols > 0 ? cols : 1);
+        info->ndim = cols > 0 ? 2 : 1;
+        info->shape[0] = rows;
+        info->shape[1] = cols;
+        info->layer = layer;
+        info->decay = (uint8_t)decay;
+        info->trainable = 1;
+    }
+    table->total += (size_t)rows * (size_t)(cols > 0 ? cols : 1);
+    return table->count++;
+}
+
+/* Lays out every tensor in the order of docs/model_layout.md. Called twice:
+ * once to count (tensors NULL), once to fill. */
+static void table_build(rg_model *m, rg_param_table *t)
+{
+    const rg_model_config *c = &m->config;
+    const int C = c->n_embd, L = c->n_layer, has_bias = c->bias;
+    const int has_norm_bias = c->norm == RG_NORM_LAYERNORM;
+    char name[RG_PARAM_NAME_MAX];
+    int *g = m->global_index;
+    for (int i = 0; i < G_COUNT; i++)
+        g[i] = -1;
+    t->count = 0;
+    t->total = 0;
+    g[G_WTE] = table_add(t, "wte", c->vocab_size, C, -1, 1);
+    if (c->position == RG_POSITION_LEARNED)
+        g[G_WPE] = table_add(t, "wpe", c->n_positions, C, -1, 1);
+    if (c->type_vocab_size > 0)
+        g[G_WTT] = table_add(t, "wtt", c->type_vocab_size, C, -1, 1);
+    if (c->embed_norm) {
+        g[G_EMB_LN_W] = table_add(t, "emb_ln.w", C, 0, -1, 0);
+        g[G_EMB_LN_B] = table_add(t, "emb_ln.b", C, 0, -1, 0);
+    }
+    for (int l = 0; l < L; l++) {
+        int *li = m->layer_index + (size_t)l * L_COUNT;
+        for (int i = 0; i < L_COUNT; i++)
+            li[i] = -1;
+#define ADD(slot, suffix, rows, cols, decay)                          \
+    do {                                                              \
+        snprintf(name, sizeof(name), "h.%d.%s", l, suffix);           \
+        li[slot] = table_add(t, name, rows, cols, l, decay);          \
+    } while (0)
+        ADD(L_LN1_W, "ln1.w", C, 0, 0);
+        if (has_norm_bias)
+            ADD(L_LN1_B, "ln1.b", C, 0, 0);
+        ADD(L_QKV_W, "qkv.w", qkv_width(c), C, 1);
+        if (has_bias)
+            ADD(L_QKV_B, "qkv.b", qkv_width(c), 0, 0);
+        ADD(L_PROJ_W, "proj.w", C, c->n_head * c->head_dim, 1);
+        if (has_bias)
+            ADD(L_PROJ_B, "proj.b", C, 0, 0);
+        ADD(L_LN2_W, "ln2.w", C, 0, 0);
+        if (has_norm_bias)
+            ADD(L_LN2_B, "ln2.b", C, 0, 0);
+        ADD(L_FC_W, "fc.w", fc_width(c), C, 1);
+        if (has_bias)
+            ADD(L_FC_B, "fc.b", fc_width(c), 0, 0);
+        ADD(L_FC2_W, "fc2.w", C, c->n_inner, 1);
+        if (has_bias)
+            ADD(L_FC2_B, "fc2.b", C, 0, 0);
+#undef ADD
+    }
+    if (c->final_norm) {
+        g[G_LNF_W] = table_add(t, "lnf.w", C, 0, L, 0);
+        if (has_norm_bias)
+            g[G_LNF_B] = table_add(t, "lnf.b", C, 0, L, 0);
+    }
+    if (c->head == RG_HEAD_LM && !m->tied)
+        g[G_LM_HEAD] = table_add(t, "lm_head.w", c->vocab_size, C, L, 1);
+    if (is_classifier(c)) {
+        g[G_CLS_PRE_W] = table_add(t, "cls.pre.w", C, C, L, 1);
+        g[G_CLS_PRE_B] = table_add(t, "cls.pre.b", C, 0, L, 0);
+        g[G_CLS_OUT_W] = table_add(t, "cls.out.w", c->num_labels, C, L, 1);
+        g[G_CLS_OUT_B] = table_add(t, "cls.out.b", c->num_labels, 0, L, 0);
+    }
+}
+
+static float *param(rg_model *m, int index) { return index < 0 ? NULL : m->params + m->table.tensors[index].offset; }
+/* NULL for absent or frozen tensors: the ops then skip that gradient. */
+static float *grad(rg_model *m, int index)
+{
+    if (index < 0 || !m->table.tensors[index].trainable)
+        return NULL;
+    return m->grads + m->table.tensors[index].offset;
+}
+#define GP(m, slot) param(m, (m)->global_index[slot])
+#define GG(m, slot) grad(m, (m)->global_index[slot])
+#define LP(m, l, slot) param(m, (m)->layer_index[(size_t)(l) * L_COUNT + (slot)])
+#define LG(m, l, slot) grad(m, (m)->layer_index[(size_t)(l) * L_COUNT + (slot)])
+
+/* Standard normal draws for the default initialisation (Box-Muller). */
+static float normal_draw(uint64_t seed, uint64_t index)
+{
+    float u1 = rg_rng_uniform(seed, 2 * index), u2 = rg_rng_uniform(seed, 2 * index + 1);
+    if (u1 < 1e-7f)
+        u1 = 1e-7f;
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
+}
+
+/* GPT-2's initialisation: matrices N(0, 0.02), biases 0, norm weights 1.
+ * Loaders overwrite it; it makes a fresh model usable for tests. */
+static void params_init_default(rg_model *m)
+{
+    for (int i = 0; i < m->table.count; i++) {
+        const rg_param_info *info = &m->table.tensors[i];
+        float *p = m->params + info->offset;
+        const char *suffix = strrchr(info->name, '.');
+        int is_norm_weight = info->ndim == 1 && suffix != NULL && strcmp(suffix, ".w") == 0;
+        for (size_t j = 0; j < info->numel; j++)
+            p[j] = info->ndim == 2 ? 0.02f * normal_draw(1234u + (uint64_t)i, j)
+                                   : (is_norm_weight ? 1.0f : 0.0f);
+    }
+}
+
+rg_status rg_model_init(rg_model **out, const rg_model_config *config)
+{
+    if (out == NULL || config == NULL)
+        return RG_ERR_INVALID_ARG;
+    *out = NULL;
+    RG_TRY(config_check(config));
+    rg_model *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return RG_ERR_NOMEM;
+    m->config = *config;
+    m->tied = config->head == RG_HEAD_LM && config->tie_word_embeddings;
+    m->layer_index = malloc((size_t)config->n_layer * L_COUNT * sizeof(int));
+    if (m->layer_index == NULL) {
+        free(m);
+        return RG_ERR_NOMEM;
+    }
+    rg_param_table counting = {0};
+    table_build(m, &counting);
+    m->table.tensors = calloc((size_t)counting.count + 1, sizeof(rg_param_info)); /* +1: lm_head.w */
+    /* A tied head may be untied later: keep room for lm_head.w after the table
+     * so the blocks never move (views of them stay valid). */
+    m->reserve = m->tied ? (size_t)config->vocab_size * config->n_embd : 0;
+    m->params = malloc((counting.total + m->reserve) * sizeof(float));
+    m->grads = calloc(counting.total + m->reserve, sizeof(float));
+    if (m->table.tensors == NULL || m->params == NULL || m->grads == NULL) {
+        rg_model_free(m);
+        return RG_ERR_NOMEM;
+    }
+    table_build(m, &m->table);
+    params_init_default(m);
+    m->n_trainable_blocks = -1;
+    m->head_policy = RG_HEAD_POLICY_TRAIN;
+    *out = m;
+    return RG_OK;
+}
+
+static void cache_free(rg_kv_cache *cache)
+{
+    if (cache == NULL)
+        return;
+    free(cache->k);
+    free(cache->v);
+    free(cache->key_mask);
+    free(cache->n_real);
+    free(cache);
+}
+
+void rg_model_free(rg_model *model)
+{
+    if (model == NULL)
+        return;
+    cache_free(model->cache);
+    free(model->table.tensors);
+    free(model->layer_index);
+    free(model->params);
+    free(model->grads);
+    free(model->acts);
+    free(model->ints);
+    free(model->layer_sets);
+    free(model);
+}
+
+const rg_param_info *rg_model_find_param(const rg_model *model, const char *name)
+{
+    if (model == NULL || name == NULL)
+        return NULL;
+    for (int i = 0; i < model->table.count; i++)
+        if (strcmp(model->table.tensors[i].name, name) == 0)
+            return &model->table.tensors[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* freezing                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* First block that trains (n_layer when none does). */
+static int lowest_trainable_block(const rg_model *m)
+{
+    const int L = m->config.n_layer, k = m->n_trainable_blocks;
+    if (k < 0)
+        return 0;
+    return k >= L ? 0 : L - k;
+}
+
+static int embeddings_train(const rg_model *m) { return m->n_trainable_blocks < 0; }
+
+rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_head_policy policy)
+{
+    if (model == NULL || policy < RG_HEAD_POLICY_FROZEN || policy > RG_HEAD_POLICY_UNTIE)
+        return RG_ERR_INVALID_ARG;
+    const rg_model_config *c = &model->config;
+    if (policy == RG_HEAD_POLICY_UNTIE && c->head != RG_HEAD_LM)
+        return RG_ERR_UNSUPPORTED;
+    if (policy == RG_HEAD_POLICY_UNTIE && model->tied) {
+        /* lm_head.w goes into the reserved room right after the table. */
+        model->tied = 0;
+        model->config.tie_word_embeddings = 0;
+        const int index = table_add(&model->table, "lm_head.w", c->vocab_size, c->n_embd,
+                                    c->n_layer, 1);
+        model->global_index[G_LM_HEAD] = index;
+        model->reserve = 0;
+        const rg_param_info *head = &model->table.tensors[index];
+        memcpy(model->params + head->offset, GP(model, G_WTE), head->numel * sizeof(float));
+        memset(model->grads + head->offset, 0, head->numel * sizeof(float));
+    }
+    model->n_trainable_blocks = n_trainable_blocks;
+    model->head_policy = policy;
+    const int lowest = lowest_trainable_block(model);
+    const int head_trains = policy != RG_HEAD_POLICY_FROZEN;
+    for (int i = 0; i < model->table.count; i++) {
+        rg_param_info *info = &model->table.tensors[i];
+        if (n_trainable_blocks < 0)
+            info->trainable = 1;
+        else if (info->layer < 0)
+            info->trainable = 0; /* embeddings; a tied wte is decided below */
+        else if (info->layer < c->n_layer)
+            info->trainable = info->layer >= lowest;
+        else
+            info->trainable = 1; /* final norm; heads decided below */
+    }
+    int heads[5] = {G_LM_HEAD, G_CLS_PRE_W, G_CLS_PRE_B, G_CLS_OUT_W, G_CLS_OUT_B};
+    for (int i = 0; i < 5; i++)
+        if (model->global_index[heads[i]] >= 0)
+            model->table.tensors[model->global_index[heads[i]]].trainable = (uint8_t)head_trains;
+    if (model->tied)
+        model->table.tensors[model->global_index[G_WTE]].trainable =
+            (uint8_t)(n_trainable_blocks < 0 || head_trains);
+    model->trainable_version++;
+    return RG_OK;
+}
+
+void rg_model_zero_grad(rg_model *model)
+{
+    if (model != NULL)
+        memset(model->grads, 0, model->table.total * sizeof(float));
+}
+
+/* ------------------------------------------------------------------------ */
+/* activation table                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* Hands out consecutive 16-float-aligned slices of a block; with a NULL base
+ * it only adds up the size. */
+typedef struct carver {
+    float *base;
+    size_t used;
+} carver;
+
+static float *carve(carver *cv, size_t n)
+{
+    float *p = cv->base ? cv->base + cv->used : NULL;
+    cv->used += (n + 15) & ~(size_t)15;
+    return p;
+}
+
+/* One block's activations for N = B*T rows and S keys per query. */
+static void carve_layer(carver *cv, rg_layer_acts *a, const rg_model_config *c, int B, int T,
+                        int S, int with_att)
+{
+    const size_t N = (size_t)B * T, C = c->n_embd;
+    a->ln1 = carve(cv, N * C);
+    a->ln1_mean = carve(cv, N);
+    a->ln1_rstd = carve(cv, N);
+    a->qkv = carve(cv, N * qkv_width(c));
+    a->att = with_att ? carve(cv, (size_t)B * c->n_head * T * S) : NULL;
+    a->atty = carve(cv, N * c->n_head * c->head_dim);
+    a->res1 = carve(cv, N * C);
+    a->ln2 = carve(cv, N * C);
+    a->ln2_mean = carve(cv, N);
+    a->ln2_rstd = carve(cv, N);
+    a->fch = carve(cv, N * fc_width(c));
+    a->fch_act = carve(cv, N * c->n_inner);
+    a->res2 = carve(cv, N * C);
+}
+
+/* Lays out every activation of a (B, T) pass with n_sets block sets. */
+static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int with_backward)
+{
+    const rg_model_config *c = &m->config;
+    const size_t N = (size_t)B * T, C = c->n_embd;
+    m->emb = carve(cv, N * C);
+    m->emb_mean = carve(cv, N);
+    m->emb_rstd = carve(cv, N);
+    m->x0 = carve(cv, N * C);
+    for (int s = 0; s < n_sets; s++) {
+        rg_layer_acts scratch;
+        carve_layer(cv, m->layer_sets ? &m->layer_sets[s] : &scratch, c, B, T, T, 1);
+    }
+    m->lnf = carve(cv, N * C);
+    m->lnf_mean = carve(cv, N);
+    m->lnf_rstd = carve(cv, N);
+    if (is_classifier(c)) {
+        m->logits = carve(cv, (size_t)B * c->num_labels);
+        m->lse = carve(cv, B);
+        m->cls_h0 = carve(cv, (size_t)B * C);
+        m->cls_pre = carve(cv, (size_t)B * C);
+        m->cls_act = carve(cv, (size_t)B * C);
+        m->cls_drop = carve(cv, (size_t)B * C);
+    } else {
+        m->logits = carve(cv, N * c->vocab_size);
+        m->lse = carve(cv, N);
+    }
+    if (with_backward) {
+        m->d_res = carve(cv, N * C);
+        m->d_tmp = carve(cv, N * C);
+        m->d_tmp2 = carve(cv, N * C);
+        m->d_qkv = carve(cv, N * qkv_width(c));
+        m->d_atty = carve(cv, N * c->n_head * c->head_dim);
+        m->d_fch = carve(cv, N * fc_width(c));
+        m->d_fch_act = carve(cv, N * c->n_inner);
+    } else {
+        m->d_res = m->d_tmp = m->d_tmp2 = m->d_qkv = m->d_atty = m->d_fch = m->d_fch_act = NULL;
+    }
+}
+
+/* Makes room for a (B, T) pass that keeps the activations of layers
+ * save_from..L-1 (save_from = L: keep none) and lays the block out. */
+static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with_backward)
+{
+    const int L = m->config.n_layer;
+    const int scratch_sets = save_from < 2 ? save_from : 2;
+    const int n_sets = (L - save_from) + scratch_sets;
+    rg_layer_acts *sets = realloc(m->layer_sets, (size_t)(n_sets > 0 ? n_sets : 1) * sizeof(*sets));
+    if (sets == NULL)
+        return RG_ERR_NOMEM;
+    m->layer_sets = sets;
+    carver sizing = {NULL, 0};
+    rg_layer_acts *keep = m->layer_sets;
+    m->layer_sets = NULL; /* sizing pass writes no pointers */
+    carve_all(m, &sizing, B, T, n_sets, with_backward);
+    m->layer_sets = keep;
+    if (sizing.used > m->acts_capacity) {
+        free(m->acts);
+        m->acts = malloc(sizing.used * sizeof(float));
+        m->acts_capacity = m->acts ? sizing.used : 0;
+        if (m->acts == NULL)
+            return RG_ERR_NOMEM;
+    }
+    const size_t n_ints = 5 * (size_t)B * T + 16;
+    if (n_ints > m->ints_capacity) {
+        free(m->ints);
+        m->ints = malloc(n_ints * sizeof(int32_t));
+        m->ints_capacity = m->ints ? n_ints : 0;
+        if (m->ints == NULL)
+            return RG_ERR_NOMEM;
+    }
+    carver cv = {m->acts, 0};
+    carve_all(m, &cv, B, T, n_sets, with_backward);
+    m->n_saved_sets = n_sets;
+    m->lowest_saved_layer = save_from;
+    return RG_OK;
+}
+
+/* The activation set of layer l in the current pass. */
+static rg_layer_acts *layer_acts(rg_model *m, int l)
+{
+    const int L = m->config.n_layer, from = m->lowest_saved_layer;
+    if (l >= from)
+        return &m->layer_sets[l - from];
+    return &m->layer_sets[(L - from) + (l % 2)]; /* ping-pong scratch of frozen layers */
+}
+
+static const float *layer_output(const rg_model *m, const rg_layer_acts *a)
+{
+    return m->config.pre_norm ? a->res2 : a->ln2;
+}
+
+static const float *layer_input(rg_model *m, int l)
+{
+    return l == 0 ? m->x0 : layer_output(m, layer_acts(m, l - 1));
+}
+
+/* ------------------------------------------------------------------------ */
+/* shared pieces of forward and backward                                     */
+/* ------------------------------------------------------------------------ */
+
+static void norm_forward(const rg_model *m, float *out, float *mean, float *rstd, const float *inp,
+                         const float *w, const float *b, int N)
+{
+    const rg_model_config *c = &m->config;
+    if (c->norm == RG_NORM_RMSNORM)
+        rg_rmsnorm_forward(out, rstd, inp, w, N, c->n_embd, c->norm_eps);
+    else
+        rg_layernorm_forward(out, mean, rstd, inp, w, b, N, c->n_embd, c->norm_eps);
+}
+
+static void norm_backward(const rg_model *m, float *dinp, float *dw, float *db, const float *dout,
+                          const float *inp, const float *w, const float *mean, const float *rstd,
+                          int N)
+{
+    const rg_model_config *c = &m->config;
+    if (c->norm == RG_NORM_RMSNORM)
+        rg_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, c->n_embd);
+    else
+        rg_layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, c->n_embd);
+}
+
+static void activation_forward(const rg_model *m, float *out, const float *inp, int N)
+{
+    const rg_model_config *c = &m->config;
+    const size_t n = (size_t)N * c->n_inner;
+    switch (c->activation) {
+    case RG_ACTIVATION_GELU_TANH: rg_gelu_tanh_forward(out, inp, n); break;
+    case RG_ACTIVATION_GELU_ERF: rg_gelu_erf_forward(out, inp, n); break;
+    default: rg_swiglu_forward(out, inp, N, c->n_inner); break;
+    }
+}
+
+static void activation_backward(const rg_model *m, float *dinp, const float *inp,
+                                const float *dout, int N)
+{
+    const rg_model_config *c = &m->config;
+    const size_t n = (size_t)N * c->n_inner;
+    switch (c->activation) {
+    case RG_ACTIVATION_GELU_TANH: rg_gelu_tanh_backward(dinp, inp, dout, n); break;
+    case RG_ACTIVATION_GELU_ERF: rg_gelu_erf_backward(dinp, inp, dout, n); break;
+    default: rg_swiglu_backward(dinp, inp, dout, N, c->n_inner); break;
+    }
+}
+
+static void add_into(float *out, const float *a, size_t n) /* out (n,) += a (n,) */
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        out[i] += a[i];
+}
+
+/* Where a block's attention reads its keys and values: the current block
+ * (training, scoring) or the generation cache. */
+typedef struct attention_source {
+    rg_kv_cache *cache;    /* NULL: keys are this block's own tokens */
+    const int32_t *key_mask; /* (B, T) when cache is NULL */
+    int train;
+    uint64_t seed;
+} attention_source;
+
+/* One block, forward. x_in (B*T, C); the output lands in layer_output(a). */
+static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_in, int B, int T,
+                          const int32_t *positions, const attention_source *src)
+{
+    const rg_model_config *c = &m->config;
+    const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
+    const int QKV = qkv_width(c), F = c->n_inner;
+    const float attn_p = src->train ? c->attn_pdrop : 0.0f;
+    const float resid_p = src->train ? c->resid_pdrop : 0.0f;
+
+    const float *attn_in = x_in;
+    if (c->pre_norm) {
+        norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, x_in, LP(m, l, L_LN1_W), LP(m, l, L_LN1_B), N);
+        attn_in = a->ln1;
+    }
+    rg_matmul_forward(a->qkv, attn_in, LP(m, l, L_QKV_W), LP(m, l, L_QKV_B), N, C, QKV);
+    if (c->position == RG_POSITION_ROPE)
+        rg_rope_forward(a->qkv, positions, N, NH, NKV, HS, c->rope_theta);
+    if (src->cache == NULL) {
+        rg_attention_forward(a->atty, a->att, a->qkv, src->key_mask, B, T, NH, NKV, HS, c->causal,
+                             attn_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
+    } else {
+        rg_kv_cache *kv = src->cache;
+        const size_t S = kv->max_T;
+        float *k_layer = kv->k + (size_t)l * kv->B * NKV * S * HS;
+        float *v_layer = kv->v + (size_t)l * kv->B * NKV * S * HS;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) {
+                const float *row = a->qkv + ((size_t)b * T + t) * QKV;
+                for (int g = 0; g < NKV; g++) {
+                    size_t slot = (((size_t)b * NKV + g) * S + kv->filled + t) * HS;
+                    memcpy(k_layer + slot, row + (size_t)(NH + g) * HS, HS * sizeof(float));
+                    memcpy(v_layer + slot, row + (size_t)(NH + NKV + g) * HS, HS * sizeof(float));
+                }
+            }
+        rg_attention_cached_forward(a->atty, a->qkv, k_layer, v_layer, kv->key_mask, B, T, (int)S,
+                                    kv->filled, NH, NKV, HS);
+    }
+    rg_matmul_forward(a->res1, a->atty, LP(m, l, L_PROJ_W), LP(m, l, L_PROJ_B), N, NH * HS, C);
+    rg_dropout_apply(a->res1, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+    add_into(a->res1, x_in, (size_t)N * C);
+
+    const float *mlp_in;
+    if (c->pre_norm) {
+        norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), N);
+        mlp_in = a->ln2;
+    } else {
+        norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->res1, LP(m, l, L_LN1_W), LP(m, l, L_LN1_B), N);
+        mlp_in = a->ln1;
+    }
+    rg_matmul_forward(a->fch, mlp_in, LP(m, l, L_FC_W), LP(m, l, L_FC_B), N, C, fc_width(c));
+    activation_forward(m, a->fch_act, a->fch, N);
+    rg_matmul_forward(a->res2, a->fch_act, LP(m, l, L_FC2_W), LP(m, l, L_FC2_B), N, F, C);
+    rg_dropout_apply(a->res2, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+    add_into(a->res2, mlp_in == a->ln2 ? a->res1 : a->ln1, (size_t)N * C);
+    if (!c->pre_norm)
+        norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), N);
+}
+
+/* One block, backward. On entry d_res (N, C) holds the gradient of the
+ * block's output; on exit, when need_dx, the gradient of its input. */
+static void block_backward(rg_model *m, int l, int B, int T, int need_dx)
+{
+    const rg_model_config *c = &m->config;
+    const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
+    const int QKV = qkv_width(c), F = c->n_inner, FW = fc_width(c);
+    const size_t NC = (size_t)N * C;
+    const float attn_p = m->train ? c->attn_pdrop : 0.0f;
+    const float resid_p = m->train ? c->resid_pdrop : 0.0f;
+    const uint64_t seed = m->seed;
+    rg_layer_acts *a = layer_acts(m, l);
+    const float *x_in = layer_input(m, l);
+    float *d_res = m->d_res, *d_tmp = m->d_tmp, *d_tmp2 = m->d_tmp2;
+
+    if (c->pre_norm) {
+        /* MLP branch: res2 = res1 + drop(fc2(act(fc(ln2(res1))))) */
+        memcpy(d_tmp, d_res, NC * sizeof(float));
+        rg_dropout_apply(d_tmp, NC, resid_p, rg_dropout_stream(seed, SITE_LAYER(l, KIND_MLP_RESID)));
+        memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
+        rg_matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_tmp, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
+        memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
+        activation_backward(m, m->d_fch, a->fch, m->d_fch_act, N);
+        memset(d_tmp2, 0, NC * sizeof(float));
+        rg_matmul_backward(d_tmp2, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, a->ln2, LP(m, l, L_FC_W), N, C, FW);
+        norm_backward(m, d_res, LG(m, l, L_LN2_W), LG(m, l, L_LN2_B), d_tmp2, a->res1, LP(m, l, L_LN2_W), a->ln2_mean, a->ln2_rstd, N);
+        /* attention branch: res1 = x + drop(proj(attn(ln1(x)))) */
+        memcpy(d_tmp, d_res, NC * sizeof(float));
+        rg_dropout_apply(d_tmp, NC, resid_p, rg_dropout_stream(seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+        memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
+        rg_matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_tmp, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
+        memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
+        rg_attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, attn_p,
+                              rg_dropout_stream(seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
+        if (c->position == RG_POSITION_ROPE)
+            rg_rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
+        float *ln1_w_grad = LG(m, l, L_LN1_W), *ln1_b_grad = LG(m, l, L_LN1_B);
+        int need_dln1 = need_dx || ln1_w_grad != NULL || ln1_b_grad != NULL;
+        if (need_dln1)
+            memset(d_tmp2, 0, NC * sizeof(float));
+        rg_matmul_backward(need_dln1 ? d_tmp2 : NULL, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, a->ln1, LP(m, l, L_QKV_W), N, C, QKV);
+        if (need_dln1)
+            norm_backward(m, need_dx ? d_res : NULL, ln1_w_grad, ln1_b_grad, d_tmp2, x_in, LP(m, l, L_LN1_W), a->ln1_mean, a->ln1_rstd, N);
+    } else {
+        /* out = ln2(res2), res2 = m + drop(mlp(m)), m = ln1(res1), res1 = x + drop(attn(x)) */
+        memset(d_tmp, 0, NC * sizeof(float));
+        norm_backward(m, d_tmp, LG(m, l, L_LN2_W), LG(m, l, L_LN2_B), d_res, a->res2, LP(m, l, L_LN2_W), a->ln2_mean, a->ln2_rstd, N);
+        memcpy(d_res, d_tmp, NC * sizeof(float));
+        rg_dropout_apply(d_tmp, NC, resid_p, rg_dropout_stream(seed, SITE_LAYER(l, KIND_MLP_RESID)));
+        memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
+        rg_matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_tmp, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
+        memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
+        activation_backward(m, m->d_fch, a->fch, m->d_fch_act, N);
+        rg_matmul_backward(d_res, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, a->ln1, LP(m, l, L_FC_W), N, C, FW);
+        memset(d_tmp, 0, NC * sizeof(float));
+        norm_backward(m, d_tmp, LG(m, l, L_LN1_W), LG(m, l, L_LN1_B), d_res, a->res1, LP(m, l, L_LN1_W), a->ln1_mean, a->ln1_rstd, N);
+        memcpy(d_res, d_tmp, NC * sizeof(float));
+        rg_dropout_apply(d_tmp, NC, resid_p, rg_dropout_stream(seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+        memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
+        rg_matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_tmp, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
+        memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
+        rg_attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, attn_p,
+                              rg_dropout_stream(seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
+        if (c->position == RG_POSITION_ROPE)
+            rg_rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
+        rg_matmul_backward(need_dx ? d_res : NULL, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, x_in, LP(m, l, L_QKV_W), N, C, QKV);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* forward                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Positions of each token: causal models count real tokens (see rg_model.h). */
+static void positions_fill(const rg_model *m, int32_t *positions, const int32_t *mask, int B,
+                           int T, const int32_t *start)
+{
+    for (int b = 0; b < B; b++) {
+        int32_t seen = start ? start[b] : 0;
+        for (int t = 0; t < T; t++) {
+            size_t i = (size_t)b * T + t;
+            if (!m->config.causal || mask == NULL) {
+                positions[i] = seen + t;
+            } else if (mask[i]) {
+                positions[i] = seen++;
+            } else {
+                positions[i] = seen > 0 ? seen - 1 : 0; /* padding: any valid row */
+            }
+        }
+    }
+}
+
+static rg_status check_ids(const int32_t *ids, size_t n, int32_t limit, int allow_ignore)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 && allow_ignore)
+            continue;
+        if (ids[i] < 0 || ids[i] >= limit)
+            return RG_ERR_LABEL_RANGE;
+    }
+    return RG_OK;
+}
+
+static const float *lm_head_weight(rg_model *m) { return m->tied ? GP(m, G_WTE) : GP(m, G_LM_HEAD); }
+static float *lm_head_grad(rg_model *m) { return m->tied ? GG(m, G_WTE) : GG(m, G_LM_HEAD); }
+
+rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *attention_mask,
+                           const int32_t *token_types, const int32_t *targets, int B, int T,
+                           int train, uint64_t seed, float *loss)
+{
+    if (m == NULL || tokens == NULL || (targets != NULL && loss == NULL))
+        return RG_ERR_INVALID_ARG;
+    if (B <= 0 || T <= 0)
+        return RG_ERR_EMPTY;
+    const rg_model_config *c = &m->config;
+    if (T > c->n_positions)
+        return RG_ERR_SHAPE;
+    if (token_types != NULL && c->type_vocab_size == 0)
+        return RG_ERR_INVALID_ARG;
+    const size_t N = (size_t)B * T, C = c->n_embd;
+    const int L = c->n_layer;
+    RG_TRY(check_ids(tokens, N, c->vocab_size, 0));
+    if (token_types != NULL)
+        RG_TRY(check_ids(token_types, N, c->type_vocab_size, 0));
+    if (targets != NULL)
+        RG_TRY(check_ids(targets, is_classifier(c) ? (size_t)B : N,
+                         is_classifier(c) ? c->num_labels : c->vocab_size, 1));
+
+    const int save_from = targets != NULL ? lowest_trainable_block(m) : L;
+    m->has_targets = 0;
+    m->logits_valid = 0;
+    RG_TRY(acts_prepare(m, B, T, save_from, targets != NULL));
+    m->B = B;
+    m->T = T;
+    m->train = train;
+    m->seed = seed;
+    m->forward_version = m->trainable_version;
+
+    /* own copies of the integer inputs: the backward pass reads them */
+    int32_t *ints = m->ints;
+    m->tokens = ints;
+    m->positions = ints + N;
+    m->key_mask = attention_mask ? ints + 2 * N : NULL;
+    m->types = token_types ? ints + 3 * N : NULL;
+    m->targets = targets ? ints + 4 * N : NULL;
+    memcpy(m->tokens, tokens, N * sizeof(int32_t));
+    if (attention_mask)
+        for (size_t i = 0; i < N; i++)
+            m->key_mask[i] = attention_mask[i] != 0;
+    if (token_types)
+        memcpy(m->types, token_types, N * sizeof(int32_t));
+    positions_fill(m, m->positions, m->key_mask, B, T, NULL);
+
+    /* embeddings */
+    const int learned = c->position == RG_POSITION_LEARNED;
+    float *embedded = c->embed_norm ? m->emb : m->x0;
+    rg_embedding_forward(embedded, m->tokens, learned ? m->positions : NULL, m->types, GP(m, G_WTE),
+                         GP(m, G_WPE), GP(m, G_WTT), (int)N, (int)C);
+    if (c->embed_norm)
+        rg_layernorm_forward(m->x0, m->emb_mean, m->emb_rstd, m->emb, GP(m, G_EMB_LN_W),
+                             GP(m, G_EMB_LN_B), (int)N, (int)C, c->norm_eps);
+    rg_dropout_apply(m->x0, N * C, train ? c->embd_pdrop : 0.0f, rg_dropout_stream(seed, SITE_EMBEDDING));
+
+    attention_source src = {NULL, m->key_mask, train, seed};
+    for (int l = 0; l < L; l++)
+        block_forward(m, l, layer_acts(m, l), layer_input(m, l), B, T, m->positions, &src);
+
+    const float *hidden = layer_output(m, layer_acts(m, L - 1));
+    if (c->final_norm) {
+        norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, hidden, GP(m, G_LNF_W), GP(m, G_LNF_B), (int)N);
+        hidden = m->lnf;
+    }
+
+    if (!is_classifier(c)) {
+        rg_matmul_forward(m->logits, hidden, lm_head_weight(m), NULL, (int)N, (int)C, c->vocab_size);
+        if (targets != NULL) {
+            /* position t predicts token t + 1 (Hugging Face shifts labels the same way) */
+            for (int b = 0; b < B; b++)
+                for (int t = 0; t < T; t++)
+                    m->targets[(size_t)b * T + t] = t + 1 < T ? targets[(size_t)b * T + t + 1] : -100;
+            double total = rg_crossentropy_forward(m->lse, m->logits, m->targets, (int)N, c->vocab_size, &m->loss_count);
+            m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
+        }
+    } else {
+        const int K = c->num_labels;
+        for (int b = 0; b < B; b++)
+            memcpy(m->cls_h0 + (size_t)b * C, hidden + (size_t)b * T * C, C * sizeof(float));
+        rg_matmul_forward(m->cls_pre, m->cls_h0, GP(m, G_CLS_PRE_W), GP(m, G_CLS_PRE_B), B, (int)C, (int)C);
+        if (c->head == RG_HEAD_CLS_DISTILBERT)
+            rg_relu_forward(m->cls_act, m->cls_pre, (size_t)B * C);
+        else
+            rg_tanh_forward(m->cls_act, m->cls_pre, (size_t)B * C);
+        memcpy(m->cls_drop, m->cls_act, (size_t)B * C * sizeof(float));
+        rg_dropout_apply(m->cls_drop, (size_t)B * C, train ? c->cls_pdrop : 0.0f, rg_dropout_stream(seed, SITE_CLASSIFIER));
+        rg_matmul_forward(m->logits, m->cls_drop, GP(m, G_CLS_OUT_W), GP(m, G_CLS_OUT_B), B, (int)C, K);
+        if (targets != NULL) {
+            memcpy(m->targets, targets, (size_t)B * sizeof(int32_t));
+            double total = rg_crossentropy_forward(m->lse, m->logits, m->targets, B, K, &m->loss_count);
+            m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
+        }
+    }
+    m->logits_valid = 1;
+    if (targets != NULL) {
+        if (!isfinite(m->loss))
+            return RG_ERR_NONFINITE;
+        *loss = m->loss;
+        m->has_targets = 1;
+    }
+    return RG_OK;
+}
+
+const float *rg_model_logits(const rg_model *model, int *rows, int *cols)
+{
+    if (model == NULL || model->logits == NULL || model->B == 0)
+        return NULL;
+    const rg_model_config *c = &model->config;
+    if (is_classifier(c)) {
+        *rows = model->B;
+        *cols = c->num_labels;
+    } else {
+        *rows = model->B * model->T;
+        *cols = c->vocab_size;
+    }
+    return model->logits;
+}
+
+/* ------------------------------------------------------------------------ */
+/* backward                                                                  */
+/* ------------------------------------------------------------------------ */
+
+rg_status rg_model_backward(rg_model *m, float loss_scale)
+{
+    if (m == NULL || !isfinite(loss_scale))
+        return RG_ERR_INVALID_ARG;
+    if (!m->has_targets || m->forward_version != m->trainable_version)
+        return RG_ERR_STATE;
+    m->has_targets = 0; /* the logits are consumed below */
+    m->logits_valid = 0;
+    if (m->loss_count == 0)
+        return RG_OK;
+    const rg_model_config *c = &m->config;
+    const int B = m->B, T = m->T, N = B * T, C = c->n_embd, L = c->n_layer;
+    const int lowest = lowest_trainable_block(m);
+    const int emb_train = embeddings_train(m);
+    const int need_hidden_grad = lowest < L || emb_train;
+    const float scale = loss_scale / (float)m->loss_count;
+    const float *hidden = layer_output(m, layer_acts(m, L - 1));
+
+    memset(m->d_res, 0, (size_t)N * C * sizeof(float));
+    if (!is_classifier(c)) {
+        rg_crossentropy_backward(m->logits, m->lse, m->targets, N, c->vocab_size, scale);
+        float *d_head_in = c->final_norm ? m->d_tmp : m->d_res;
+        if (need_hidden_grad || c->final_norm)
+            memset(d_head_in, 0, (size_t)N * C * sizeof(float));
+        rg_matmul_backward(need_hidden_grad || GG(m, G_LNF_W) ? d_head_in : NULL, lm_head_grad(m), NULL,
+                           m->logits, c->final_norm ? m->lnf : hidden, lm_head_weight(m), N, C, c->vocab_size);
+        if (c->final_norm)
+            norm_backward(m, need_hidden_grad ? m->d_res : NULL, GG(m, G_LNF_W), GG(m, G_LNF_B), m->d_tmp,
+                          hidden, GP(m, G_LNF_W), m->lnf_mean, m->lnf_rstd, N);
+    } else {
+        const int K = c->num_labels;
+        const size_t BC = (size_t)B * C;
+        rg_crossentropy_backward(m->logits, m->lse, m->targets, B, K, scale);
+        float *d_drop = m->d_tmp2, *d_pre = m->d_tmp;
+        memset(d_drop, 0, BC * sizeof(float));
+        rg_matmul_backward(d_drop, GG(m, G_CLS_OUT_W), GG(m, G_CLS_OUT_B), m->logits, m->cls_drop, GP(m, G_CLS_OUT_W), B, C, K);
+        rg_dropout_apply(d_drop, BC, m->train ? c->cls_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_CLASSIFIER));
+        memset(d_pre, 0, BC * sizeof(float));
+        if (c->head == RG_HEAD_CLS_DISTILBERT)
+            rg_relu_backward(d_pre, m->cls_act, d_drop, BC);
+        else
+            rg_tanh_backward(d_pre, m->cls_act, d_drop, BC);
+        float *d_h0 = m->d_tmp2;
+        memset(d_h0, 0, BC * sizeof(float));
+        rg_matmul_backward(need_hidden_grad ? d_h0 : NULL, GG(m, G_CLS_PRE_W), GG(m, G_CLS_PRE_B), d_pre, m->cls_h0, GP(m, G_CLS_PRE_W), B, C, C);
+        for (int b = 0; b < B; b++)
+            memcpy(m->d_res + (size_t)b * T * C, d_h0 + (size_t)b * C, C * sizeof(float));
+    }
+    if (!need_hidden_grad)
+        return RG_OK;
+
+    for (int l = L - 1; l >= lowest; l--)
+        block_backward(m, l, B, T, l > lowest || emb_train);
+
+    if (emb_train) {
+        rg_dropout_apply(m->d_res, (size_t)N * C, m->train ? c->embd_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_EMBEDDING));
+        float *d_emb = m->d_res;
+        if (c->embed_norm) {
+            memset(m->d_tmp, 0, (size_t)N * C * sizeof(float));
+            rg_layernorm_backward(m->d_tmp, GG(m, G_EMB_LN_W), GG(m, G_EMB_LN_B), m->d_res, m->emb,
+                                  GP(m, G_EMB_LN_W), m->emb_mean, m->emb_rstd, N, C);
+            d_emb = m->d_tmp;
+        }
+        rg_embedding_backward(GG(m, G_WTE), GG(m, G_WPE), GG(m, G_WTT), d_emb, m->tokens,
+                              c->position == RG_POSITION_LEARNED ? m->positions : NULL, m->types, N, C);
+    }
+    return RG_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* generation with a key/value cache                                         */
+/* ------------------------------------------------------------------------ */
+
+rg_status rg_model_cache_reset(rg_model *model, int B, int max_T)
+{
+    if (model == NULL)
+        return RG_ERR_INVALID_ARG;
+    const rg_model_config *c = &model->config;
+    if (!c->causal || is_classifier(c))
+        return RG_ERR_UNSUPPORTED;
+    if (B <= 0 || max_T <= 0)
+        return RG_ERR_EMPTY;
+    if (max_T > c->n_positions)
+        return RG_ERR_SHAPE;
+    cache_free(model->cache);
+    model->cache = NULL;
+    rg_kv_cache *kv = calloc(1, sizeof(*kv));
+    if (kv == NULL)
+        return RG_ERR_NOMEM;
+    const size_t n = (size_t)c->n_layer * B * c->n_kv_head * max_T * c->head_dim;
+    kv->k = malloc(n * sizeof(float));
+    kv->v = malloc(n * sizeof(float));
+    kv->key_mask = calloc((size_t)B * max_T, sizeof(int32_t));
+    kv->n_real = calloc((size_t)B, sizeof(int32_t));
+    if (kv->k == NULL || kv->v == NULL || kv->key_mask == NULL || kv->n_real == NULL) {
+        cache_free(kv);
+        return RG_ERR_NOMEM;
+    }
+    kv->B = B;
+    kv->max_T = max_T;
+    model->cache = kv;
+    return RG_OK;
+}
+
+void rg_model_cache_info(const rg_model *model, int *B, int *max_T, int *filled)
+{
+    const rg_kv_cache *kv = model ? model->cache : NULL;
+    *B = kv ? kv->B : 0;
+    *max_T = kv ? kv->max_T : 0;
+    *filled = kv ? kv->filled : 0;
+}
+
+rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32_t *mask, int T,
+                                 float *logits)
+{
+    if (m == NULL || tokens == NULL || logits == NULL)
+        return RG_ERR_INVALID_ARG;
+    rg_kv_cache *kv = m->cache;
+    if (kv == NULL)
+        return RG_ERR_STATE;
+    if (T <= 0)
+        return RG_ERR_EMPTY;
+    if (kv->filled + T > kv->max_T)
+        return RG_ERR_SHAPE;
+    const rg_model_config *c = &m->config;
+    const int B = kv->B, N = B * T, C = c->n_embd, L = c->n_layer;
+    RG_TRY(check_ids(tokens, (size_t)N, c->vocab_size, 0));
+
+    /* scratch: positions, x0, two ping-pong block sets, final rows */
+    carver sizing = {NULL, 0};
+    rg_layer_acts sets[2];
+    carve(&sizing, (size_t)N * C);
+    carve(&sizing, (size_t)N * C);
+    carve(&sizing, (size_t)N);
+    carve_layer(&sizing, &sets[0], c, B, T, kv->max_T, 0);
+    carve_layer(&sizing, &sets[1], c, B, T, kv->max_T, 0);
+    carve(&sizing, (size_t)B * C);
+    carve(&sizing, (size_t)B * C);
+    carve(&sizing, (size_t)B);
+    carve(&sizing, (size_t)B);
+    float *block = malloc(sizing.used * sizeof(float));
+    int32_t *positions = malloc((size_t)N * sizeof(int32_t));
+    if (block == NULL || positions == NULL) {
+        free(block);
+        free(positions);
+        return RG_ERR_NOMEM;
+    }
+    carver cv = {block, 0};
+    float *x0 = carve(&cv, (size_t)N * C);
+    float *emb = carve(&cv, (size_t)N * C);
+    float *emb_stat = carve(&cv, (size_t)N);
+    carve_layer(&cv, &sets[0], c, B, T, kv->max_T, 0);
+    carve_layer(&cv, &sets[1], c, B, T, kv->max_T, 0);
+    float *last = carve(&cv, (size_t)B * C);
+    float *last_norm = carve(&cv, (size_t)B * C);
+    float *last_mean = carve(&cv, (size_t)B);
+    float *last_rstd = carve(&cv, (size_t)B);
+
+    rg_status status = RG_OK;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            kv->key_mask[(size_t)b * kv->max_T + kv->filled + t] = mask ? mask[(size_t)b * T + t] != 0 : 1;
+    positions_fill(m, positions, mask, B, T, kv->n_real);
+    if (c->position == RG_POSITION_LEARNED)
+        for (int i = 0; i < N; i++)
+            if (positions[i] >= c->n_positions)
+                status = RG_ERR_SHAPE;
+    if (status == RG_OK) {
+        const int learned = c->position == RG_POSITION_LEARNED;
+        rg_embedding_forward(c->embed_norm ? emb : x0, tokens, learned ? positions : NULL, NULL,
+                             GP(m, G_WTE), GP(m, G_WPE), NULL, N, C);
+        if (c->embed_norm)
+            rg_layernorm_forward(x0, emb_stat, last_mean, emb, GP(m, G_EMB_LN_W), GP(m, G_EMB_LN_B), N, C, c->norm_eps);
+        attention_source src = {kv, NULL, 0, 0};
+        const float *x = x0;
+        for (int l = 0; l < L; l++) {
+            block_forward(m, l, &sets[l % 2], x, B, T, positions, &src);
+            x = layer_output(m, &sets[l % 2]);
+        }
+        for (int b = 0; b < B; b++)
+            memcpy(last + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float));
+        const float *h = last;
+        if (c->final_norm) {
+            norm_forward(m, last_norm, last_mean, last_rstd, last, GP(m, G_LNF_W), GP(m, G_LNF_B), B);
+            h = last_norm;
+        }
+        rg_matmul_forward(logits, h, lm_head_weight(m), NULL, B, C, c->vocab_size);
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                kv->n_real[b] += kv->key_mask[(size_t)b * kv->max_T + kv->filled + t];
+        kv->filled += T;
+    }
+    free(block);
+    free(positions);
+    return status;
+}

@@ -1,0 +1,175 @@
+/*
+ * rg_model.h - one generic transformer serving GPT-2, Llama, DistilBERT and
+ * BERT, configured by rg_model_config (docs/model_layout.md: the parameter
+ * names and layouts every loader follows).
+ *
+ * Memory, llm.c style: all parameters live in one flat float block, all
+ * gradients in a second block with the same layout (rg_param_table), and all
+ * activations of a forward/backward pass in a third block sized from a table
+ * for (B, T); it grows only when a larger batch arrives.
+ *
+ * Training conventions:
+ *   - rg_model_forward with targets computes the loss and keeps what the
+ *     backward pass needs; rg_model_backward ADDS loss_scale * dloss/dparam
+ *     into the gradient block (call rg_model_zero_grad between steps).
+ *   - LM targets follow Hugging Face's `labels`: aligned with the tokens
+ *     (B, T), shifted inside (position t predicts targets[t + 1]); -100 (any
+ *     negative value) is ignored; the loss is the mean over counted positions.
+ *     Classification targets are (B,) class ids, negative = ignored.
+ *   - Positions: causal models number only the real tokens (cumulative sum of
+ *     the attention mask, minus one), as transformers' generate() does, so a
+ *     left-padded prompt gets the same positions as an unpadded one; with
+ *     right padding this is the column index. Encoders use the column index.
+ *   - Generation (causal models only) uses LEFT padding: rg_model_cache_reset,
+ *     then rg_model_cache_forward with the padded prompts (B, T) and their
+ *     mask, then one rg_model_cache_forward per new token (T = 1). Each call
+ *     returns the logits of the last column (B, V).
+ */
+#ifndef RG_MODEL_H
+#define RG_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rg_common.h"
+#include "rg_params.h"
+
+typedef enum rg_norm_kind { RG_NORM_LAYERNORM = 0, RG_NORM_RMSNORM = 1 } rg_norm_kind;
+typedef enum rg_position_kind { RG_POSITION_LEARNED = 0, RG_POSITION_ROPE = 1 } rg_position_kind;
+typedef enum rg_activation_kind {
+    RG_ACTIVATION_GELU_TANH = 0,
+    RG_ACTIVATION_GELU_ERF = 1,
+    RG_ACTIVATION_SWIGLU = 2
+} rg_activation_kind;
+typedef enum rg_head_kind {
+    RG_HEAD_LM = 0,             /* logits over the vocabulary at every position */
+    RG_HEAD_CLS_DISTILBERT = 1, /* token 0 -> pre_classifier -> ReLU -> dropout -> classifier */
+    RG_HEAD_CLS_BERT = 2        /* token 0 -> pooler -> tanh -> dropout -> classifier */
+} rg_head_kind;
+
+/* What rg_model_set_trainable does with the head. */
+typedef enum rg_head_policy {
+    RG_HEAD_POLICY_FROZEN = 0, /* the head gets no gradient (tied: wte stays frozen too) */
+    RG_HEAD_POLICY_TRAIN = 1,  /* the head trains (tied: wte trains, through the head only) */
+    RG_HEAD_POLICY_UNTIE = 2   /* tied LM head: copy wte into lm_head.w and train that copy */
+} rg_head_policy;
+
+typedef struct rg_model_config {
+    int vocab_size;      /* V */
+    int n_positions;     /* P: the longest sequence */
+    int n_layer;         /* L */
+    int n_head;          /* NH */
+    int n_kv_head;       /* NKV, divides NH */
+    int head_dim;        /* HS */
+    int n_embd;          /* C */
+    int n_inner;         /* F */
+    int type_vocab_size; /* 0: no token types */
+    int norm;            /* rg_norm_kind */
+    float norm_eps;
+    int pre_norm;        /* 1: norm before attention/MLP; 0: after each residual add */
+    int embed_norm;      /* LayerNorm right after the embeddings */
+    int final_norm;      /* norm after the last block */
+    int position;        /* rg_position_kind */
+    float rope_theta;
+    int activation;      /* rg_activation_kind */
+    int causal;
+    int bias;            /* biases on every linear layer */
+    int head;            /* rg_head_kind */
+    int tie_word_embeddings; /* LM head: 1 = reuse wte */
+    int num_labels;      /* K, classification heads */
+    float embd_pdrop, resid_pdrop, attn_pdrop, cls_pdrop;
+} rg_model_config;
+
+/* Where one block's saved tensors lie inside the activation block. */
+typedef struct rg_layer_acts {
+    float *ln1, *ln1_mean, *ln1_rstd; /* (N, C), (N,), (N,) */
+    float *qkv;                       /* (N, (NH + 2*NKV) * HS), q and k rotated when rope */
+    float *att;                       /* (B, NH, T, S) softmax before dropout */
+    float *atty;                      /* (N, NH*HS) attention output before the projection */
+    float *res1;                      /* (N, C) residual stream after the attention add */
+    float *ln2, *ln2_mean, *ln2_rstd; /* (N, C), (N,), (N,) */
+    float *fch;                       /* (N, F) or swiglu (N, 2F): MLP pre-activation */
+    float *fch_act;                   /* (N, F) */
+    float *res2;                      /* (N, C) residual stream after the MLP add */
+} rg_layer_acts;
+
+typedef struct rg_kv_cache rg_kv_cache;
+
+typedef struct rg_model {
+    rg_model_config config;
+    rg_param_table table;        /* tensors in the order of docs/model_layout.md */
+    float *params;               /* (table.total + reserve) */
+    float *grads;                /* same layout as params */
+    size_t reserve;              /* room after the table for lm_head.w when untying later */
+    int tied;                    /* LM head reads wte */
+    int n_trainable_blocks;      /* -1: everything trains, embeddings included */
+    int head_policy;             /* rg_head_policy */
+    int global_index[12];        /* table index of wte, wpe, ... (rg_model.c), -1 if absent */
+    int *layer_index;            /* (L, 12) table index of each block tensor, -1 if absent */
+    unsigned trainable_version;  /* bumped by set_trainable: a backward needs the forward's */
+    unsigned forward_version;    /* trainable_version when the last forward ran */
+
+    /* activations of the last forward (one float block, one int block) */
+    float *acts;
+    size_t acts_capacity;        /* floats allocated */
+    int32_t *ints;
+    size_t ints_capacity;
+    int B, T;                    /* shape of the last forward */
+    int n_saved_sets;            /* layer activation sets in the block */
+    int lowest_saved_layer;      /* first layer whose activations were kept */
+    int has_targets;             /* last forward computed a loss: backward allowed */
+    int logits_valid;            /* logits hold the last forward's values */
+    int train;                   /* last forward ran with dropout */
+    uint64_t seed;               /* its dropout seed */
+    long loss_count;             /* positions (LM) or rows (classification) in the loss */
+    float loss;
+    int32_t *tokens, *positions, *types, *key_mask, *targets; /* (B*T,) copies, NULL if absent */
+    float *emb, *emb_mean, *emb_rstd, *x0;                    /* (N, C), (N,), (N,), (N, C) */
+    rg_layer_acts *layer_sets;   /* (n_saved_sets,) */
+    float *lnf, *lnf_mean, *lnf_rstd;                        /* (N, C), (N,), (N,) */
+    float *logits;               /* LM (N, V) / classification (B, K) */
+    float *lse;                  /* (N,) or (B,) log-sum-exp of each loss row */
+    float *cls_h0, *cls_pre, *cls_act, *cls_drop;            /* (B, C) each */
+    float *d_res, *d_tmp, *d_tmp2, *d_qkv, *d_atty, *d_fch, *d_fch_act; /* backward scratch */
+
+    rg_kv_cache *cache;
+} rg_model;
+
+rg_status rg_model_init(rg_model **out, const rg_model_config *config);
+void rg_model_free(rg_model *model);
+
+/* A tensor of the table by internal name, or NULL. */
+const rg_param_info *rg_model_find_param(const rg_model *model, const char *name);
+
+/* Keep only the last n_trainable_blocks blocks (+ final norm + head)
+ * trainable; n_trainable_blocks < 0 trains everything (embeddings too).
+ * The backward pass stops at the lowest trainable block. */
+rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_head_policy policy);
+
+/* Forward pass. tokens (B, T); attention_mask (B, T) 1 = real token, or NULL;
+ * token_types (B, T) or NULL; targets: LM (B, T), classification (B,), or
+ * NULL. With targets, *loss receives the mean loss (0 when nothing counted). */
+rg_status rg_model_forward(rg_model *model, const int32_t *tokens, const int32_t *attention_mask,
+                           const int32_t *token_types, const int32_t *targets, int B, int T,
+                           int train, uint64_t seed, float *loss);
+
+/* Logits of the last forward: LM (B*T, V) or classification (B, K). Valid
+ * until the next forward or backward (the backward overwrites them). */
+const float *rg_model_logits(const rg_model *model, int *rows, int *cols);
+
+/* Adds loss_scale * gradient of the last forward's loss into model->grads
+ * (trainable tensors only). */
+rg_status rg_model_backward(rg_model *model, float loss_scale);
+
+void rg_model_zero_grad(rg_model *model);
+
+/* Generation with a key/value cache (causal models). */
+rg_status rg_model_cache_reset(rg_model *model, int B, int max_T);
+/* Appends T new columns per row (mask (B, T) or NULL = all real) and writes
+ * the logits of the last column: logits (B, V). */
+rg_status rg_model_cache_forward(rg_model *model, const int32_t *tokens, const int32_t *mask, int T,
+                                 float *logits);
+/* Columns filled so far, and the batch/capacity of the cache (0 when none). */
+void rg_model_cache_info(const rg_model *model, int *B, int *max_T, int *filled);
+
+#endif /* RG_MODEL_H */

@@ -1,0 +1,45 @@
+/*
+ * rg_sample.h - choosing the next token from a batch of logits.
+ *
+ * Follows Hugging Face generate(): the logits are divided by the temperature,
+ * then top-k keeps the k most likely tokens, then top-p (nucleus) keeps the
+ * smallest set of the most likely remaining tokens whose probability sums to
+ * at least top_p (never fewer than one); the draw is from the renormalised
+ * kept set. Greedy decoding (argmax, lowest id on ties) when do_sample is 0,
+ * temperature <= 0 or top_k == 1.
+ *
+ * Each draw uses the counter-based generator keyed by (seed, step, row), so a
+ * run repeats exactly and rows do not depend on one another or on threads.
+ */
+#ifndef RG_SAMPLE_H
+#define RG_SAMPLE_H
+
+#include <stdint.h>
+
+#include "rg_common.h"
+
+typedef struct rg_sample_config {
+    int do_sample;      /* 0: greedy */
+    float temperature;  /* > 0 divides the logits; <= 0 means greedy */
+    int top_k;          /* keep the k most likely tokens; 0 disables */
+    float top_p;        /* nucleus mass in (0, 1]; 1 disables */
+    uint64_t seed;      /* random stream of the whole generation */
+    uint64_t step;      /* index of the generated position (decode step) */
+} rg_sample_config;
+
+/* The counter of the uniform draw for (step, row): distinct for every pair
+ * with row < 2^32. */
+static inline uint64_t rg_sample_counter(uint64_t step, uint64_t row)
+{
+    return (step << 32) ^ row;
+}
+
+/* Picks one token per row.
+ * logits: (B, V) float32; NaN or +inf, or a row with no finite value, is
+ *         RG_ERR_NONFINITE (-inf is allowed: it marks a forbidden token).
+ * out:    (B,) int32 token ids in [0, V).
+ * RG_ERR_INVALID_ARG for top_k < 0 or top_p outside (0, 1] or NaN temperature. */
+rg_status rg_sample_logits(const float *logits, int B, int V, const rg_sample_config *config,
+                           int32_t *out);
+
+#endif /* RG_SAMPLE_H */

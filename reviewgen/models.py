@@ -1,0 +1,262 @@
+"""The generic transformer of the C core, seen from Python.
+
+`ModelConfig` mirrors `rg_model_config` (csrc/rg_model.h); the table of which
+value each model family uses is docs/model_layout.md. `Model` wraps the core
+object `reviewgen._core.Model`: one flat parameter block, one flat gradient
+block, forward/backward for training, and a key/value cache for generation.
+
+Conventions (the same as the core's):
+  * token ids, masks and targets are int32 arrays; LM targets are Hugging
+    Face `labels` (B, T) (shifted inside, -100 ignored), classifier targets
+    are class ids (B,);
+  * causal models number positions by counting real tokens (attention mask),
+    so generation uses LEFT-padded prompts: `reset_cache(B, max_len)`, then
+    `forward_logits(prompts, mask)` and `decode_step(next_tokens)`;
+  * `set_trainable(k, head_policy)` trains only the last k blocks + final norm
+    + head; with a tied LM head, 'train' trains wte through the head only,
+    'untie' copies wte into a new `lm_head.w` and trains that.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+
+from ._native import _core
+
+NORMS = ("layernorm", "rmsnorm")
+POSITIONS = ("learned", "rope")
+ACTIVATIONS = ("gelu_tanh", "gelu_erf", "swiglu")
+HEADS = ("lm", "cls_distilbert", "cls_bert")
+HEAD_POLICIES = ("frozen", "train", "untie")
+
+
+@dataclass
+class ModelConfig:
+    """Configuration of the generic transformer (field by field: rg_model_config)."""
+
+    vocab_size: int
+    n_positions: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    n_kv_head: int = 0          # 0: same as n_head
+    head_dim: int = 0           # 0: n_embd // n_head
+    n_inner: int = 0            # 0: 4 * n_embd
+    type_vocab_size: int = 0
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    pre_norm: bool = True
+    embed_norm: bool = False
+    final_norm: bool = True
+    position: str = "learned"
+    rope_theta: float = 10000.0
+    activation: str = "gelu_tanh"
+    causal: bool = True
+    bias: bool = True
+    head: str = "lm"
+    tie_word_embeddings: bool = True
+    num_labels: int = 0
+    embd_pdrop: float = 0.0
+    resid_pdrop: float = 0.0
+    attn_pdrop: float = 0.0
+    cls_pdrop: float = 0.0
+
+    def __post_init__(self):
+        if self.n_head <= 0 or self.n_embd <= 0:
+            raise ValueError("ModelConfig: n_head and n_embd must be positive")
+        if not self.n_kv_head:
+            self.n_kv_head = self.n_head
+        if not self.head_dim:
+            if self.n_embd % self.n_head:
+                raise ValueError(f"ModelConfig: n_embd {self.n_embd} is not a multiple of n_head "
+                                 f"{self.n_head}; give head_dim explicitly")
+            self.head_dim = self.n_embd // self.n_head
+        if not self.n_inner:
+            self.n_inner = 4 * self.n_embd
+        for name, allowed in (("norm", NORMS), ("position", POSITIONS),
+                              ("activation", ACTIVATIONS), ("head", HEADS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"ModelConfig: {name} must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"ModelConfig: n_kv_head {self.n_kv_head} must divide n_head {self.n_head}")
+        if self.head != "lm" and self.num_labels <= 0:
+            raise ValueError("ModelConfig: classification heads need num_labels > 0")
+
+    def to_dict(self) -> Dict[str, object]:
+        """The dict that `_core.Model` takes (booleans as 0/1)."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = int(value) if isinstance(value, bool) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, object]) -> "ModelConfig":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = set(values) - set(names)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}")
+        kwargs = {}
+        for name, value in values.items():
+            kwargs[name] = bool(value) if names[name].type in ("bool", bool) else value
+        return cls(**kwargs)
+
+
+def _int32(array, name: str) -> np.ndarray:
+    """int32 C-contiguous copy/view of integer input; refuses values that do not fit."""
+    array = np.asarray(array)
+    if array.dtype == np.int32:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind not in "iub":
+        raise TypeError(f"{name}: expected integer ids, got dtype {array.dtype}")
+    if array.size and (array.min() < np.iinfo(np.int32).min or array.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{name}: values do not fit in int32")
+    return np.ascontiguousarray(array, dtype=np.int32)
+
+
+class Model:
+    """A transformer held by the C core. See the module docstring for conventions."""
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+        self._core = _core.Model(config.to_dict())
+        self._refresh_table()
+
+    # -- parameters ---------------------------------------------------------
+    def _refresh_table(self):
+        self._table = {entry["name"]: entry for entry in self._core.param_table()}
+        self.config.tie_word_embeddings = bool(self._core.config["tie_word_embeddings"])
+
+    @property
+    def core(self):
+        """The `_core.Model` object (for the trainer and the optimizer)."""
+        return self._core
+
+    @property
+    def parameters(self) -> np.ndarray:
+        """Flat float32 view of every parameter (writes go straight into the model)."""
+        return self._core.parameters
+
+    @property
+    def gradients(self) -> np.ndarray:
+        return self._core.gradients
+
+    def param_table(self) -> List[dict]:
+        return self._core.param_table()
+
+    def param_names(self) -> List[str]:
+        return list(self._table)
+
+    def _view(self, block: np.ndarray, name: str) -> np.ndarray:
+        try:
+            entry = self._table[name]
+        except KeyError:
+            raise KeyError(f"no parameter named {name!r} (see docs/model_layout.md)") from None
+        return block[entry["offset"]:entry["offset"] + entry["numel"]].reshape(entry["shape"])
+
+    def param(self, name: str) -> np.ndarray:
+        """Writable view of one named parameter, shaped as in docs/model_layout.md."""
+        return self._view(self._core.parameters, name)
+
+    def grad(self, name: str) -> np.ndarray:
+        return self._view(self._core.gradients, name)
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Copies of every parameter by internal name."""
+        return {name: self.param(name).copy() for name in self._table}
+
+    def load_state_dict(self, tensors: Dict[str, np.ndarray], strict: bool = True) -> None:
+        """Copies arrays named as in docs/model_layout.md into the model."""
+        missing = [name for name in self._table if name not in tensors]
+        unexpected = [name for name in tensors if name not in self._table]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing {missing}, unexpected {unexpected}")
+        for name, value in tensors.items():
+            if name not in self._table:
+                continue
+            target = self.param(name)
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise ValueError(f"load_state_dict: {name} has shape {value.shape}, "
+                                 f"the model expects {target.shape}")
+            target[...] = value.astype(np.float32, copy=False)
+
+    # -- training -------------------------------------------------------------
+    def forward(self, tokens, attention_mask=None, targets=None, token_types=None,
+                train: bool = False, seed: int = 0):
+        """Mean loss (float) when targets are given, else logits (LM (B, T, V), classifier (B, K))."""
+        return self._core.forward(
+            _int32(tokens, "tokens"),
+            None if attention_mask is None else _int32(attention_mask, "attention_mask"),
+            None if targets is None else _int32(targets, "targets"),
+            None if token_types is None else _int32(token_types, "token_types"),
+            bool(train), int(seed) & 0xFFFFFFFFFFFFFFFF)
+
+    def logits(self) -> np.ndarray:
+        return self._core.logits()
+
+    def backward(self, loss_scale: float = 1.0) -> None:
+        self._core.backward(float(loss_scale))
+
+    def zero_grad(self) -> None:
+        self._core.zero_grad()
+
+    def set_trainable(self, n_trainable_blocks: int, head_policy: str = "train") -> None:
+        """Train only the last k blocks (+ final norm + head); k < 0 trains everything."""
+        if head_policy not in HEAD_POLICIES:
+            raise ValueError(f"head_policy must be one of {HEAD_POLICIES}, got {head_policy!r}")
+        self._core.set_trainable(int(n_trainable_blocks), head_policy)
+        self._refresh_table()
+
+    def trainable_names(self) -> List[str]:
+        return [entry["name"] for entry in self._core.param_table() if entry["trainable"]]
+
+    # -- generation -------------------------------------------------------------
+    def reset_cache(self, batch_size: int, max_length: int) -> None:
+        self._core.reset_cache(int(batch_size), int(max_length))
+
+    def forward_logits(self, tokens, attention_mask=None) -> np.ndarray:
+        """Appends LEFT-padded prompts (B, T) to the cache; logits of the last column (B, V)."""
+        return self._core.forward_logits(
+            _int32(tokens, "tokens"),
+            None if attention_mask is None else _int32(attention_mask, "attention_mask"))
+
+    def decode_step(self, tokens) -> np.ndarray:
+        """Appends one token per row (B,); logits (B, V) for the next one."""
+        return self._core.decode_step(_int32(tokens, "tokens"))
+
+    def greedy_generate(self, prompts: Iterable[Iterable[int]], max_new_tokens: int,
+                        pad_id: int = 0, eos_id: Optional[int] = None) -> List[List[int]]:
+        """Greedy decoding of a batch of prompts (lists of ids); returns the new ids per
+        prompt (stopping after eos_id when given). The sampling generator lives in
+        reviewgen.generation; this is the reference path used by the tests."""
+        prompts = [list(p) for p in prompts]
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("greedy_generate: every prompt needs at least one token")
+        B, T = len(prompts), max(len(p) for p in prompts)
+        tokens = np.full((B, T), pad_id, dtype=np.int32)
+        mask = np.zeros((B, T), dtype=np.int32)
+        for b, p in enumerate(prompts):
+            tokens[b, T - len(p):] = p
+            mask[b, T - len(p):] = 1
+        self.reset_cache(B, T + max_new_tokens)
+        logits = self.forward_logits(tokens, mask)
+        out = [[] for _ in range(B)]
+        done = np.zeros(B, dtype=bool)
+        for step in range(max_new_tokens):
+            next_ids = logits.argmax(axis=1).astype(np.int32)
+            for b in range(B):
+                if not done[b]:
+                    out[b].append(int(next_ids[b]))
+                    done[b] = eos_id is not None and next_ids[b] == eos_id
+            if done.all() or step == max_new_tokens - 1:
+                break
+            logits = self.decode_step(np.where(done, pad_id, next_ids).astype(np.int32))
+        return out
+
+
+__all__ = ["ModelConfig", "Model", "NORMS", "POSITIONS", "ACTIVATIONS", "HEADS", "HEAD_POLICIES"]
