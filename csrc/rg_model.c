@@ -744,7 +744,8 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     m->tokens = ints;
     m->positions = ints + N;
     m->key_mask = attention_mask ? ints + 2 * N : NULL;
-    m->types = token_types ? ints + 3 * N : NULL;
+    /* models with token types use type 0 when none are given (as Hugging Face does) */
+    m->types = c->type_vocab_size > 0 ? ints + 3 * N : NULL;
     m->targets = targets ? ints + 4 * N : NULL;
     memcpy(m->tokens, tokens, N * sizeof(int32_t));
     if (attention_mask)
@@ -752,6 +753,8 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
             m->key_mask[i] = attention_mask[i] != 0;
     if (token_types)
         memcpy(m->types, token_types, N * sizeof(int32_t));
+    else if (m->types)
+        memset(m->types, 0, N * sizeof(int32_t));
     positions_fill(m, m->positions, m->key_mask, B, T, NULL);
 
     /* embeddings */

@@ -200,7 +200,7 @@ rg_status rg_sample_logits(const float *logits, int B, int V, const rg_sample_co
             }
             out[b] = greedy ? argmax
                             : sample_row(row, V, config, row[argmax],
-                                         rg_sample_counter(config->step, (uint64_t)b), work, probs);
+                                         rg_sample_counter(config->step, config->row_offset + (uint64_t)b), work, probs);
         }
         free(work);
         free(probs);

@@ -8,8 +8,9 @@
  * kept set. Greedy decoding (argmax, lowest id on ties) when do_sample is 0,
  * temperature <= 0 or top_k == 1.
  *
- * Each draw uses the counter-based generator keyed by (seed, step, row), so a
- * run repeats exactly and rows do not depend on one another or on threads.
+ * Each draw uses the counter-based generator keyed by (seed, step,
+ * row_offset + row), so a run repeats exactly and rows do not depend on one
+ * another, on the batch they were put in, or on threads.
  */
 #ifndef RG_SAMPLE_H
 #define RG_SAMPLE_H
@@ -25,6 +26,8 @@ typedef struct rg_sample_config {
     float top_p;        /* nucleus mass in (0, 1]; 1 disables */
     uint64_t seed;      /* random stream of the whole generation */
     uint64_t step;      /* index of the generated position (decode step) */
+    uint64_t row_offset; /* global index of row 0, so that splitting a set of
+                            prompts into batches does not change any row's draws */
 } rg_sample_config;
 
 /* The counter of the uniform draw for (step, row): distinct for every pair

@@ -59,13 +59,69 @@ static PyObject *rg_raise(core_state *state, rg_status status, const char *what)
     return PyErr_Format(cls, "%s: %s", what, rg_status_string(status));
 }
 
-/* Convert `obj` to an aligned, C-contiguous array of `typenum` (a copy only
- * where needed). Casting must be safe: float labels or int64 ids that do not
- * fit are refused with a TypeError naming the argument. `ndim` < 0 accepts any. */
+/* Integer values that do not fit int32 are refused rather than wrapped. */
+static int rg_fits_int32(PyArrayObject *natural, const char *name)
+{
+    int is_unsigned = PyArray_ISUNSIGNED(natural);
+    PyArrayObject *wide = (PyArrayObject *)PyArray_FROM_OTF(
+        (PyObject *)natural, is_unsigned ? NPY_UINT64 : NPY_INT64, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    if (wide == NULL)
+        return 0;
+    npy_intp n = PyArray_SIZE(wide);
+    int fits = 1;
+    if (is_unsigned) {
+        const uint64_t *values = PyArray_DATA(wide);
+        for (npy_intp i = 0; i < n && fits; i++)
+            fits = values[i] <= (uint64_t)INT32_MAX;
+    } else {
+        const int64_t *values = PyArray_DATA(wide);
+        for (npy_intp i = 0; i < n && fits; i++)
+            fits = values[i] >= INT32_MIN && values[i] <= INT32_MAX;
+    }
+    Py_DECREF(wide);
+    if (!fits)
+        PyErr_Format(PyExc_OverflowError, "%s: a value does not fit in int32", name);
+    return fits;
+}
+
+/* Convert `obj` (an array or a nested sequence) to an aligned, C-contiguous
+ * array of `typenum`, copying only where needed. int32 takes integers of any
+ * width whose values fit (floats, bools and strings are refused); float32 takes
+ * any real number. A TypeError names the argument. `ndim` < 0 accepts any. */
 static PyArrayObject *rg_array_in(PyObject *obj, int typenum, int ndim, const char *name)
 {
-    PyArrayObject *array = (PyArrayObject *)PyArray_FROM_OTF(obj, typenum, NPY_ARRAY_IN_ARRAY);
-    if (array == NULL) {
+    PyArrayObject *natural = (PyArrayObject *)PyArray_FROM_O(obj);
+    PyArrayObject *array = NULL;
+    if (natural == NULL)
+        goto convert_error;
+    int kind_ok = typenum == NPY_INT32
+        ? PyArray_ISINTEGER(natural)
+        : typenum == NPY_FLOAT32 ? (PyArray_ISINTEGER(natural) || PyArray_ISFLOAT(natural))
+                                 : PyArray_CanCastSafely(PyArray_TYPE(natural), typenum);
+    if (!kind_ok) {
+        PyErr_Format(PyExc_TypeError, "%s: expected %s values, got dtype %S", name,
+                     typenum == NPY_INT32 ? "integer" : "real", (PyObject *)PyArray_DESCR(natural));
+        Py_DECREF(natural);
+        return NULL;
+    }
+    if (typenum == NPY_INT32 && PyArray_TYPE(natural) != NPY_INT32 && !rg_fits_int32(natural, name)) {
+        Py_DECREF(natural);
+        return NULL;
+    }
+    array = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)natural, typenum,
+                                              NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+    Py_DECREF(natural);
+    if (array == NULL)
+        goto convert_error;
+    if (ndim >= 0 && PyArray_NDIM(array) != ndim) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %d dimension(s), got %d", name, ndim,
+                     PyArray_NDIM(array));
+        Py_DECREF(array);
+        return NULL;
+    }
+    return array;
+
+convert_error: {
         PyObject *type, *value, *traceback;
         PyErr_Fetch(&type, &value, &traceback);
         PyErr_Format(PyExc_TypeError, "%s: expected an array convertible to %s (%S)", name,
@@ -76,13 +132,6 @@ static PyArrayObject *rg_array_in(PyObject *obj, int typenum, int ndim, const ch
         Py_XDECREF(traceback);
         return NULL;
     }
-    if (ndim >= 0 && PyArray_NDIM(array) != ndim) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %d dimension(s), got %d", name, ndim,
-                     PyArray_NDIM(array));
-        Py_DECREF(array);
-        return NULL;
-    }
-    return array;
 }
 
 /* A writable, C-contiguous output array that the caller allocated (no copy allowed). */
@@ -1593,13 +1642,14 @@ static PyType_Spec adamw_spec = {
 static PyObject *core_sample(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"logits", "temperature", "top_k", "top_p", "seed", "step",
-                               "do_sample", NULL};
+                               "do_sample", "row_offset", NULL};
     PyObject *logits_obj, *seed_obj = NULL;
     float temperature = 1.0f, top_p = 1.0f;
     int top_k = 0, do_sample = 1;
-    long long step = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|fifOLp:sample", keywords, &logits_obj,
-                                     &temperature, &top_k, &top_p, &seed_obj, &step, &do_sample))
+    long long step = 0, row_offset = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|fifOLpL:sample", keywords, &logits_obj,
+                                     &temperature, &top_k, &top_p, &seed_obj, &step, &do_sample,
+                                     &row_offset))
         return NULL;
     if (isnan(temperature) || isinf(temperature) || temperature < 0.0f) {
         PyErr_SetString(PyExc_ValueError, "sample: temperature must be finite and >= 0 (0 is greedy)");
@@ -1613,8 +1663,8 @@ static PyObject *core_sample(PyObject *module, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_ValueError, "sample: top_p must lie in (0, 1] (1 disables it)");
         return NULL;
     }
-    if (step < 0) {
-        PyErr_SetString(PyExc_ValueError, "sample: step must be >= 0");
+    if (step < 0 || row_offset < 0) {
+        PyErr_SetString(PyExc_ValueError, "sample: step and row_offset must be >= 0");
         return NULL;
     }
     uint64_t seed = 0;
@@ -1643,7 +1693,8 @@ static PyObject *core_sample(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     rg_sample_config config = {.do_sample = do_sample, .temperature = temperature, .top_k = top_k,
-                               .top_p = top_p, .seed = seed, .step = (uint64_t)step};
+                               .top_p = top_p, .seed = seed, .step = (uint64_t)step,
+                               .row_offset = (uint64_t)row_offset};
     rg_status status;
     Py_BEGIN_ALLOW_THREADS
     status = rg_sample_logits(PyArray_DATA(logits), (int)B, (int)V, &config, PyArray_DATA(out));
@@ -1689,10 +1740,10 @@ static PyMethodDef core_methods[] = {
     /* -- model methods -- */
     /* -- trainer methods -- */
     {"sample", (PyCFunction)(void (*)(void))core_sample, METH_VARARGS | METH_KEYWORDS,
-     "sample(logits, temperature=1.0, top_k=0, top_p=1.0, seed=0, step=0, do_sample=True) -> "
-     "int32 (B,): one token per row of logits (B, V), Hugging Face temperature/top-k/top-p "
-     "semantics; greedy when do_sample is False, temperature == 0 or top_k == 1; draws keyed "
-     "by (seed, step, row)."},
+     "sample(logits, temperature=1.0, top_k=0, top_p=1.0, seed=0, step=0, do_sample=True, "
+     "row_offset=0) -> int32 (B,): one token per row of logits (B, V), Hugging Face "
+     "temperature/top-k/top-p semantics; greedy when do_sample is False, temperature == 0 or "
+     "top_k == 1; row b's draw is keyed by (seed, step, row_offset + b)."},
     {NULL, NULL, 0, NULL}
 };
 
