@@ -41,11 +41,56 @@ void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
 /* linear layer                                                              */
 /* ------------------------------------------------------------------------ */
 
+/* C (M, N) = op(A) @ op(B) + beta * C, as one single-threaded OpenBLAS call
+ * per OpenMP thread on a block of C's rows (or columns, when C is wide).
+ * One thread pool for everything: OpenBLAS's own threads and OpenMP's would
+ * otherwise spin against each other on the same cores. */
+static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc)
+{
+    /* This OpenBLAS serves only the core (numpy bundles its own), so making it
+     * single-threaded process-wide affects no one else. */
+    static int blas_single_threaded = 0;
+    int done;
+#pragma omp atomic read
+    done = blas_single_threaded;
+    if (!done) {
+        scipy_openblas_set_num_threads(1);
+#pragma omp atomic write
+        blas_single_threaded = 1;
+    }
+    const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+    const enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+    const double flops = 2.0 * M * N * K;
+    const int split_rows = M >= N;
+#pragma omp parallel if (flops > 2e6)
+    {
+        const int nth = omp_get_num_threads(), th = omp_get_thread_num();
+        const int extent = split_rows ? M : N;
+        /* blocks of 16 rows/columns keep the kernels' panels whole */
+        const int units = (extent + 15) / 16;
+        const int lo = (int)((long)units * th / nth) * 16;
+        int hi = (int)((long)units * (th + 1) / nth) * 16;
+        if (hi > extent)
+            hi = extent;
+        if (hi > lo) {
+            if (split_rows) {
+                const float *a = trans_a ? A + lo : A + (size_t)lo * lda;
+                scipy_cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, 1.0f, a, lda, B, ldb, beta,
+                                  C + (size_t)lo * ldc, ldc);
+            } else {
+                const float *b = trans_b ? B + (size_t)lo * ldb : B + lo;
+                scipy_cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, 1.0f, A, lda, b, ldb, beta,
+                                  C + lo, ldc);
+            }
+        }
+    }
+}
+
 void rg_matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IC, int OC)
 {
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight,
-                      IC, 0.0f, out, OC);
+    gemm_blocks(0, 1, N, OC, IC, inp, IC, weight, IC, 0.0f, out, OC);
     if (bias == NULL)
         return;
 #pragma omp parallel for schedule(static) if ((long)N * OC > 65536)
@@ -59,12 +104,10 @@ void rg_matmul_forward(float *out, const float *inp, const float *weight, const 
 void rg_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int IC, int OC)
 {
-    if (dinp != NULL)
-        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC,
-                          weight, IC, 1.0f, dinp, IC);
-    if (dweight != NULL)
-        scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp,
-                          IC, 1.0f, dweight, IC);
+    if (dinp != NULL) /* (N, IC) += (N, OC) @ (OC, IC) */
+        gemm_blocks(0, 0, N, IC, OC, dout, OC, weight, IC, 1.0f, dinp, IC);
+    if (dweight != NULL) /* (OC, IC) += (N, OC)^T @ (N, IC) */
+        gemm_blocks(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC);
     if (dbias != NULL) {
 #pragma omp parallel for schedule(static) if ((long)N * OC > 65536)
         for (int o = 0; o < OC; o++) {

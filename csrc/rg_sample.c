@@ -106,6 +106,26 @@ static int32_t sample_row(const float *row, int V, const rg_sample_config *confi
 
     if (config->top_k > 0 && config->top_k < V) {
         n = select_top(row, V, config->top_k, work);
+        /* HF keeps every token tied with the k-th logit: widen to all of them. */
+        if (n == config->top_k) {
+            float kth = work[n - 1].logit;
+            int ties_kept = 0, ties_total = 0;
+            for (int i = 0; i < n; i++)
+                ties_kept += work[i].logit == kth;
+            for (int i = 0; i < V; i++)
+                ties_total += row[i] == kth;
+            if (ties_total > ties_kept) {
+                n = 0;
+                for (int i = 0; i < V; i++) {
+                    if (row[i] >= kth) {
+                        work[n].logit = row[i];
+                        work[n].index = i;
+                        n++;
+                    }
+                }
+                qsort(work, (size_t)n, sizeof(candidate), compare_candidates);
+            }
+        }
         for (int i = 0; i < n; i++) {
             probs[i] = exp(((double)work[i].logit - (double)max_logit) * inv_temperature);
             mass += probs[i];

@@ -2,10 +2,10 @@
  * rg_sample.h - choosing the next token from a batch of logits.
  *
  * Follows Hugging Face generate(): the logits are divided by the temperature,
- * then top-k keeps the k most likely tokens, then top-p (nucleus) keeps the
- * smallest set of the most likely remaining tokens whose probability sums to
- * at least top_p (never fewer than one); the draw is from the renormalised
- * kept set. Greedy decoding (argmax, lowest id on ties) when do_sample is 0,
+ * then top-k keeps the k most likely tokens (and any tied with the k-th, as
+ * HF does), then top-p (nucleus) keeps the smallest set of the most likely
+ * remaining tokens whose probability sums to at least top_p (never fewer than
+ * one); the draw is from the renormalised kept set. Greedy decoding (argmax, lowest id on ties) when do_sample is 0,
  * temperature <= 0 or top_k == 1.
  *
  * Each draw uses the counter-based generator keyed by (seed, step,

@@ -324,10 +324,14 @@ def test_interrupt_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeyp
     x, y = make_data(16)
     model = SoftmaxRegression()
     snapshots = {}
+
+    def on_event(event):
+        if event["event"] == "checkpoint":
+            snapshots[event["epoch"]] = model.parameters.copy()
+
     trainer = Trainer(model, small_config(num_train_epochs=3, gradient_accumulation_steps=2),
                       batches_of(x, y, [2] * 8), batches_of(x, y, [8, 8]), tmp_path / "save",
-                      progress=lambda e: e["event"] == "checkpoint" and snapshots.update(
-                          {e["epoch"]: model.parameters.copy()}))
+                      progress=on_event)
     real_savez = np.savez
     checkpoint_writes = []
 
@@ -449,8 +453,7 @@ def test_set_epoch_is_called_and_lengths_are_checked(tmp_path):
             return 3
 
     with pytest.raises(TrainingError, match="length"):
-        Liar_batcher = Liar()
-        run(tmp_path, small_config(num_train_epochs=1), Liar_batcher, None, name="liar")
+        run(tmp_path, small_config(num_train_epochs=1), Liar(), None, name="liar")
 
 
 def test_tqdm_progress_counts_updates(tmp_path):
@@ -465,3 +468,36 @@ def test_tqdm_progress_counts_updates(tmp_path):
         trainer.train()
         assert progress.bar.n == trainer.total_steps == 8
     assert "eval_loss" in stream.getvalue()
+
+
+def test_trainer_fine_tunes_the_real_transformer_with_frozen_blocks(tmp_path):
+    models = pytest.importorskip("reviewgen.models")
+    model = models.Model(models.ModelConfig(vocab_size=17, n_positions=16, n_layer=3, n_head=2, n_embd=8))
+    rng = np.random.default_rng(0)
+
+    def counting_batch(rows):
+        start = rng.integers(0, 17, (rows, 1))
+        tokens = ((start + np.arange(10)) % 17).astype(np.int32)
+        return dict(tokens=tokens, attention_mask=np.ones_like(tokens), targets=tokens.copy())
+
+    train, evaluation = [counting_batch(4) for _ in range(8)], [counting_batch(8)]
+    before = model.parameters.copy()
+    cfg = TrainingConfig.for_generator(num_train_epochs=3, learning_rate=2e-2, trainable_blocks=1)
+    trainer = Trainer(model, cfg, train, evaluation, tmp_path / "gpt")
+    result = trainer.train()
+    losses = [h["eval_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.global_step == trainer.total_steps == 6
+    assert result.best_epoch == 3  # so the final parameters are the last checkpoint's
+    frozen = [e for e in model.param_table() if not e["trainable"]]
+    trained = [e for e in model.param_table() if e["trainable"]]
+    assert frozen and trained
+    for entry in frozen:
+        span = slice(entry["offset"], entry["offset"] + entry["numel"])
+        assert model.parameters[span].tobytes() == before[span].tobytes(), entry["name"]
+    assert trainer.optimizer.state_numel == sum(e["numel"] for e in trained)
+    # the saved checkpoint loads back into the real model
+    final = model.parameters.copy()
+    model.parameters[:] = 0
+    assert trainer.load_checkpoint()["epoch"] == 3
+    np.testing.assert_array_equal(model.parameters, final)

@@ -1444,9 +1444,11 @@ static PyObject *adamw_grad_norm(AdamWObject *self, PyObject *unused)
         return NULL;
     double norm = 0.0;
     rg_status status;
+    self->busy = 1; /* the norm's scratch belongs to the optimizer */
     Py_BEGIN_ALLOW_THREADS
     status = rg_adamw_grad_norm(&self->opt, PyArray_DATA(self->gradients), &norm);
     Py_END_ALLOW_THREADS
+    self->busy = 0;
     if (status != RG_OK)
         return rg_raise(state_of_type(Py_TYPE(self)), status, "AdamW.grad_norm");
     return PyFloat_FromDouble(norm);

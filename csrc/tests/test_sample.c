@@ -95,6 +95,12 @@ void test_sample_reproducible_by_seed_and_step(void)
         differs = memcmp(a, c, sizeof(a)) != 0;
     }
     RG_CHECK(differs);
+
+    /* row_offset names the global row: rows 4..7 sampled alone with offset 4 match */
+    config.step = 5;
+    config.row_offset = 4;
+    RG_CHECK_STATUS(rg_sample_logits(logits + 4 * 6, 4, 6, &config, c), RG_OK);
+    RG_CHECK(memcmp(a + 4, c, 4 * sizeof(int32_t)) == 0);
 }
 
 void test_sample_rejects_bad_input(void)
@@ -114,4 +120,15 @@ void test_sample_rejects_bad_input(void)
     c.top_k = 0;
     RG_CHECK_STATUS(rg_sample_logits(fine, 1, 0, &c, out), RG_ERR_INVALID_ARG);
     RG_CHECK_STATUS(rg_sample_logits(NULL, 1, 3, &c, out), RG_ERR_INVALID_ARG);
+}
+
+void test_sample_top_k_keeps_ties_with_the_kth(void)
+{
+    /* top_k = 2 over {3, 2, 2, 2, 1}: HF keeps all three 2s along with the 3 */
+    float row[5] = {3.0f, 2.0f, 2.0f, 2.0f, 1.0f};
+    int seen[5];
+    rg_sample_config c = {.do_sample = 1, .temperature = 1.0f, .top_k = 2, .top_p = 1.0f, .seed = 4};
+    RG_CHECK_STATUS(seen_tokens(row, 5, c, seen), RG_OK);
+    RG_CHECK(seen[0] > 0 && seen[1] > 0 && seen[2] > 0 && seen[3] > 0);
+    RG_CHECK_EQ(seen[4], 0);
 }

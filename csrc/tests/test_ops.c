@@ -1,0 +1,516 @@
+/*
+ * test_ops.c - the layer operations and the model, against finite differences.
+ *
+ * Each op gets a scalar objective  f = sum(out * probe)  with a fixed random
+ * probe; its backward, fed dout = probe, must give the same input and weight
+ * gradients as central differences of f. Sizes are small and odd on purpose.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rg_model.h"
+#include "rg_ops.h"
+#include "rg_rng.h"
+#include "rg_test.h"
+
+static void fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = lo + (hi - lo) * rg_rng_uniform(seed, i);
+}
+
+static double dot(const float *a, const float *b, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
+}
+
+/* An objective over the current contents of the arrays it closes over. */
+typedef double (*objective_fn)(void *ctx);
+
+/* Compares analytic[i] with the central difference of f in x[i], for every
+ * element; returns the number of mismatches (and records one check each). */
+static int check_gradient(const char *what, objective_fn f, void *ctx, float *x, const float *analytic,
+                          size_t n, float eps, double tol)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        const float keep = x[i];
+        x[i] = keep + eps;
+        double up = f(ctx);
+        x[i] = keep - eps;
+        double down = f(ctx);
+        x[i] = keep;
+        double numeric = (up - down) / (2.0 * eps);
+        double err = fabs(numeric - analytic[i]);
+        if (err > tol * (1.0 + fabs(numeric))) {
+            bad++;
+            if (bad <= 3)
+                rg_test_check(0, __FILE__, __LINE__, "%s[%zu]: analytic %.6g, numeric %.6g", what, i,
+                              (double)analytic[i], numeric);
+        }
+    }
+    RG_CHECK_EQ(bad, 0);
+    return bad;
+}
+
+/* ---- linear ---- */
+
+typedef struct { float *inp, *w, *b, *out, *probe; int N, IC, OC; } matmul_case;
+
+static double matmul_objective(void *p)
+{
+    matmul_case *c = p;
+    rg_matmul_forward(c->out, c->inp, c->w, c->b, c->N, c->IC, c->OC);
+    return dot(c->out, c->probe, (size_t)c->N * c->OC);
+}
+
+void test_ops_matmul_gradients(void)
+{
+    enum { N = 5, IC = 7, OC = 3 };
+    float inp[N * IC], w[OC * IC], b[OC], out[N * OC], probe[N * OC];
+    float dinp[N * IC] = {0}, dw[OC * IC] = {0}, db[OC] = {0};
+    fill_uniform(inp, N * IC, 1, -1, 1);
+    fill_uniform(w, OC * IC, 2, -1, 1);
+    fill_uniform(b, OC, 3, -1, 1);
+    fill_uniform(probe, N * OC, 4, -1, 1);
+    matmul_case c = {inp, w, b, out, probe, N, IC, OC};
+    matmul_objective(&c);
+    rg_matmul_backward(dinp, dw, db, probe, inp, w, N, IC, OC);
+    check_gradient("matmul dinp", matmul_objective, &c, inp, dinp, N * IC, 1e-2f, 2e-3);
+    check_gradient("matmul dweight", matmul_objective, &c, w, dw, OC * IC, 1e-2f, 2e-3);
+    check_gradient("matmul dbias", matmul_objective, &c, b, db, OC, 1e-2f, 2e-3);
+}
+
+/* ---- norms ---- */
+
+typedef struct { float *inp, *w, *b, *out, *mean, *rstd, *probe; int N, C, rms; } norm_case;
+
+static double norm_objective(void *p)
+{
+    norm_case *c = p;
+    if (c->rms)
+        rg_rmsnorm_forward(c->out, c->rstd, c->inp, c->w, c->N, c->C, 1e-5f);
+    else
+        rg_layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->w, c->b, c->N, c->C, 1e-5f);
+    return dot(c->out, c->probe, (size_t)c->N * c->C);
+}
+
+static void norm_gradients(int rms)
+{
+    enum { N = 4, C = 9 };
+    float inp[N * C], w[C], b[C], out[N * C], mean[N], rstd[N], probe[N * C];
+    float dinp[N * C] = {0}, dw[C] = {0}, db[C] = {0};
+    fill_uniform(inp, N * C, 11, -2, 2);
+    fill_uniform(w, C, 12, 0.5f, 1.5f);
+    fill_uniform(b, C, 13, -1, 1);
+    fill_uniform(probe, N * C, 14, -1, 1);
+    norm_case c = {inp, w, b, out, mean, rstd, probe, N, C, rms};
+    norm_objective(&c);
+    if (rms)
+        rg_rmsnorm_backward(dinp, dw, probe, inp, w, rstd, N, C);
+    else
+        rg_layernorm_backward(dinp, dw, db, probe, inp, w, mean, rstd, N, C);
+    check_gradient(rms ? "rmsnorm dinp" : "layernorm dinp", norm_objective, &c, inp, dinp, N * C, 1e-2f, 5e-3);
+    check_gradient(rms ? "rmsnorm dweight" : "layernorm dweight", norm_objective, &c, w, dw, C, 1e-2f, 5e-3);
+    if (!rms)
+        check_gradient("layernorm dbias", norm_objective, &c, b, db, C, 1e-2f, 5e-3);
+}
+
+void test_ops_layernorm_gradients(void) { norm_gradients(0); }
+void test_ops_rmsnorm_gradients(void) { norm_gradients(1); }
+
+/* ---- activations ---- */
+
+typedef struct { float *inp, *out, *probe; int kind; int N, F; } act_case;
+
+static size_t act_out_size(const act_case *c) { return (size_t)c->N * c->F; }
+
+static double act_objective(void *p)
+{
+    act_case *c = p;
+    size_t n = act_out_size(c);
+    switch (c->kind) {
+    case 0: rg_gelu_tanh_forward(c->out, c->inp, n); break;
+    case 1: rg_gelu_erf_forward(c->out, c->inp, n); break;
+    case 2: rg_swiglu_forward(c->out, c->inp, c->N, c->F); break;
+    case 3: rg_relu_forward(c->out, c->inp, n); break;
+    default: rg_tanh_forward(c->out, c->inp, n); break;
+    }
+    return dot(c->out, c->probe, n);
+}
+
+void test_ops_activation_gradients(void)
+{
+    enum { N = 3, F = 11 };
+    const char *names[] = {"gelu_tanh", "gelu_erf", "swiglu", "relu", "tanh"};
+    for (int kind = 0; kind < 5; kind++) {
+        float inp[2 * N * F], out[N * F], probe[N * F], dinp[2 * N * F] = {0};
+        size_t n_in = kind == 2 ? 2 * N * F : N * F;
+        fill_uniform(inp, n_in, 20 + kind, -3, 3);
+        for (size_t i = 0; i < n_in; i++) /* keep clear of ReLU's kink */
+            if (fabsf(inp[i]) < 0.05f)
+                inp[i] = 0.1f;
+        fill_uniform(probe, N * F, 30 + kind, -1, 1);
+        act_case c = {inp, out, probe, kind, N, F};
+        act_objective(&c);
+        switch (kind) {
+        case 0: rg_gelu_tanh_backward(dinp, inp, probe, N * F); break;
+        case 1: rg_gelu_erf_backward(dinp, inp, probe, N * F); break;
+        case 2: rg_swiglu_backward(dinp, inp, probe, N, F); break;
+        case 3: rg_relu_backward(dinp, out, probe, N * F); break;
+        default: rg_tanh_backward(dinp, out, probe, N * F); break;
+        }
+        check_gradient(names[kind], act_objective, &c, inp, dinp, n_in, 1e-2f, 5e-3);
+    }
+}
+
+/* ---- rotary embedding ---- */
+
+void test_ops_rope_backward_inverts_forward(void)
+{
+    enum { N = 5, NH = 4, NKV = 2, HS = 6, W = (NH + 2 * NKV) * HS };
+    float x[N * W], y[N * W];
+    int32_t positions[N] = {0, 1, 7, 3, 30};
+    fill_uniform(x, N * W, 40, -1, 1);
+    memcpy(y, x, sizeof(x));
+    rg_rope_forward(y, positions, N, NH, NKV, HS, 10000.0f);
+    /* position 0 is the identity; v heads are never touched */
+    for (int i = 0; i < W; i++)
+        RG_CHECK_CLOSE(y[i], x[i], 1e-6);
+    for (int n = 0; n < N; n++)
+        for (int i = (NH + NKV) * HS; i < W; i++)
+            RG_CHECK_CLOSE(y[n * W + i], x[n * W + i], 0.0);
+    /* a rotation keeps each head's norm */
+    for (int n = 1; n < N; n++)
+        for (int h = 0; h < NH + NKV; h++) {
+            double a = dot(x + n * W + h * HS, x + n * W + h * HS, HS);
+            double b = dot(y + n * W + h * HS, y + n * W + h * HS, HS);
+            RG_CHECK_CLOSE(a, b, 1e-5);
+        }
+    /* the backward is the transpose: applied to the output it gives the input back */
+    rg_rope_backward(y, positions, N, NH, NKV, HS, 10000.0f);
+    for (int i = 0; i < N * W; i++)
+        RG_CHECK_CLOSE(y[i], x[i], 1e-5);
+}
+
+/* ---- attention ---- */
+
+typedef struct {
+    float *qkv, *out, *att, *probe;
+    const int32_t *mask;
+    int B, T, NH, NKV, HS, causal;
+    float p;
+} attention_case;
+
+static double attention_objective(void *p)
+{
+    attention_case *c = p;
+    rg_attention_forward(c->out, c->att, c->qkv, c->mask, c->B, c->T, c->NH, c->NKV, c->HS, c->causal,
+                         c->p, 77);
+    return dot(c->out, c->probe, (size_t)c->B * c->T * c->NH * c->HS);
+}
+
+static void attention_gradients(int causal, float p)
+{
+    enum { B = 2, T = 5, NH = 4, NKV = 2, HS = 3, W = (NH + 2 * NKV) * HS };
+    float qkv[B * T * W], out[B * T * NH * HS], att[B * NH * T * T], probe[B * T * NH * HS];
+    float dqkv[B * T * W] = {0};
+    const int32_t mask[B * T] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0};
+    fill_uniform(qkv, B * T * W, 50 + causal, -1.5f, 1.5f);
+    fill_uniform(probe, B * T * NH * HS, 60, -1, 1);
+    attention_case c = {qkv, out, att, probe, mask, B, T, NH, NKV, HS, causal, p};
+    attention_objective(&c);
+    /* probabilities of a visible row sum to one; hidden keys get nothing */
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float *row = att + ((b * NH + h) * T + t) * T;
+                double sum = 0.0;
+                for (int j = 0; j < T; j++) {
+                    sum += row[j];
+                    if (!mask[b * T + j] || (causal && j > t))
+                        RG_CHECK_CLOSE(row[j], 0.0, 0.0);
+                }
+                RG_CHECK_CLOSE(sum, 1.0, 1e-5);
+            }
+    rg_attention_backward(dqkv, probe, qkv, att, B, T, NH, NKV, HS, p, 77);
+    check_gradient(causal ? "causal attention dqkv" : "attention dqkv", attention_objective, &c, qkv, dqkv,
+                   B * T * W, 5e-3f, 1e-2);
+}
+
+void test_ops_attention_gradients_causal_gqa(void) { attention_gradients(1, 0.0f); }
+void test_ops_attention_gradients_bidirectional(void) { attention_gradients(0, 0.0f); }
+void test_ops_attention_gradients_with_dropout(void) { attention_gradients(1, 0.3f); }
+
+/* ---- cross-entropy ---- */
+
+typedef struct { float *logits, *work, *lse; const int32_t *targets; int N, V; } ce_case;
+
+static double ce_objective(void *p)
+{
+    ce_case *c = p;
+    long count;
+    return rg_crossentropy_forward(c->lse, c->logits, c->targets, c->N, c->V, &count);
+}
+
+void test_ops_crossentropy_gradients_and_ignore(void)
+{
+    enum { N = 4, V = 7 };
+    float logits[N * V], work[N * V], lse[N];
+    const int32_t targets[N] = {3, -100, 0, 6};
+    fill_uniform(logits, N * V, 70, -3, 3);
+    ce_case c = {logits, work, lse, targets, N, V};
+    long count = 0;
+    double total = rg_crossentropy_forward(lse, logits, targets, N, V, &count);
+    RG_CHECK_EQ(count, 3);
+    double expected = 0.0;
+    for (int n = 0; n < N; n++) {
+        if (targets[n] < 0)
+            continue;
+        double s = 0.0;
+        for (int v = 0; v < V; v++)
+            s += exp(logits[n * V + v]);
+        expected += log(s) - logits[n * V + targets[n]];
+    }
+    RG_CHECK_CLOSE(total, expected, 1e-5);
+    memcpy(work, logits, sizeof(logits));
+    rg_crossentropy_backward(work, lse, targets, N, V, 1.0f);
+    for (int v = 0; v < V; v++)
+        RG_CHECK_CLOSE(work[1 * V + v], 0.0, 0.0); /* the ignored row */
+    check_gradient("crossentropy dlogits", ce_objective, &c, logits, work, N * V, 1e-2f, 2e-3);
+}
+
+/* ---- dropout ---- */
+
+void test_ops_dropout_is_seeded_and_scaled(void)
+{
+    enum { n = 20000 };
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+    if (!RG_CHECK(x && y)) {
+        free(x);
+        free(y);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        x[i] = y[i] = 1.0f;
+    rg_dropout_apply(x, n, 0.25f, rg_dropout_stream(5, 1));
+    rg_dropout_apply(y, n, 0.25f, rg_dropout_stream(5, 1));
+    int kept = 0, same = 1;
+    for (int i = 0; i < n; i++) {
+        kept += x[i] != 0.0f;
+        same &= x[i] == y[i];
+        RG_CHECK(x[i] == 0.0f || fabsf(x[i] - 1.0f / 0.75f) < 1e-6f);
+    }
+    RG_CHECK(same);
+    RG_CHECK(fabs(kept / (double)n - 0.75) < 0.02);
+    for (int i = 0; i < n; i++)
+        y[i] = 1.0f;
+    rg_dropout_apply(y, n, 0.25f, rg_dropout_stream(5, 2)); /* another site: another mask */
+    int differ = 0;
+    for (int i = 0; i < n; i++)
+        differ += (x[i] != 0.0f) != (y[i] != 0.0f);
+    RG_CHECK(differ > n / 10);
+    free(x);
+    free(y);
+}
+
+/* ---- the whole model ---- */
+
+static rg_model_config tiny_config(int family)
+{
+    rg_model_config c;
+    memset(&c, 0, sizeof(c));
+    c.vocab_size = 23;
+    c.n_positions = 12;
+    c.n_layer = 2;
+    c.n_head = 2;
+    c.n_kv_head = 2;
+    c.head_dim = 5;
+    c.n_embd = 10;
+    c.n_inner = 14;
+    c.norm = RG_NORM_LAYERNORM;
+    c.norm_eps = 1e-5f;
+    c.pre_norm = 1;
+    c.final_norm = 1;
+    c.position = RG_POSITION_LEARNED;
+    c.activation = RG_ACTIVATION_GELU_TANH;
+    c.causal = 1;
+    c.bias = 1;
+    c.head = RG_HEAD_LM;
+    c.tie_word_embeddings = 1;
+    c.embd_pdrop = c.resid_pdrop = c.attn_pdrop = 0.1f;
+    if (family == 1) { /* Llama-like */
+        c.n_kv_head = 1;
+        c.head_dim = 4;
+        c.norm = RG_NORM_RMSNORM;
+        c.position = RG_POSITION_ROPE;
+        c.rope_theta = 100.0f;
+        c.activation = RG_ACTIVATION_SWIGLU;
+        c.bias = 0;
+        c.tie_word_embeddings = 0;
+    } else if (family == 2) { /* BERT-like */
+        c.type_vocab_size = 2;
+        c.pre_norm = 0;
+        c.embed_norm = 1;
+        c.final_norm = 0;
+        c.activation = RG_ACTIVATION_GELU_ERF;
+        c.causal = 0;
+        c.head = RG_HEAD_CLS_BERT;
+        c.num_labels = 3;
+        c.cls_pdrop = 0.2f;
+    }
+    return c;
+}
+
+typedef struct { rg_model *m; int32_t tokens[3 * 7], mask[3 * 7], targets[3 * 7]; int train; } model_case;
+
+static double model_objective(void *p)
+{
+    model_case *c = p;
+    float loss = 0.0f;
+    rg_model_forward(c->m, c->tokens, c->mask, NULL, c->targets, 3, 7, c->train, 99, &loss);
+    return loss;
+}
+
+static void model_gradients(int family)
+{
+    rg_model_config config = tiny_config(family);
+    model_case c;
+    if (!RG_CHECK_STATUS(rg_model_init(&c.m, &config), RG_OK))
+        return;
+    for (int i = 0; i < c.m->table.count; i++) { /* larger matrices: activations away from zero */
+        const rg_param_info *info = &c.m->table.tensors[i];
+        for (size_t k = 0; info->ndim == 2 && k < info->numel; k++)
+            c.m->params[info->offset + k] *= 10.0f;
+    }
+    for (int i = 0; i < 21; i++) {
+        c.tokens[i] = (int32_t)(rg_rng_bits(7, i) % 23);
+        c.mask[i] = (i % 7) < (i / 7 == 1 ? 4 : 7); /* row 1: 4 real tokens */
+        c.targets[i] = c.mask[i] ? c.tokens[i] : -100;
+    }
+    if (family == 2)
+        for (int b = 0; b < 3; b++)
+            c.targets[b] = b; /* class ids */
+    c.train = 1;
+    float loss;
+    rg_model_zero_grad(c.m);
+    RG_CHECK_STATUS(rg_model_forward(c.m, c.tokens, c.mask, NULL, c.targets, 3, 7, 1, 99, &loss), RG_OK);
+    RG_CHECK_STATUS(rg_model_backward(c.m, 1.0f), RG_OK);
+    /* a sample of elements from every tensor */
+    for (int i = 0; i < c.m->table.count; i++) {
+        const rg_param_info *info = &c.m->table.tensors[i];
+        size_t n = info->numel < 6 ? info->numel : 6;
+        for (size_t k = 0; k < n; k++) {
+            size_t at = info->offset + (size_t)(rg_rng_bits(i, k) % info->numel);
+            float analytic = c.m->grads[at];
+            check_gradient(info->name, model_objective, &c, c.m->params + at, &analytic, 1, 2e-3f, 3e-2);
+        }
+    }
+    rg_model_free(c.m);
+}
+
+void test_model_gradients_gpt2_like_with_dropout(void) { model_gradients(0); }
+void test_model_gradients_llama_like_with_dropout(void) { model_gradients(1); }
+void test_model_gradients_bert_like_with_dropout(void) { model_gradients(2); }
+
+void test_model_freezing_stops_backward(void)
+{
+    rg_model_config config = tiny_config(0);
+    rg_model *m;
+    if (!RG_CHECK_STATUS(rg_model_init(&m, &config), RG_OK))
+        return;
+    int32_t tokens[14], targets[14];
+    for (int i = 0; i < 14; i++)
+        tokens[i] = targets[i] = i % 23;
+    float loss;
+    RG_CHECK_STATUS(rg_model_set_trainable(m, 1, RG_HEAD_POLICY_FROZEN), RG_OK);
+    rg_model_zero_grad(m);
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, NULL, NULL, targets, 2, 7, 0, 0, &loss), RG_OK);
+    RG_CHECK_STATUS(rg_model_backward(m, 1.0f), RG_OK);
+    for (int i = 0; i < m->table.count; i++) {
+        const rg_param_info *info = &m->table.tensors[i];
+        double norm = dot(m->grads + info->offset, m->grads + info->offset, info->numel);
+        RG_CHECK_EQ(info->trainable, info->layer >= 1 && strcmp(info->name, "wte") != 0);
+        if (info->trainable)
+            RG_CHECK(norm > 0.0);
+        else
+            RG_CHECK_CLOSE(norm, 0.0, 0.0);
+    }
+    /* set_trainable between forward and backward invalidates the pass */
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, NULL, NULL, targets, 2, 7, 0, 0, &loss), RG_OK);
+    RG_CHECK_STATUS(rg_model_set_trainable(m, -1, RG_HEAD_POLICY_TRAIN), RG_OK);
+    RG_CHECK_STATUS(rg_model_backward(m, 1.0f), RG_ERR_STATE);
+    /* untying copies wte into a new lm_head.w at the end of the table */
+    size_t total = m->table.total;
+    RG_CHECK_STATUS(rg_model_set_trainable(m, 0, RG_HEAD_POLICY_UNTIE), RG_OK);
+    const rg_param_info *head = rg_model_find_param(m, "lm_head.w");
+    const rg_param_info *wte = rg_model_find_param(m, "wte");
+    if (RG_CHECK(head != NULL && wte != NULL)) {
+        RG_CHECK_EQ(head->offset, total);
+        RG_CHECK(memcmp(m->params + head->offset, m->params + wte->offset, head->numel * sizeof(float)) == 0);
+        RG_CHECK(head->trainable && !wte->trainable);
+    }
+    rg_model_free(m);
+}
+
+void test_model_cache_matches_full_forward(void)
+{
+    rg_model_config config = tiny_config(1);
+    config.embd_pdrop = config.resid_pdrop = config.attn_pdrop = 0.0f;
+    rg_model *m;
+    if (!RG_CHECK_STATUS(rg_model_init(&m, &config), RG_OK))
+        return;
+    for (size_t i = 0; i < m->table.total; i++)
+        m->params[i] *= 10.0f;
+    /* row 0: 5 real tokens; row 1: 3 real tokens, left-padded with 2 pads */
+    const int32_t tokens[2 * 5] = {3, 4, 5, 6, 7, 0, 0, 9, 10, 11};
+    const int32_t mask[2 * 5] = {1, 1, 1, 1, 1, 0, 0, 1, 1, 1};
+    const int V = config.vocab_size;
+    float cached[2 * 23], step[2 * 23], full[5 * 23];
+    RG_CHECK_STATUS(rg_model_cache_reset(m, 2, 7), RG_OK);
+    RG_CHECK_STATUS(rg_model_cache_forward(m, tokens, mask, 5, cached), RG_OK);
+    const int32_t next[2] = {12, 13};
+    RG_CHECK_STATUS(rg_model_cache_forward(m, next, NULL, 1, step), RG_OK);
+    /* reference: row 1 alone, unpadded, through the training forward */
+    const int32_t alone[4] = {9, 10, 11, 13};
+    RG_CHECK_STATUS(rg_model_forward(m, alone, NULL, NULL, NULL, 1, 4, 0, 0, NULL), RG_OK);
+    memcpy(full, m->logits, 4 * V * sizeof(float));
+    for (int v = 0; v < V; v++) {
+        RG_CHECK_CLOSE(cached[V + v], full[2 * V + v], 1e-4);
+        RG_CHECK_CLOSE(step[V + v], full[3 * V + v], 1e-4);
+    }
+    RG_CHECK_STATUS(rg_model_cache_forward(m, next, NULL, 1, step), RG_OK);
+    RG_CHECK_STATUS(rg_model_cache_forward(m, next, NULL, 1, step), RG_ERR_SHAPE); /* full */
+    rg_model_free(m);
+}
+
+void test_model_rejects_bad_input(void)
+{
+    rg_model_config config = tiny_config(2);
+    rg_model *m = NULL;
+    rg_model_config bad = config;
+    bad.n_kv_head = 3; /* does not divide n_head */
+    RG_CHECK_STATUS(rg_model_init(&m, &bad), RG_ERR_SHAPE);
+    bad = config;
+    bad.attn_pdrop = 1.0f;
+    RG_CHECK_STATUS(rg_model_init(&m, &bad), RG_ERR_INVALID_ARG);
+    RG_CHECK(m == NULL);
+    if (!RG_CHECK_STATUS(rg_model_init(&m, &config), RG_OK))
+        return;
+    int32_t tokens[4] = {1, 2, 3, 23}, types[4] = {0, 1, 2, 0}, labels[1] = {3};
+    float loss;
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, NULL, NULL, NULL, 1, 4, 0, 0, NULL), RG_ERR_LABEL_RANGE);
+    tokens[3] = 4;
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, NULL, types, NULL, 1, 4, 0, 0, NULL), RG_ERR_LABEL_RANGE);
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, NULL, NULL, labels, 1, 4, 0, 0, &loss), RG_ERR_LABEL_RANGE);
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, NULL, NULL, NULL, 1, 13, 0, 0, NULL), RG_ERR_SHAPE);
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, NULL, NULL, NULL, 0, 4, 0, 0, NULL), RG_ERR_EMPTY);
+    RG_CHECK_STATUS(rg_model_backward(m, 1.0f), RG_ERR_STATE);
+    RG_CHECK_STATUS(rg_model_cache_reset(m, 1, 4), RG_ERR_UNSUPPORTED); /* an encoder */
+    RG_CHECK_STATUS(rg_model_set_trainable(m, 1, RG_HEAD_POLICY_UNTIE), RG_ERR_UNSUPPORTED);
+    rg_model_free(m);
+}
