@@ -407,6 +407,7 @@ static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int wit
     } else {
         m->logits = carve(cv, N * c->vocab_size);
         m->lse = carve(cv, N);
+        m->head_in = with_backward ? carve(cv, N * C) : NULL;
     }
     if (with_backward) {
         m->d_res = carve(cv, N * C);
@@ -444,7 +445,7 @@ static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with
         if (m->acts == NULL)
             return RG_ERR_NOMEM;
     }
-    const size_t n_ints = 5 * (size_t)B * T + 16;
+    const size_t n_ints = 7 * (size_t)B * T + 16;
     if (n_ints > m->ints_capacity) {
         free(m->ints);
         m->ints = malloc(n_ints * sizeof(int32_t));
@@ -747,6 +748,9 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     /* models with token types use type 0 when none are given (as Hugging Face does) */
     m->types = c->type_vocab_size > 0 ? ints + 3 * N : NULL;
     m->targets = targets ? ints + 4 * N : NULL;
+    m->loss_rows = ints + 5 * N;
+    m->loss_targets = ints + 6 * N;
+    m->n_loss_rows = 0;
     memcpy(m->tokens, tokens, N * sizeof(int32_t));
     if (attention_mask)
         for (size_t i = 0; i < N; i++)
@@ -777,16 +781,32 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
         hidden = m->lnf;
     }
 
-    if (!is_classifier(c)) {
+    if (!is_classifier(c) && targets == NULL) {
         rg_matmul_forward(m->logits, hidden, lm_head_weight(m), NULL, (int)N, (int)C, c->vocab_size);
-        if (targets != NULL) {
-            /* position t predicts token t + 1 (Hugging Face shifts labels the same way) */
-            for (int b = 0; b < B; b++)
-                for (int t = 0; t < T; t++)
-                    m->targets[(size_t)b * T + t] = t + 1 < T ? targets[(size_t)b * T + t + 1] : -100;
-            double total = rg_crossentropy_forward(m->lse, m->logits, m->targets, (int)N, c->vocab_size, &m->loss_count);
-            m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
+    } else if (!is_classifier(c)) {
+        /* position t predicts token t + 1 (Hugging Face shifts labels the same way);
+         * only rows with a target go through the vocabulary-sized head */
+        int rows = 0;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) {
+                const size_t i = (size_t)b * T + t;
+                m->targets[i] = t + 1 < T ? targets[i + 1] : -100;
+                if (m->targets[i] >= 0) {
+                    m->loss_rows[rows] = (int32_t)i;
+                    m->loss_targets[rows] = m->targets[i];
+                    rows++;
+                }
+            }
+        m->n_loss_rows = rows;
+        for (int r = 0; r < rows; r++)
+            memcpy(m->head_in + (size_t)r * C, hidden + (size_t)m->loss_rows[r] * C, C * sizeof(float));
+        double total = 0.0;
+        m->loss_count = 0;
+        if (rows > 0) {
+            rg_matmul_forward(m->logits, m->head_in, lm_head_weight(m), NULL, rows, (int)C, c->vocab_size);
+            total = rg_crossentropy_forward(m->lse, m->logits, m->loss_targets, rows, c->vocab_size, &m->loss_count);
         }
+        m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
     } else {
         const int K = c->num_labels;
         for (int b = 0; b < B; b++)
@@ -805,7 +825,7 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
             m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
         }
     }
-    m->logits_valid = 1;
+    m->logits_valid = is_classifier(c) || targets == NULL;
     if (targets != NULL) {
         if (!isfinite(m->loss))
             return RG_ERR_NONFINITE;
@@ -854,12 +874,20 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
 
     memset(m->d_res, 0, (size_t)N * C * sizeof(float));
     if (!is_classifier(c)) {
-        rg_crossentropy_backward(m->logits, m->lse, m->targets, N, c->vocab_size, scale);
-        float *d_head_in = c->final_norm ? m->d_tmp : m->d_res;
-        if (need_hidden_grad || c->final_norm)
+        const int rows = m->n_loss_rows;
+        rg_crossentropy_backward(m->logits, m->lse, m->loss_targets, rows, c->vocab_size, scale);
+        const int need_head_in_grad = need_hidden_grad || GG(m, G_LNF_W) != NULL;
+        float *d_rows = m->d_tmp2; /* (rows, C) gradient of the compact head input */
+        if (need_head_in_grad)
+            memset(d_rows, 0, (size_t)rows * C * sizeof(float));
+        rg_matmul_backward(need_head_in_grad ? d_rows : NULL, lm_head_grad(m), NULL, m->logits, m->head_in,
+                           lm_head_weight(m), rows, C, c->vocab_size);
+        float *d_head_in = c->final_norm ? m->d_tmp : m->d_res; /* (N, C) */
+        if (need_head_in_grad) {
             memset(d_head_in, 0, (size_t)N * C * sizeof(float));
-        rg_matmul_backward(need_hidden_grad || GG(m, G_LNF_W) ? d_head_in : NULL, lm_head_grad(m), NULL,
-                           m->logits, c->final_norm ? m->lnf : hidden, lm_head_weight(m), N, C, c->vocab_size);
+            for (int r = 0; r < rows; r++)
+                memcpy(d_head_in + (size_t)m->loss_rows[r] * C, d_rows + (size_t)r * C, C * sizeof(float));
+        }
         if (c->final_norm)
             norm_backward(m, need_hidden_grad ? m->d_res : NULL, GG(m, G_LNF_W), GG(m, G_LNF_B), m->d_tmp,
                           hidden, GP(m, G_LNF_W), m->lnf_mean, m->lnf_rstd, N);

@@ -127,7 +127,12 @@ typedef struct rg_model {
     float *emb, *emb_mean, *emb_rstd, *x0;                    /* (N, C), (N,), (N,), (N, C) */
     rg_layer_acts *layer_sets;   /* (n_saved_sets,) */
     float *lnf, *lnf_mean, *lnf_rstd;                        /* (N, C), (N,), (N,) */
-    float *logits;               /* LM (N, V) / classification (B, K) */
+    float *logits;               /* LM (N, V), or (n_loss_rows, V) after a forward with targets;
+                                    classification (B, K) */
+    float *head_in;              /* (n_loss_rows, C) LM head input rows that have a target */
+    int32_t *loss_rows;          /* (n_loss_rows,) which of the N rows those are */
+    int32_t *loss_targets;       /* (n_loss_rows,) their target ids */
+    int n_loss_rows;
     float *lse;                  /* (N,) or (B,) log-sum-exp of each loss row */
     float *cls_h0, *cls_pre, *cls_act, *cls_drop;            /* (B, C) each */
     float *d_res, *d_tmp, *d_tmp2, *d_qkv, *d_atty, *d_fch, *d_fch_act; /* backward scratch */
@@ -154,7 +159,9 @@ rg_status rg_model_forward(rg_model *model, const int32_t *tokens, const int32_t
                            int train, uint64_t seed, float *loss);
 
 /* Logits of the last forward: LM (B*T, V) or classification (B, K). Valid
- * until the next forward or backward (the backward overwrites them). */
+ * until the next forward or backward (the backward overwrites them). NULL
+ * after an LM forward with targets: the LM head then runs only on the rows
+ * that have a target (padding costs no vocabulary-sized work). */
 const float *rg_model_logits(const rg_model *model, int *rows, int *cols);
 
 /* Adds loss_scale * gradient of the last forward's loss into model->grads

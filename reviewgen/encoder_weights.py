@@ -145,10 +145,9 @@ def _family_of(hf: Mapping[str, Any]) -> str:
     if model_type in ENCODER_FAMILIES:
         return model_type
     architectures = hf.get("architectures") or []
-    for family in ENCODER_FAMILIES:
-        # "DistilBert..." also starts with no other family's prefix, so order is irrelevant
-        if any(isinstance(a, str) and a.lower().startswith(family) for a in architectures):
-            if model_type is None:
+    if model_type is None:  # very old config.json files name only the architecture
+        for family in ENCODER_FAMILIES:
+            if any(isinstance(a, str) and a.lower().startswith(family) for a in architectures):
                 return family
     raise UnsupportedModelError(
         f"config.json describes model_type {model_type!r} (architectures {architectures}); "

@@ -43,6 +43,10 @@ def gpt2_config_from_hf(hf: Dict[str, object]) -> ModelConfig:
     if activation not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"GPT-2 activation_function {activation!r} is not supported "
                          "(the core implements the tanh GELU, gelu_new)")
+    for flag, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                            ("reorder_and_upcast_attn", False)):
+        if bool(hf.get(flag, supported)) != supported:
+            raise ValueError(f"GPT-2 config {flag}={hf[flag]!r} is not supported by the core")
     n_embd = int(hf["n_embd"])
     return ModelConfig(
         vocab_size=int(hf["vocab_size"]), n_positions=int(hf["n_positions"]),
@@ -75,14 +79,23 @@ def _read_weights(directory: str) -> Dict[str, np.ndarray]:
 
 
 def _resolve(path_or_id: str) -> str:
+    """A local directory as is; otherwise a hub id ("owner/name"), fetched only when online."""
     if os.path.isdir(path_or_id):
         return path_or_id
+    looks_local = (os.path.isabs(path_or_id) or path_or_id.startswith(".") or os.path.exists(path_or_id)
+                   or path_or_id.count("/") > 1)
+    if looks_local:
+        raise FileNotFoundError(f"{path_or_id}: no such model directory")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise FileNotFoundError(f"{path_or_id!r} is not a directory (and huggingface_hub, needed for "
                                 "hub ids, is not installed)") from None
-    return snapshot_download(path_or_id, allow_patterns=["*.json", "*.safetensors", "*.txt"])
+    try:
+        return snapshot_download(path_or_id, allow_patterns=["*.json", "*.safetensors", "*.txt"])
+    except Exception as error:  # offline, unknown id, ...
+        raise FileNotFoundError(f"{path_or_id!r} is neither a local directory nor a reachable hub "
+                                f"model ({error})") from error
 
 
 def load_gpt2(path_or_id: str) -> Model:

@@ -116,7 +116,7 @@ def test_classification_gradients_match_torch(tmp_path, family):
             vocab_size=37, dim=12, n_layers=2, n_heads=3, hidden_dim=20, max_position_embeddings=13,
             num_labels=3, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0))
     with torch.no_grad():  # a larger head gives the encoder gradients worth comparing
-        reference.classifier.weight.mul_(30.0)
+        reference.classifier.weight.mul_(100.0)
     reference.train()
     reference.save_pretrained(str(tmp_path))
     checkpoint = load_encoder(str(tmp_path))
@@ -139,7 +139,7 @@ def test_classification_gradients_match_torch(tmp_path, family):
                          None if types is None else types.numpy(), train=True, seed=0)
     model.backward(1.0)
     assert loss == pytest.approx(output.loss.item(), rel=1e-5)
-    assert abs(loss - np.log(3)) > 0.05  # the head is not at chance level
+    assert abs(loss - np.log(3)) > 0.02  # the head is not at chance level
     torch_grads = {name: (p.grad if p.grad is not None else torch.zeros_like(p)).numpy()
                    for name, p in reference.named_parameters()}
     expected, _, _ = hf_to_internal(family, torch_grads, checkpoint.config)

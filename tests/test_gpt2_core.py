@@ -326,3 +326,17 @@ def test_views_keep_the_model_alive_and_table_is_consistent():
     del model
     params[:] = 1.0  # the view's base still holds the core model
     assert float(params.sum()) == params.size
+
+
+def test_legacy_pytorch_bin_checkpoint_loads(tmp_path):
+    hf, directory = make_gpt2(tmp_path, n_embd=12, n_head=2, n_layer=1, seed=8)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.json").write_text((directory / "config.json").read_text())
+    torch.save(hf.state_dict(), legacy / "pytorch_model.bin")
+    tokens = np.array([[3, 5, 7, 11]], dtype=np.int32)
+    with torch.no_grad():
+        ref = hf(input_ids=torch.from_numpy(tokens.astype(np.int64))).logits
+    assert_close(load_gpt2(str(legacy)).forward(tokens), to_numpy(ref), "logits from pytorch_model.bin")
+    with pytest.raises(FileNotFoundError):
+        load_gpt2(str(tmp_path / "missing"))

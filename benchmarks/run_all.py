@@ -1,0 +1,80 @@
+"""Runs the three side-by-side benchmarks (GPT-2, DistilBERT, Llama) with the same
+options and prints one Markdown table of every workload (the README's results
+table is this output).
+
+    python benchmarks/run_all.py [--threads N] [--repeats R] [--quick] [--out DIR]
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = ("bench_gpt2.py", "bench_encoder.py", "bench_llama.py")
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "unknown CPU")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    simd = "/".join(f.upper() for f in ("avx2", "fma", "avx512f") if f in flags)
+    return f"{name}, {os.cpu_count()} logical cores, {simd}"
+
+
+def markdown(rows):
+    lines = ["| workload | unit | reviewgen | torch | ratio | peak RSS reviewgen / torch | "
+             "growth over imports reviewgen / torch | check |",
+             "|---|---|---:|---:|---:|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['workload']} | {r['unit']} | {r['rate_reviewgen']:.1f} | {r['rate_torch']:.1f} | "
+                     f"{r['ratio_value']:.2f}x | {r['peak RSS rg']} / {r['peak RSS torch']} | "
+                     f"{r['growth rg']} / {r['growth torch']} | {r['check']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", help="directory for the per-script JSON and logs (default: a temp dir)")
+    args = parser.parse_args(argv)
+    out = args.out or tempfile.mkdtemp(prefix="reviewgen_bench_")
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    for script in SCRIPTS:
+        name = script[len("bench_"):-len(".py")]
+        command = [sys.executable, os.path.join(BENCH_DIR, script), "--repeats", str(args.repeats),
+                   "--json", os.path.join(out, f"{name}.json")]
+        if args.threads is not None:
+            command += ["--threads", str(args.threads)]
+        if args.quick:
+            command.append("--quick")
+        start = time.time()
+        print(f"== {script} ({' '.join(command[2:])})", flush=True)
+        with open(os.path.join(out, f"{name}.log"), "w") as log:
+            proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            log.write(proc.stdout)
+        print(proc.stdout, flush=True)
+        if proc.returncode != 0:
+            print(f"!! {script} failed (exit {proc.returncode}); see {out}/{name}.log", file=sys.stderr)
+            continue
+        with open(os.path.join(out, f"{name}.json")) as f:
+            rows += json.load(f)["rows"]
+        print(f"   ({time.time() - start:.0f} s)")
+    print(f"\nMachine: {cpu_name()}; load average before/after: see the logs in {out}")
+    print(markdown(rows))
+    return 0 if len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
