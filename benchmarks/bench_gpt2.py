@@ -144,7 +144,8 @@ def main(argv=None):
         print(f"GPT-2 {spec['model']}, threads={args.threads}, repeats={args.repeats}, dropout off, fp32"
               + (" (QUICK: tiny config, one process, figures meaningless)" if args.quick else ""))
         rows = run_side_by_side(os.path.abspath(__file__), workloads(spec, directory, eos_id), args.threads,
-                                args.repeats, isolate=not args.quick, module=sys.modules[__name__])
+                                args.repeats, isolate=not args.quick, module=sys.modules[__name__],
+                                rounds=args.rounds)
         write_json(args.json, "gpt2", args, rows)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

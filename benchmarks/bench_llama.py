@@ -173,7 +173,8 @@ def main(argv=None):
         print(f"Llama {spec['model']} ({source}), threads={args.threads}, repeats={args.repeats}, fp32"
               + (" (QUICK: tiny config, one process, figures meaningless)" if args.quick else ""))
         rows = run_side_by_side(os.path.abspath(__file__), workloads(spec, directory, eos_id), args.threads,
-                                args.repeats, isolate=not args.quick, module=sys.modules[__name__])
+                                args.repeats, isolate=not args.quick, module=sys.modules[__name__],
+                                rounds=args.rounds)
         write_json(args.json, "llama", args, rows)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -122,7 +122,9 @@ def measure_in_process(module, fn_name, args, threads):
 
 
 def timed(fn, repeats, warmup=1):
-    """Median seconds of `repeats` calls after `warmup` calls."""
+    """Fastest seconds of `repeats` calls after `warmup` calls: on a shared
+    machine, other processes only ever add time, so the minimum is the most
+    repeatable estimate of what the code itself needs."""
     for _ in range(warmup):
         fn()
     times = []
@@ -130,8 +132,7 @@ def timed(fn, repeats, warmup=1):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    times.sort()
-    return times[len(times) // 2]
+    return min(times)
 
 
 def median(values):
@@ -165,10 +166,14 @@ class PhaseTimer:
     def medians(self) -> Dict[str, float]:
         return {name: median(values) for name, values in self.samples.items()}
 
+    def fastest(self, index: int) -> Dict[str, float]:
+        """The phases of step `index` (the fastest step, so that they add up to it)."""
+        return {name: values[index] for name, values in self.samples.items()}
+
 
 def timed_phases(step, repeats, warmup=1):
-    """Runs `step(timer)` warmup + repeats times; returns (median step seconds,
-    median seconds of each phase the step marked with the timer)."""
+    """Runs `step(timer)` warmup + repeats times; returns (seconds of the fastest
+    step, seconds of each phase the step marked with the timer in that step)."""
     timer = PhaseTimer()
     timer.recording = False
     for _ in range(warmup):
@@ -179,7 +184,8 @@ def timed_phases(step, repeats, warmup=1):
         start = time.perf_counter()
         step(timer)
         totals.append(time.perf_counter() - start)
-    return median(totals), timer.medians()
+    best = min(range(len(totals)), key=totals.__getitem__)
+    return totals[best], timer.fastest(best)
 
 
 def print_table(rows, columns):
@@ -194,7 +200,7 @@ def print_table(rows, columns):
 @dataclass
 class Workload:
     """One measurement on both sides. Each function returns at least `seconds`
-    (median per call) and `items` (tokens / sequences per call); `check` (a
+    (fastest call) and `items` (tokens / sequences per call); `check` (a
     loss or a token list) lets the two sides be compared for sameness."""
 
     label: str                 # e.g. "gpt2 train step (freeze k=1) B=8 T=128"
@@ -232,20 +238,26 @@ def compare_checks(ours, theirs):
 
 
 def run_side_by_side(path, workloads: List[Workload], threads, repeats, isolate=True,
-                     module=None, stream=None) -> List[dict]:
-    """Measures every workload on both sides; prints a table, the phase breakdown
-    and one summary line per workload; returns the table rows (with the raw
-    results under 'reviewgen' and 'torch')."""
+                     module=None, stream=None, rounds=1) -> List[dict]:
+    """Measures every workload on both sides (`rounds` times, alternating, the
+    fastest result of each side kept); prints a table, the phase breakdown and
+    one summary line per workload; returns the table rows (with the raw results
+    under 'reviewgen_result' and 'torch_result')."""
     stream = stream or sys.stdout
     rows = []
     for w in workloads:
         args = dict(w.args, repeats=repeats)
         results = {}
-        for side, fn in (("reviewgen", w.reviewgen_fn), ("torch", w.torch_fn)):
-            if isolate:
-                results[side] = measure(path, fn, args, threads)
-            else:
-                results[side] = measure_in_process(module, fn, args, threads)
+        load = os.getloadavg()[0]
+        for _ in range(max(1, rounds)):
+            for side, fn in (("reviewgen", w.reviewgen_fn), ("torch", w.torch_fn)):
+                if isolate:
+                    result = measure(path, fn, args, threads)
+                else:
+                    result = measure_in_process(module, fn, args, threads)
+                load = max(load, os.getloadavg()[0])
+                if side not in results or result["seconds"] < results[side]["seconds"]:
+                    results[side] = result
         ours, theirs = results["reviewgen"], results["torch"]
         rate_ours, rate_theirs = _rate(ours), _rate(theirs)
         row = {
@@ -258,6 +270,7 @@ def run_side_by_side(path, workloads: List[Workload], threads, repeats, isolate=
             "run peak rg": _gib(ours.get("run_peak_rss_mib", float("nan"))),
             "run peak torch": _gib(theirs.get("run_peak_rss_mib", float("nan"))),
             "check": compare_checks(ours.get("check"), theirs.get("check")),
+            "load": f"{load:.1f}",
             "rate_reviewgen": rate_ours, "rate_torch": rate_theirs, "ratio_value": rate_ours / rate_theirs,
             "reviewgen_result": ours, "torch_result": theirs,
         }
@@ -265,8 +278,10 @@ def run_side_by_side(path, workloads: List[Workload], threads, repeats, isolate=
         print(f"  measured: {w.label}: reviewgen {rate_ours:.1f} {w.unit}, torch {rate_theirs:.1f} {w.unit}",
               file=stream, flush=True)
     print(file=stream)
+    print("rates from the fastest repeat; 'run peak' = peak RSS of the timed phase alone; "
+          "'load' = the highest 1-minute load average seen (other processes on the machine)")
     print_table(rows, ["workload", "unit", "reviewgen", "torch", "ratio", "peak RSS rg", "peak RSS torch",
-                       "growth rg", "growth torch", "run peak rg", "run peak torch"])
+                       "growth rg", "growth torch", "run peak rg", "run peak torch", "load"])
     phase_rows = []
     for row in rows:
         for side in ("reviewgen", "torch"):
@@ -278,7 +293,7 @@ def run_side_by_side(path, workloads: List[Workload], threads, repeats, isolate=
                                           for name, s in phases.items()}))
     if phase_rows:
         print()
-        print("phase breakdown (median per step):")
+        print("phase breakdown (fastest step):")
         phase_names = []
         for r in phase_rows:
             phase_names += [k for k in r if k not in ("workload", "side", "step") and k not in phase_names]
@@ -297,7 +312,10 @@ def add_common_arguments(parser):
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for both sides (OMP/OpenBLAS/torch); default: all cores "
                              "(1 with --quick, where both run in one process)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per workload (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per process (the fastest counts)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="fresh processes per side, alternating reviewgen/torch; the fastest counts "
+                             "(evens out a busy machine)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny configs, in one process: a smoke run, figures meaningless")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
@@ -332,7 +350,8 @@ def write_json(path, title, args, rows):
         return
     clean = [{k: v for k, v in row.items()} for row in rows]
     with open(path, "w") as f:
-        json.dump(dict(benchmark=title, threads=args.threads, repeats=args.repeats, quick=args.quick,
+        json.dump(dict(benchmark=title, threads=args.threads, repeats=args.repeats, rounds=args.rounds,
+                       quick=args.quick,
                        rows=clean), f, indent=2)
 
 

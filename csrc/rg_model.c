@@ -199,6 +199,7 @@ static void params_init_default(rg_model *m)
         float *p = m->params + info->offset;
         const char *suffix = strrchr(info->name, '.');
         int is_norm_weight = info->ndim == 1 && suffix != NULL && strcmp(suffix, ".w") == 0;
+#pragma omp parallel for schedule(static) if (info->numel > 65536)
         for (size_t j = 0; j < info->numel; j++)
             p[j] = info->ndim == 2 ? 0.02f * normal_draw(1234u + (uint64_t)i, j)
                                    : (is_norm_weight ? 1.0f : 0.0f);

@@ -139,6 +139,9 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     generator_part, classifier_part = _data.prepare_generator_and_classifier(
         _load_rows(cfg), cfg.scale, text_column=cfg.text_column, rating_column=cfg.rating_column,
         seed=cfg.seed, val_fraction=cfg.val_fraction)
+    for part in (generator_part, classifier_part):
+        if part.report.source == "<DataFrame>":
+            part.report.source = cfg.data
     log(str(generator_part.report))
     log(str(classifier_part.report))
     summary["data"] = {"generator": generator_part.report.to_dict(),

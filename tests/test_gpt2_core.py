@@ -340,3 +340,25 @@ def test_legacy_pytorch_bin_checkpoint_loads(tmp_path):
     assert_close(load_gpt2(str(legacy)).forward(tokens), to_numpy(ref), "logits from pytorch_model.bin")
     with pytest.raises(FileNotFoundError):
         load_gpt2(str(tmp_path / "missing"))
+
+
+def test_logits_accessor_follows_the_last_forward():
+    model = Model(ModelConfig(vocab_size=30, n_positions=8, n_layer=1, n_head=2, n_embd=8))
+    tokens = np.arange(8, dtype=np.int32).reshape(2, 4)
+    logits = model.forward(tokens)
+    assert np.array_equal(model.logits(), logits)
+    model.forward(tokens, targets=tokens)  # the LM head ran on counted rows only
+    with pytest.raises(reviewgen.StateError, match="counted positions"):
+        model.logits()
+    classifier = Model(ModelConfig(vocab_size=30, n_positions=8, n_layer=1, n_head=2, n_embd=8,
+                                   head="cls_bert", num_labels=3, causal=False, pre_norm=False,
+                                   final_norm=False, embed_norm=True, activation="gelu_erf",
+                                   tie_word_embeddings=False))
+    loss = classifier.forward(tokens, targets=np.array([0, 2], dtype=np.int32))
+    kept = classifier.logits()
+    assert kept.shape == (2, 3)
+    log_probs = kept - np.log(np.exp(kept).sum(axis=1, keepdims=True))
+    assert_close(loss, -(log_probs[0, 0] + log_probs[1, 2]) / 2, "loss from the kept logits")
+    classifier.backward()
+    with pytest.raises(reviewgen.StateError):
+        classifier.logits()

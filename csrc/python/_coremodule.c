@@ -867,7 +867,8 @@ static PyObject *model_logits(ModelObject *self, PyObject *unused)
     const float *logits = rg_model_logits(self->model, &rows, &cols);
     if (logits == NULL || !self->model->logits_valid)
         return model_raise_message((PyObject *)self, RG_ERR_STATE,
-                                   "logits: no forward pass since the last backward (which consumes them)");
+                                   "logits: none kept (no forward yet, a backward consumed them, or a language-model "
+                                   "forward with targets ran its head only on the counted positions)");
     const rg_model_config *c = &self->model->config;
     npy_intp dims[3] = {self->model->B, self->model->T, cols};
     if (c->head != RG_HEAD_LM)
