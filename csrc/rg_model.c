@@ -850,7 +850,7 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
 
 const float *rg_model_logits(const rg_model *model, int *rows, int *cols)
 {
-    if (model == NULL || model->logits == NULL || model->B == 0)
+    if (model == NULL || !model->logits_valid)
         return NULL;
     const rg_model_config *c = &model->config;
     if (is_classifier(c)) {
@@ -1009,6 +1009,7 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
     carve(&sizing, (size_t)N * C);
     carve(&sizing, (size_t)N * C);
     carve(&sizing, (size_t)N);
+    carve(&sizing, (size_t)N);
     carve_layer(&sizing, &sets[0], c, B, T, kv->max_T, 0);
     carve_layer(&sizing, &sets[1], c, B, T, kv->max_T, 0);
     carve(&sizing, (size_t)B * C);
@@ -1025,7 +1026,8 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
     carver cv = {block, 0};
     float *x0 = carve(&cv, (size_t)N * C);
     float *emb = carve(&cv, (size_t)N * C);
-    float *emb_stat = carve(&cv, (size_t)N);
+    float *emb_mean = carve(&cv, (size_t)N);
+    float *emb_rstd = carve(&cv, (size_t)N);
     carve_layer(&cv, &sets[0], c, B, T, kv->max_T, 0);
     carve_layer(&cv, &sets[1], c, B, T, kv->max_T, 0);
     float *last = carve(&cv, (size_t)B * C);
@@ -1047,7 +1049,7 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
         rg_embedding_forward(c->embed_norm ? emb : x0, tokens, learned ? positions : NULL, NULL,
                              GP(m, G_WTE), GP(m, G_WPE), NULL, N, C);
         if (c->embed_norm)
-            rg_layernorm_forward(x0, emb_stat, last_mean, emb, GP(m, G_EMB_LN_W), GP(m, G_EMB_LN_B), N, C, c->norm_eps);
+            rg_layernorm_forward(x0, emb_mean, emb_rstd, emb, GP(m, G_EMB_LN_W), GP(m, G_EMB_LN_B), N, C, c->norm_eps);
         attention_source src = {kv, NULL, 0, 0};
         const float *x = x0;
         for (int l = 0; l < L; l++) {

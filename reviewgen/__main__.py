@@ -1,6 +1,7 @@
 """Command line: `python -m reviewgen <command>` (also installed as `reviewgen`).
 
     demo      the seed study's demo on the bundled sample (or your data)
+    study     a classifier fine-tune with model selection, or a hyperparameter sweep
     prepare   clean, label, balance and split a review file; print the stage report
 """
 from __future__ import annotations
@@ -21,6 +22,16 @@ def _demo(args) -> int:
         if value is not None:
             setattr(cfg, field.name, value)
     run_demo(cfg, args.out)
+    return 0
+
+
+def _study(args) -> int:
+    from .study import ClassifierStudy, SweepStudy, run_classifier_study, run_sweep
+
+    if args.kind == "classifier":
+        run_classifier_study(ClassifierStudy.load(args.config), args.out)
+    else:
+        run_sweep(SweepStudy.load(args.config), args.out)
     return 0
 
 
@@ -67,6 +78,12 @@ def main(argv=None) -> int:
     prepare.add_argument("--val-fraction", type=float, default=0.1)
     prepare.add_argument("--out", help="write train.csv, val.csv and report.json here")
     prepare.set_defaults(run=_prepare)
+
+    study = commands.add_parser("study", help="a classifier fine-tune with model selection, or a sweep")
+    study.add_argument("kind", choices=("classifier", "sweep"))
+    study.add_argument("--config", required=True, help="a ClassifierStudy or SweepStudy JSON file")
+    study.add_argument("--out", required=True, help="output folder (results.json, checkpoints)")
+    study.set_defaults(run=_study)
 
     args = parser.parse_args(argv)
     try:

@@ -757,8 +757,7 @@ static PyArrayObject *model_int_array(PyObject *self, PyObject *obj, int ndim, c
 }
 
 /* After RG_ERR_LABEL_RANGE: says which array held the out-of-range id. */
-static void model_name_range_error(PyObject *self, PyArrayObject *tokens, PyArrayObject *types,
-                                   PyArrayObject *targets)
+static void model_name_range_error(PyObject *self, PyArrayObject *tokens, PyArrayObject *types)
 {
     const rg_model_config *c = &((ModelObject *)self)->model->config;
     const char *which = "targets";
@@ -782,7 +781,6 @@ static void model_name_range_error(PyObject *self, PyArrayObject *tokens, PyArra
     char message[160];
     PyOS_snprintf(message, sizeof(message), "forward: %s hold an id outside [0, %ld)%s", which, limit,
                   strcmp(which, "targets") == 0 ? " (negative targets are ignored)" : "");
-    (void)targets;
     model_raise_message(self, RG_ERR_LABEL_RANGE, message);
 }
 
@@ -834,7 +832,7 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwar
     Py_END_ALLOW_THREADS
     self->busy = 0;
     if (status == RG_ERR_LABEL_RANGE) {
-        model_name_range_error((PyObject *)self, tokens, types, targets);
+        model_name_range_error((PyObject *)self, tokens, types);
         goto done;
     }
     if (status != RG_OK) {
@@ -865,7 +863,7 @@ static PyObject *model_logits(ModelObject *self, PyObject *unused)
 {
     int rows, cols;
     const float *logits = rg_model_logits(self->model, &rows, &cols);
-    if (logits == NULL || !self->model->logits_valid)
+    if (logits == NULL)
         return model_raise_message((PyObject *)self, RG_ERR_STATE,
                                    "logits: none kept (no forward yet, a backward consumed them, or a language-model "
                                    "forward with targets ran its head only on the counted positions)");
