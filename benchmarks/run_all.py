@@ -2,7 +2,7 @@
 options and prints one Markdown table of every workload (the README's results
 table is this output).
 
-    python benchmarks/run_all.py [--threads N] [--repeats R] [--quick] [--out DIR]
+    python benchmarks/run_all.py [--threads N] [--repeats R] [--rounds K] [--quick] [--out DIR]
 """
 import argparse
 import json
@@ -45,6 +45,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", help="directory for the per-script JSON and logs (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -54,6 +55,7 @@ def main(argv=None):
     for script in SCRIPTS:
         name = script[len("bench_"):-len(".py")]
         command = [sys.executable, os.path.join(BENCH_DIR, script), "--repeats", str(args.repeats),
+                   "--rounds", str(args.rounds),
                    "--json", os.path.join(out, f"{name}.json")]
         if args.threads is not None:
             command += ["--threads", str(args.threads)]
@@ -71,7 +73,7 @@ def main(argv=None):
         with open(os.path.join(out, f"{name}.json")) as f:
             rows += json.load(f)["rows"]
         print(f"   ({time.time() - start:.0f} s)")
-    print(f"\nMachine: {cpu_name()}; load average before/after: see the logs in {out}")
+    print(f"\nMachine: {cpu_name()}; logs and JSON in {out}")
     print(markdown(rows))
     return 0 if len(rows) else 1
 

@@ -82,50 +82,88 @@ void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
 /* linear layer                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* C (M, N) = op(A) @ op(B) + beta * C, as one single-threaded OpenBLAS call
- * per OpenMP thread on a block of C's rows (or columns, when C is wide).
- * One thread pool for everything: OpenBLAS's own threads and OpenMP's would
- * otherwise spin against each other on the same cores. */
+/* All parallelism goes through OpenMP: OpenBLAS's own thread pool and
+ * OpenMP's would spin against each other on the same cores, so OpenBLAS runs
+ * single-threaded inside OpenMP threads. This OpenBLAS serves only the core
+ * (numpy bundles its own), so the process-wide switch affects no one else. */
+static void ensure_blas_single_threaded(void)
+{
+    static int done = 0;
+    int seen;
+#pragma omp atomic read
+    seen = done;
+    if (!seen) {
+        scipy_openblas_set_num_threads(1);
+#pragma omp atomic write
+        done = 1;
+    }
+}
+
+/* C (M, N) = op(A) @ op(B) + beta * C, as single-threaded OpenBLAS calls on
+ * blocks of C's rows (or columns, when C is wide) spread over OpenMP threads. */
 static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
                         const float *B, int ldb, float beta, float *C, int ldc)
 {
-    /* This OpenBLAS serves only the core (numpy bundles its own), so making it
-     * single-threaded process-wide affects no one else. */
-    static int blas_single_threaded = 0;
-    int done;
-#pragma omp atomic read
-    done = blas_single_threaded;
-    if (!done) {
-        scipy_openblas_set_num_threads(1);
-#pragma omp atomic write
-        blas_single_threaded = 1;
-    }
+    ensure_blas_single_threaded();
     const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
     const enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
     const double flops = 2.0 * M * N * K;
     const int split_rows = M >= N;
-#pragma omp parallel if (flops > 2e6)
-    {
-        const int nth = omp_get_num_threads(), th = omp_get_thread_num();
-        const int extent = split_rows ? M : N;
-        /* blocks of 16 rows/columns keep the kernels' panels whole */
-        const int units = (extent + 15) / 16;
-        const int lo = (int)((long)units * th / nth) * 16;
-        int hi = (int)((long)units * (th + 1) / nth) * 16;
+    const int extent = split_rows ? M : N;
+    /* Blocks of whole 16-row/column panels, several per thread and handed out
+     * dynamically, so a thread slowed by another process does not hold the
+     * rest at the barrier; at least 64 rows/columns each to amortise packing. */
+    const int threads = flops > 2e6 ? omp_get_max_threads() : 1;
+    const int units = (extent + 15) / 16;
+    int n_blocks = threads > 1 ? 4 * threads : 1;
+    if (n_blocks > (units + 3) / 4)
+        n_blocks = (units + 3) / 4;
+    if (n_blocks < 1)
+        n_blocks = 1;
+#pragma omp parallel for schedule(dynamic, 1) if (n_blocks > 1)
+    for (int block = 0; block < n_blocks; block++) {
+        const int lo = (int)((long)units * block / n_blocks) * 16;
+        int hi = (int)((long)units * (block + 1) / n_blocks) * 16;
         if (hi > extent)
             hi = extent;
-        if (hi > lo) {
-            if (split_rows) {
-                const float *a = trans_a ? A + lo : A + (size_t)lo * lda;
-                scipy_cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, 1.0f, a, lda, B, ldb, beta,
-                                  C + (size_t)lo * ldc, ldc);
-            } else {
-                const float *b = trans_b ? B + (size_t)lo * ldb : B + lo;
-                scipy_cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, 1.0f, A, lda, b, ldb, beta,
-                                  C + lo, ldc);
-            }
+        if (hi <= lo)
+            continue;
+        if (split_rows) {
+            const float *a = trans_a ? A + lo : A + (size_t)lo * lda;
+            scipy_cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, 1.0f, a, lda, B, ldb, beta,
+                              C + (size_t)lo * ldc, ldc);
+        } else {
+            const float *b = trans_b ? B + (size_t)lo * ldb : B + lo;
+            scipy_cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, 1.0f, A, lda, b, ldb, beta,
+                              C + lo, ldc);
         }
     }
+}
+
+/* sums (OC,) += column sums of x (N, OC): rows in parallel, each thread into
+ * its own partial row (contiguous, vectorised), then the partials added. */
+static void column_sums_add(float *sums, const float *x, int N, int OC)
+{
+    const int n_threads = (long)N * OC > 65536 ? omp_get_max_threads() : 1;
+    float *partial = n_threads > 1 ? calloc((size_t)n_threads * OC, sizeof(float)) : NULL;
+    if (partial == NULL) {
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++)
+                sums[o] += x[(size_t)n * OC + o];
+        return;
+    }
+#pragma omp parallel num_threads(n_threads)
+    {
+        float *mine = partial + (size_t)omp_get_thread_num() * OC;
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++)
+                mine[o] += x[(size_t)n * OC + o];
+    }
+    for (int th = 0; th < n_threads; th++)
+        for (int o = 0; o < OC; o++)
+            sums[o] += partial[(size_t)th * OC + o];
+    free(partial);
 }
 
 void rg_matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
@@ -149,15 +187,8 @@ void rg_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
         gemm_blocks(0, 0, N, IC, OC, dout, OC, weight, IC, 1.0f, dinp, IC);
     if (dweight != NULL) /* (OC, IC) += (N, OC)^T @ (N, IC) */
         gemm_blocks(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC);
-    if (dbias != NULL) {
-#pragma omp parallel for schedule(static) if ((long)N * OC > 65536)
-        for (int o = 0; o < OC; o++) {
-            float sum = 0.0f;
-            for (int n = 0; n < N; n++)
-                sum += dout[(size_t)n * OC + o];
-            dbias[o] += sum;
-        }
-    }
+    if (dbias != NULL)
+        column_sums_add(dbias, dout, N, OC);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -511,83 +542,111 @@ void rg_rope_backward(float *dqkv, const int32_t *positions, int N, int NH, int 
 /* attention                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* One query against n_keys keys: probs (n_keys,) = softmax of the visible
- * scores (0 where hidden), out (HS,) = sum_j dropout(probs)_j * v_j. */
-static void attention_row(float *out, float *probs, const float *q, const float *k0,
-                          size_t k_stride, const float *v0, size_t v_stride,
-                          const int32_t *key_mask, int n_keys, int HS, float scale,
-                          float attn_p, uint64_t stream, uint64_t drop_index0)
+/* In place on one row of scores s (n,): softmax over the visible keys
+ * (key_mask[j] != 0 or no mask, j < n_keys), exactly 0 elsewhere and on the
+ * whole row when no key is visible. */
+static void softmax_row(float *s, const int32_t *key_mask, int n_keys, int n)
 {
     float max_score = -INFINITY;
+    for (int j = 0; j < n_keys; j++)
+        if (key_mask == NULL || key_mask[j] != 0)
+            max_score = s[j] > max_score ? s[j] : max_score;
+    if (max_score == -INFINITY) {
+        memset(s, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int j = 0; j < n_keys; j++)
+        s[j] = fast_expf(s[j] - max_score);
+    if (key_mask != NULL)
+        for (int j = 0; j < n_keys; j++)
+            s[j] = key_mask[j] != 0 ? s[j] : 0.0f;
+    float sum = 0.0f;
+    for (int j = 0; j < n_keys; j++)
+        sum += s[j];
+    const float inv = 1.0f / sum;
+    for (int j = 0; j < n_keys; j++)
+        s[j] *= inv;
+    for (int j = n_keys; j < n; j++)
+        s[j] = 0.0f;
+}
+
+/* One query of the cached path against n_keys keys: probs (n_keys,) is
+ * scratch; out (HS,) = softmax-weighted sum of the visible values. */
+static void attention_row(float *out, float *probs, const float *q, const float *k0,
+                          size_t k_stride, const float *v0, size_t v_stride,
+                          const int32_t *key_mask, int n_keys, int HS, float scale)
+{
     for (int j = 0; j < n_keys; j++) {
-        if (key_mask != NULL && key_mask[j] == 0) {
-            probs[j] = -INFINITY;
-            continue;
-        }
         const float *k = k0 + (size_t)j * k_stride;
         float dot = 0.0f;
         for (int i = 0; i < HS; i++)
             dot += q[i] * k[i];
         probs[j] = dot * scale;
-        if (probs[j] > max_score)
-            max_score = probs[j];
     }
+    softmax_row(probs, key_mask, n_keys, n_keys);
     for (int i = 0; i < HS; i++)
         out[i] = 0.0f;
-    if (max_score == -INFINITY) { /* no visible key */
-        for (int j = 0; j < n_keys; j++)
-            probs[j] = 0.0f;
-        return;
-    }
-    for (int j = 0; j < n_keys; j++) /* hidden keys: exp(-inf) saturates near 1e-38 ... */
-        probs[j] = fast_expf(probs[j] - max_score);
-    if (key_mask != NULL) /* ... and are zeroed exactly here (an integer select) */
-        for (int j = 0; j < n_keys; j++)
-            probs[j] = key_mask[j] != 0 ? probs[j] : 0.0f;
-    float sum = 0.0f;
-    for (int j = 0; j < n_keys; j++)
-        sum += probs[j];
-    const float inv = 1.0f / sum;
-    const float keep_scale = attn_p > 0.0f ? 1.0f / (1.0f - attn_p) : 1.0f;
     for (int j = 0; j < n_keys; j++) {
-        probs[j] *= inv;
-        float p = probs[j];
-        if (p == 0.0f)
+        if (probs[j] == 0.0f)
             continue;
-        if (attn_p > 0.0f)
-            p = dropout_keep(stream, drop_index0 + (uint64_t)j, attn_p) ? p * keep_scale : 0.0f;
         const float *v = v0 + (size_t)j * v_stride;
         for (int i = 0; i < HS; i++)
-            out[i] += p * v[i];
+            out[i] += probs[j] * v[i];
     }
 }
 
+/* dst (T, T) = src with attention dropout applied (mask of head row block
+ * `drop0`), the same mask in forward and backward. */
+static void attention_dropout_copy(float *dst, const float *src, int T, float attn_p,
+                                   uint64_t stream, uint64_t drop0)
+{
+    const float keep_scale = 1.0f / (1.0f - attn_p);
+    for (size_t i = 0; i < (size_t)T * T; i++)
+        dst[i] = src[i] != 0.0f && dropout_keep(stream, drop0 + i, attn_p) ? src[i] * keep_scale : 0.0f;
+}
+
+/* Per (batch, head): scores = Q K^T / sqrt(HS) and out = dropout(P) V as
+ * single-threaded OpenBLAS products (gemm_blocks made OpenBLAS
+ * single-threaded; the heads are spread over the OpenMP threads). */
 void rg_attention_forward(float *out, float *att, const float *qkv, const int32_t *key_mask,
                           int B, int T, int NH, int NKV, int HS, int causal, float attn_p,
                           uint64_t stream)
 {
-    const size_t row = (size_t)(NH + 2 * NKV) * HS;
+    const int row = (NH + 2 * NKV) * HS;
     const int group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
-#pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const int g = h / group;
-            const float *base = qkv + (size_t)b * T * row;
-            const float *k0 = base + (size_t)(NH + g) * HS;
-            const float *v0 = base + (size_t)(NH + NKV + g) * HS;
-            const int32_t *mask = key_mask ? key_mask + (size_t)b * T : NULL;
-            for (int t = 0; t < T; t++) {
-                float *probs = att + (((size_t)b * NH + h) * T + t) * T;
-                int n_keys = causal ? t + 1 : T;
-                attention_row(out + ((size_t)b * T + t) * NH * HS + (size_t)h * HS, probs,
-                              base + (size_t)t * row + (size_t)h * HS, k0, row, v0, row, mask,
-                              n_keys, HS, scale, attn_p, stream,
-                              (((uint64_t)b * NH + h) * T + t) * T);
-                for (int j = n_keys; j < T; j++)
-                    probs[j] = 0.0f;
+    ensure_blas_single_threaded();
+#pragma omp parallel
+    {
+        float *dropped = attn_p > 0.0f ? malloc((size_t)T * T * sizeof(float)) : NULL;
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < NH; h++) {
+                const int g = h / group;
+                const float *base = qkv + (size_t)b * T * row;
+                float *scores = att + ((size_t)b * NH + h) * T * T;
+                float *y = out + (size_t)b * T * NH * HS + (size_t)h * HS;
+                const int32_t *mask = key_mask ? key_mask + (size_t)b * T : NULL;
+                scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale,
+                                  base + (size_t)h * HS, row, base + (size_t)(NH + g) * HS, row, 0.0f,
+                                  scores, T);
+                for (int t = 0; t < T; t++)
+                    softmax_row(scores + (size_t)t * T, mask, causal ? t + 1 : T, T);
+                const float *probs = scores;
+                if (attn_p > 0.0f) {
+                    if (dropped == NULL) { /* out of memory: no output rather than a crash */
+                        for (int t = 0; t < T; t++)
+                            memset(y + (size_t)t * NH * HS, 0, (size_t)HS * sizeof(float));
+                        continue;
+                    }
+                    attention_dropout_copy(dropped, scores, T, attn_p, stream, ((uint64_t)b * NH + h) * T * T);
+                    probs = dropped;
+                }
+                scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, probs, T,
+                                  base + (size_t)(NH + NKV + g) * HS, row, 0.0f, y, NH * HS);
             }
         }
+        free(dropped);
     }
 }
 
@@ -596,67 +655,62 @@ void rg_attention_forward(float *out, float *att, const float *qkv, const int32_
 void rg_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                            int B, int T, int NH, int NKV, int HS, float attn_p, uint64_t stream)
 {
-    const size_t row = (size_t)(NH + 2 * NKV) * HS;
+    const int row = (NH + 2 * NKV) * HS;
     const int group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
     const float keep_scale = attn_p > 0.0f ? 1.0f / (1.0f - attn_p) : 1.0f;
+    ensure_blas_single_threaded();
 #pragma omp parallel
     {
-        float *datt = malloc((size_t)T * sizeof(float));
+        float *dprobs = malloc((size_t)T * T * sizeof(float));
+        float *dropped = attn_p > 0.0f ? malloc((size_t)T * T * sizeof(float)) : NULL;
+        const int ok = dprobs != NULL && (attn_p <= 0.0f || dropped != NULL);
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int g = 0; g < NKV; g++) {
-                if (datt == NULL)
-                    continue; /* cannot happen for sane T; leaves the gradient untouched */
+                if (!ok)
+                    continue; /* out of memory: leaves the gradient untouched */
                 const float *base = qkv + (size_t)b * T * row;
                 float *dbase = dqkv + (size_t)b * T * row;
-                const float *k0 = base + (size_t)(NH + g) * HS;
-                const float *v0 = base + (size_t)(NH + NKV + g) * HS;
-                float *dk0 = dbase + (size_t)(NH + g) * HS;
-                float *dv0 = dbase + (size_t)(NH + NKV + g) * HS;
+                const float *k = base + (size_t)(NH + g) * HS, *v = base + (size_t)(NH + NKV + g) * HS;
+                float *dk = dbase + (size_t)(NH + g) * HS, *dv = dbase + (size_t)(NH + NKV + g) * HS;
                 for (int h = g * group; h < (g + 1) * group; h++) {
-                    for (int t = 0; t < T; t++) {
-                        const float *probs = att + (((size_t)b * NH + h) * T + t) * T;
-                        const float *dy = dout + ((size_t)b * T + t) * NH * HS + (size_t)h * HS;
-                        const float *q = base + (size_t)t * row + (size_t)h * HS;
-                        float *dq = dbase + (size_t)t * row + (size_t)h * HS;
-                        const uint64_t drop0 = (((uint64_t)b * NH + h) * T + t) * T;
-                        float dot_sum = 0.0f; /* sum_j probs_j * datt_j */
-                        for (int j = 0; j < T; j++) {
-                            if (probs[j] == 0.0f) {
-                                datt[j] = 0.0f;
-                                continue;
-                            }
-                            float keep = 1.0f;
-                            if (attn_p > 0.0f)
-                                keep = dropout_keep(stream, drop0 + (uint64_t)j, attn_p) ? keep_scale : 0.0f;
-                            const float *v = v0 + (size_t)j * row;
-                            float *dv = dv0 + (size_t)j * row;
-                            float d = 0.0f;
-                            const float pd = probs[j] * keep;
-                            for (int i = 0; i < HS; i++) {
-                                d += dy[i] * v[i];
-                                dv[i] += pd * dy[i];
-                            }
-                            datt[j] = d * keep;
-                            dot_sum += probs[j] * datt[j];
-                        }
-                        for (int j = 0; j < T; j++) {
-                            if (probs[j] == 0.0f)
-                                continue;
-                            float dscore = probs[j] * (datt[j] - dot_sum) * scale;
-                            const float *k = k0 + (size_t)j * row;
-                            float *dk = dk0 + (size_t)j * row;
-                            for (int i = 0; i < HS; i++) {
-                                dq[i] += dscore * k[i];
-                                dk[i] += dscore * q[i];
-                            }
-                        }
+                    const float *probs = att + ((size_t)b * NH + h) * T * T;
+                    const float *dy = dout + (size_t)b * T * NH * HS + (size_t)h * HS;
+                    const uint64_t drop0 = ((uint64_t)b * NH + h) * T * T;
+                    const float *used = probs; /* the probabilities out was made from */
+                    if (attn_p > 0.0f) {
+                        attention_dropout_copy(dropped, probs, T, attn_p, stream, drop0);
+                        used = dropped;
                     }
+                    /* d(used) = dy V^T ; dv += used^T dy */
+                    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, 1.0f, dy, NH * HS,
+                                      v, row, 0.0f, dprobs, T);
+                    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, used, T, dy,
+                                      NH * HS, 1.0f, dv, row);
+                    /* through dropout and softmax, row by row: ds = p * (dp - sum(p * dp)) * scale */
+                    for (int t = 0; t < T; t++) {
+                        const float *p = probs + (size_t)t * T;
+                        float *dp = dprobs + (size_t)t * T;
+                        if (attn_p > 0.0f)
+                            for (int j = 0; j < T; j++)
+                                dp[j] = dropout_keep(stream, drop0 + (uint64_t)t * T + j, attn_p) ? dp[j] * keep_scale : 0.0f;
+                        float dot = 0.0f;
+                        for (int j = 0; j < T; j++)
+                            dot += p[j] * dp[j];
+                        for (int j = 0; j < T; j++)
+                            dp[j] = p[j] * (dp[j] - dot) * scale;
+                    }
+                    /* dq += ds K ; dk += ds^T Q */
+                    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, dprobs, T,
+                                      k, row, 1.0f, dbase + (size_t)h * HS, row);
+                    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, HS, T, 1.0f, dprobs, T,
+                                      base + (size_t)h * HS, row, 1.0f, dk, row);
                 }
             }
         }
-        free(datt);
+        free(dprobs);
+        free(dropped);
     }
 }
 
@@ -681,8 +735,7 @@ void rg_attention_cached_forward(float *out, const float *qkv, const float *k_ca
                 for (int t = 0; t < Tn; t++)
                     attention_row(out + ((size_t)b * Tn + t) * NH * HS + (size_t)h * HS, probs,
                                   qkv + ((size_t)b * Tn + t) * row + (size_t)h * HS, k0, HS, v0,
-                                  HS, key_mask + (size_t)b * S, start + t + 1, HS, scale, 0.0f, 0,
-                                  0);
+                                  HS, key_mask + (size_t)b * S, start + t + 1, HS, scale);
             }
         }
         free(probs);

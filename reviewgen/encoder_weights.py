@@ -490,14 +490,16 @@ def _check_labels(labels: Sequence) -> list:
 # reading a directory
 # ---------------------------------------------------------------------------
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+# Only the "org/name" form is tried on the Hub, so a mistyped local folder name
+# fails at once instead of waiting on the network.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 def resolve_model_dir(path_or_id: str) -> str:
     """A local directory for ``path_or_id``: the path itself, or a Hub snapshot.
 
     Hub ids ("org/name") are fetched only when huggingface_hub is installed
-    and the directory does not exist locally; any failure names the id.
+    and no such local directory exists; any failure names the id.
     """
     path_or_id = os.fspath(path_or_id)
     if os.path.isdir(path_or_id):

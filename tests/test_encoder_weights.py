@@ -284,6 +284,8 @@ def tiny_bert_dir(tmp_path):
 def test_missing_directory_and_files(tmp_path, tiny_bert_dir):
     with pytest.raises(WeightsError, match="not found"):
         load_encoder(str(tmp_path / "does_not_exist"))
+    with pytest.raises(WeightsError, match="model directory not found: no_such_model_dir$"):
+        load_encoder("no_such_model_dir")  # a bare name is never looked up on the Hub
     with pytest.raises(WeightsError, match="is a file"):
         load_encoder(str(tiny_bert_dir / "config.json"))
     os.remove(tiny_bert_dir / "model.safetensors")

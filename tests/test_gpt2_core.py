@@ -362,3 +362,24 @@ def test_logits_accessor_follows_the_last_forward():
     classifier.backward()
     with pytest.raises(reviewgen.StateError):
         classifier.logits()
+
+
+@pytest.mark.parametrize("policy", ["frozen", "untie"])
+def test_optimizer_steps_leave_frozen_parameters_bit_identical(awkward, policy):
+    hf, directory, tokens, mask = awkward
+    model = load_gpt2(str(directory))
+    model.set_trainable(1, policy)
+    before = model.parameters.copy()
+    optimizer = reviewgen._core.AdamW(model.parameters, model.gradients, model.param_table(),
+                                      lr=1e-2, weight_decay=0.1)
+    labels = lm_labels(tokens, mask)
+    for step in range(2):
+        model.zero_grad()
+        model.forward(tokens, mask, targets=labels, train=True, seed=step)
+        model.backward()
+        optimizer.step()
+    after = model.parameters
+    for entry in model.param_table():
+        piece = slice(entry["offset"], entry["offset"] + entry["numel"])
+        same = np.array_equal(before[piece].view(np.uint32), after[piece].view(np.uint32))
+        assert same != entry["trainable"], f"{entry['name']}: trainable={entry['trainable']}"

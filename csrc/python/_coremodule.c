@@ -633,6 +633,20 @@ static PyObject *model_config_to_dict(const rg_model_config *config)
 
 static core_state *model_state(PyObject *self) { return state_of_type(Py_TYPE(self)); }
 
+static void model_dealloc(ModelObject *self);
+
+/* The rg_model inside a _core.Model, for the other sections of this file (the
+ * trainer hands it to the optimizer); NULL with a TypeError naming `what`
+ * for any other object. Only a _core.Model has model_dealloc as destructor. */
+static inline rg_model *model_unwrap(PyObject *obj, const char *what)
+{
+    if (obj == NULL || Py_TYPE(obj)->tp_dealloc != (destructor)model_dealloc) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a reviewgen._core.Model", what);
+        return NULL;
+    }
+    return ((ModelObject *)obj)->model;
+}
+
 /* Raises the core's exception class for `status` with our own message. */
 static PyObject *model_raise_message(PyObject *self, rg_status status, const char *message)
 {
