@@ -51,13 +51,8 @@ def _cap_per_label(frame, cap, seed):
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
-    try:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-    except ImportError:
-        print("this baseline needs scikit-learn: pip install scikit-learn", file=sys.stderr)
-        return 2
-    from reviewgen import data, metrics
+    from reviewgen import data
+    from reviewgen.baselines import tfidf_logistic_regression
 
     started = time.perf_counter()
     prepared = data.prepare(args.train, scale=args.scale, seed=args.seed)
@@ -73,32 +68,23 @@ def main(argv=None) -> int:
     # would only add zeros to the macro averages.
     labels = sorted(set(train["label"].tolist()) | set(test["label"].tolist()))
 
-    vectorizer = TfidfVectorizer(max_features=args.max_features, ngram_range=(1, args.ngram_max),
-                                 sublinear_tf=True, min_df=2, strip_accents="unicode")
-    features = vectorizer.fit_transform(train["text"].tolist())
-    model = LogisticRegression(C=args.C, max_iter=2000, random_state=args.seed)
-    model.fit(features, train["label"].to_numpy())
-    predicted = model.predict(vectorizer.transform(test["text"].tolist()))
-    truth = test["label"].to_numpy()
-
-    exact = metrics.classification_report(truth, predicted, labels=labels)
-    near = metrics.classification_report(truth, predicted, labels=labels, near=True)
+    figures = tfidf_logistic_regression(
+        train["text"].tolist(), train["label"].to_numpy(), test["text"].tolist(), test["label"].to_numpy(),
+        labels=labels, C=args.C, ngram_max=args.ngram_max, max_features=args.max_features, seed=args.seed)
     result = {
         "train_file": args.train, "test_file": args.test or "(validation split)",
         "scale": args.scale, "seed": args.seed, "rows_train": int(len(train)),
         "rows_test": int(len(test)), "labels": labels,
         "train_label_counts": {str(k): int(v) for k, v in train["label"].value_counts().sort_index().items()},
         "test_label_counts": {str(k): int(v) for k, v in test["label"].value_counts().sort_index().items()},
-        "features": int(features.shape[1]), "C": args.C, "ngram_max": args.ngram_max,
-        "seconds": round(time.perf_counter() - started, 1),
-        "exact": exact.as_dict(), "near": near.as_dict(),
+        "seconds": round(time.perf_counter() - started, 1), **figures,
     }
     print(f"TF-IDF + logistic regression: train {len(train):,} rows, test {len(test):,} rows, "
-          f"{features.shape[1]:,} features, {result['seconds']} s")
-    print(f"  accuracy {exact.accuracy:.4f}  macro F1 {exact.macro_f1:.4f}  "
-          f"near accuracy {near.accuracy:.4f}  near macro F1 {near.macro_f1:.4f}")
+          f"{figures['features']:,} features, {result['seconds']} s")
+    print(f"  accuracy {figures['accuracy']:.4f}  macro F1 {figures['macro_f1']:.4f}  "
+          f"near accuracy {figures['near_accuracy']:.4f}  near macro F1 {figures['near_macro_f1']:.4f}")
     print("  confusion (rows true " + " ".join(map(str, labels)) + "):")
-    for label, row in zip(labels, np.asarray(exact.confusion)):
+    for label, row in zip(labels, np.asarray(figures["confusion_matrix"])):
         print(f"    {label}: " + " ".join(f"{n:>6}" for n in row))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -26,10 +26,12 @@ def _demo(args) -> int:
 
 
 def _study(args) -> int:
-    from .study import ClassifierStudy, SweepStudy, run_classifier_study, run_sweep
+    from .study import ClassifierStudy, SweepStudy, run_baseline, run_classifier_study, run_sweep
 
     if args.kind == "classifier":
         run_classifier_study(ClassifierStudy.load(args.config), args.out)
+    elif args.kind == "baseline":
+        run_baseline(ClassifierStudy.load(args.config), args.out)
     else:
         run_sweep(SweepStudy.load(args.config), args.out)
     return 0
@@ -79,8 +81,8 @@ def main(argv=None) -> int:
     prepare.add_argument("--out", help="write train.csv, val.csv and report.json here")
     prepare.set_defaults(run=_prepare)
 
-    study = commands.add_parser("study", help="a classifier fine-tune with model selection, or a sweep")
-    study.add_argument("kind", choices=("classifier", "sweep"))
+    study = commands.add_parser("study", help="a classifier fine-tune with model selection, its TF-IDF baseline, or a sweep")
+    study.add_argument("kind", choices=("classifier", "baseline", "sweep"))
     study.add_argument("--config", required=True, help="a ClassifierStudy or SweepStudy JSON file")
     study.add_argument("--out", required=True, help="output folder (results.json, checkpoints)")
     study.set_defaults(run=_study)

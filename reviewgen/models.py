@@ -9,6 +9,7 @@ Conventions (the same as the core's):
   * token ids, masks and targets are int32 arrays; LM targets are Hugging
     Face `labels` (B, T) (shifted inside, -100 ignored), classifier targets
     are class ids (B,);
+  * classification heads read token 0, so encoder batches are right-padded;
   * causal models number positions by counting real tokens (attention mask),
     so generation uses LEFT-padded prompts: `reset_cache(B, max_len)`, then
     `forward_logits(prompts, mask)` and `decode_step(next_tokens)`;

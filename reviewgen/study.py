@@ -23,7 +23,7 @@ import numpy as np
 from . import data as _data
 from .config import TrainingConfig
 
-__all__ = ["ClassifierStudy", "SweepStudy", "run_classifier_study", "run_sweep"]
+__all__ = ["ClassifierStudy", "SweepStudy", "run_classifier_study", "run_baseline", "run_sweep", "study_split"]
 
 
 def _save_json(path: str, value) -> None:
@@ -89,14 +89,8 @@ def _labelled(path: str, scale: str, seed: int, balance: bool):
     return prepared.train, prepared.report
 
 
-def run_classifier_study(study: ClassifierStudy, out_dir: str,
-                         log: Callable[[str], None] = print) -> dict:
-    from .classifier import Classifier
-    from .pretrained import resolve
-
-    os.makedirs(out_dir, exist_ok=True)
-    study.save(os.path.join(out_dir, "study.json"))
-    started = time.perf_counter()
+def study_split(study: ClassifierStudy):
+    """(train, dev, test, report of train) as the study defines them."""
     if study.dev:
         train, train_report = _labelled(study.train, study.scale, study.seed, balance=study.balance_train)
         dev, _ = _labelled(study.dev, study.scale, study.seed, balance=study.balance_eval)
@@ -108,6 +102,37 @@ def run_classifier_study(study: ClassifierStudy, out_dir: str,
     train = _cap(train, study.max_train_per_label, study.seed, per_label=True)
     dev = _cap(dev, study.max_eval, study.seed, per_label=False)
     test = _cap(test, study.max_eval, study.seed, per_label=False)
+    return train, dev, test, train_report
+
+
+def run_baseline(study: ClassifierStudy, out_dir: str, log: Callable[[str], None] = print) -> dict:
+    """TF-IDF + logistic regression on exactly the study's train and test rows
+    (needs scikit-learn)."""
+    from .baselines import tfidf_logistic_regression
+
+    os.makedirs(out_dir, exist_ok=True)
+    started = time.perf_counter()
+    train, _, test, _ = study_split(study)
+    figures = tfidf_logistic_regression(train["text"].tolist(), train["label"].to_numpy(),
+                                        test["text"].tolist(), test["label"].to_numpy(), seed=study.seed)
+    figures["rows"] = {"train": len(train), "test": len(test)}
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    _save_json(os.path.join(out_dir, "baseline.json"), figures)
+    log(f"TF-IDF + logistic regression on the same split: accuracy {figures['accuracy']:.4f}, "
+        f"near accuracy {figures['near_accuracy']:.4f}, macro F1 {figures['macro_f1']:.4f}, "
+        f"near macro F1 {figures['near_macro_f1']:.4f}")
+    return figures
+
+
+def run_classifier_study(study: ClassifierStudy, out_dir: str,
+                         log: Callable[[str], None] = print) -> dict:
+    from .classifier import Classifier
+    from .pretrained import resolve
+
+    os.makedirs(out_dir, exist_ok=True)
+    study.save(os.path.join(out_dir, "study.json"))
+    started = time.perf_counter()
+    train, dev, test, train_report = study_split(study)
     log(str(train_report))
     log(f"rows: train {len(train)}, dev {len(dev)}, test {len(test)}")
     labels = sorted(int(k) for k in train["label"].unique())

@@ -67,3 +67,21 @@ def test_sweep_averages_disjoint_samples(tmp_path):
 def test_sweep_rejects_unknown_parameter(tmp_path):
     with pytest.raises(ValueError, match="not a TrainingConfig field"):
         run_sweep(SweepStudy(parameter="learning_speed"), str(tmp_path))
+
+
+def test_baseline_uses_the_study_split(tmp_path):
+    pytest.importorskip("sklearn")
+    from reviewgen.study import run_baseline, study_split
+
+    frame = pd.DataFrame({"text": TEXTS * 3, "rating": [2 * label for label in LABELS] * 3})
+    frame["text"] = [f"{text} take {i}" for i, text in enumerate(frame["text"])]
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.head(12).to_csv(tmp_path / "test.csv", index=False)
+    study = ClassifierStudy(train=str(tmp_path / "train.csv"), dev="", test=str(tmp_path / "test.csv"),
+                            scale="imdb10", balance_train=False, val_fraction=0.25)
+    train, dev, test, _ = study_split(study)
+    figures = run_baseline(study, str(tmp_path / "out"), log=lambda _: None)
+    assert figures["rows"] == {"train": len(train), "test": len(test)} == {"train": 27, "test": 12}
+    assert len(dev) == 9
+    assert 0.0 <= figures["accuracy"] <= figures["near_accuracy"] <= 1.0
+    assert json.loads((tmp_path / "out" / "baseline.json").read_text())["accuracy"] == figures["accuracy"]
