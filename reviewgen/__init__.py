@@ -11,6 +11,24 @@ from ._core import (CoreError, CudaError, EmptyInputError, InvalidArgumentError,
 
 __version__ = "0.1.0"
 
+# The main classes, imported on first use so that `import reviewgen` stays light.
+_LAZY = {
+    "Generator": "reviewgen.generator",
+    "Classifier": "reviewgen.classifier",
+    "TrainingConfig": "reviewgen.config",
+    "Trainer": "reviewgen.training",
+    "DemoConfig": "reviewgen.demo",
+    "run_demo": "reviewgen.demo",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'reviewgen' has no attribute {name!r}")
+
 
 def has_cuda() -> bool:
     """True when this build compiled the CUDA sources and a CUDA device is usable now."""
@@ -25,5 +43,5 @@ def cuda_compiled() -> bool:
 __all__ = [
     "CoreError", "CudaError", "EmptyInputError", "InvalidArgumentError", "LabelRangeError",
     "NonFiniteError", "ShapeError", "StateError", "UnsupportedError",
-    "has_cuda", "cuda_compiled", "__version__",
+    "has_cuda", "cuda_compiled", "__version__", *_LAZY,
 ]
