@@ -20,6 +20,8 @@
  *     the attention mask, minus one), as transformers' generate() does, so a
  *     left-padded prompt gets the same positions as an unpadded one; with
  *     right padding this is the column index. Encoders use the column index.
+ *   - Classification heads read token 0 ([CLS]): encoder batches are
+ *     RIGHT-padded.
  *   - Generation (causal models only) uses LEFT padding: rg_model_cache_reset,
  *     then rg_model_cache_forward with the padded prompts (B, T) and their
  *     mask, then one rg_model_cache_forward per new token (T = 1). Each call

@@ -1,7 +1,11 @@
 /*
  * rg_ops.c - layer operations of the transformer (see rg_ops.h).
- * Matrix products go to OpenBLAS; the rest is row-parallel OpenMP loops
- * written so the compiler can vectorise the inner channel loops.
+ *
+ * Matrix products (linear layers and, per head, attention) go to OpenBLAS,
+ * made single-threaded and called from OpenMP threads, so one thread pool
+ * serves the whole core. The rest is row-parallel OpenMP loops written so
+ * the compiler can vectorise the inner channel loops (hence fast_expf).
+ * Shapes of every pointer argument: rg_ops.h.
  */
 #include "rg_ops.h"
 

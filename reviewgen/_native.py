@@ -7,6 +7,13 @@ by absolute path, also covers editable installs and unusual layouts.
 import ctypes
 import os
 
+# The core runs every parallel loop, matrix products included, on one OpenMP
+# pool. Spinning idle threads starve the working ones whenever anything else
+# wants the same cores (a notebook kernel, a data loader, another process);
+# sleeping instead costs microseconds per parallel region. It must be set
+# before libgomp loads with the extension; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:
     import scipy_openblas32 as _openblas
 

@@ -383,3 +383,18 @@ def test_optimizer_steps_leave_frozen_parameters_bit_identical(awkward, policy):
         piece = slice(entry["offset"], entry["offset"] + entry["numel"])
         same = np.array_equal(before[piece].view(np.uint32), after[piece].view(np.uint32))
         assert same != entry["trainable"], f"{entry['name']}: trainable={entry['trainable']}"
+
+
+def test_frozen_blocks_keep_no_activations_and_the_block_grows_only_when_needed():
+    config = dict(vocab_size=50, n_positions=32, n_layer=6, n_head=2, n_embd=16)
+    tokens = np.random.default_rng(0).integers(0, 50, (4, 32)).astype(np.int32)
+    sizes = {}
+    for k in (1, 3, -1):
+        model = Model(ModelConfig(**config))
+        model.set_trainable(k, "frozen")
+        model.forward(tokens, targets=tokens)
+        sizes[k] = model.core.activation_floats
+    assert sizes[1] < sizes[3] < sizes[-1]
+    # the whole model, then a smaller batch: the block is reused as it is
+    model.forward(tokens[:2, :8], targets=tokens[:2, :8])
+    assert model.core.activation_floats == sizes[-1]

@@ -734,6 +734,11 @@ static PyObject *model_get_trainable(ModelObject *self, void *closure)
                          model_policy_names[self->model->head_policy]);
 }
 
+static PyObject *model_get_activation_floats(ModelObject *self, void *closure)
+{
+    return PyLong_FromSize_t(self->model->acts_capacity);
+}
+
 static PyObject *model_param_table(ModelObject *self, PyObject *unused)
 {
     const rg_param_table *table = &self->model->table;
@@ -1086,6 +1091,8 @@ static PyGetSetDef model_getset[] = {
     {"gradients", (getter)model_get_gradients, NULL, "Flat float32 view of the gradient block.", NULL},
     {"config", (getter)model_get_config, NULL, "The configuration as a dict (after untying: tie_word_embeddings 0).", NULL},
     {"trainable", (getter)model_get_trainable, NULL, "(n_trainable_blocks, head_policy) of the last set_trainable.", NULL},
+    {"activation_floats", (getter)model_get_activation_floats, NULL,
+     "Floats in the activation block (it grows only when a pass needs more).", NULL},
     {NULL, NULL, NULL, NULL, NULL}
 };
 
