@@ -43,15 +43,72 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["TrainingConfig", "TASKS", "SCHEDULES", "HEAD_POLICIES"]
+__all__ = ["JsonConfig", "TrainingConfig", "TASKS", "SCHEDULES", "HEAD_POLICIES"]
 
 TASKS = ("generator", "classifier")
 SCHEDULES = ("linear", "constant", "constant_with_warmup")
 HEAD_POLICIES = ("frozen", "train", "untie")
 
 
+class JsonConfig:
+    """JSON round trip for the config dataclasses (one file per experiment).
+
+    Unknown keys are errors (a typo must not be ignored); missing keys take the
+    defaults. ``_nested`` maps a field name to the JsonConfig class of its value."""
+
+    _nested: dict = {}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]):
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{cls.__name__}: expected a mapping of fields, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}; "
+                             f"known fields: {', '.join(sorted(known))}")
+        values = dict(values)
+        for name, nested in cls._nested.items():
+            if isinstance(values.get(name), Mapping):
+                values[name] = nested.from_dict(values[name])
+        return cls(**values)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config as JSON, atomically (a temp file, then os.replace)."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Read a config written by :meth:`save` (or by hand)."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        except OSError as error:
+            raise ValueError(f"{path}: cannot read the config ({error.strerror})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a JSON object of {cls.__name__} fields")
+        return cls.from_dict(values)
+
+
 @dataclass
-class TrainingConfig:
+class TrainingConfig(JsonConfig):
     """Hyperparameters of one fine-tuning run (names follow HF TrainingArguments)."""
 
     task: str = "generator"
@@ -159,45 +216,4 @@ class TrainingConfig:
         """HF: ceil(warmup_ratio * total_steps)."""
         return math.ceil(self.warmup_ratio * self.total_steps(num_batches))
 
-    # ------------------------------------------------------------------ JSON
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainingConfig":
-        """Build from a mapping; an unknown key is an error (a typo must not be ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"TrainingConfig: unknown field(s) {', '.join(unknown)}; "
-                             f"known fields: {', '.join(sorted(known))}")
-        return cls(**dict(values))
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the config as JSON, atomically (a temp file, then os.replace)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainingConfig":
-        """Read a config written by :meth:`save` (or by hand: missing fields take defaults)."""
-        path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a JSON object of TrainingConfig fields")
-        return cls.from_dict(values)

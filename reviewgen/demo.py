@@ -29,13 +29,13 @@ import numpy as np
 
 from . import data as _data
 from . import metrics as _metrics
-from .config import TrainingConfig
+from .config import JsonConfig, TrainingConfig
 
 __all__ = ["DemoConfig", "run_demo"]
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(JsonConfig):
     """Every setting of one demo run (JSON-serialisable)."""
 
     generator: str = "smollm2"          # alias, GGUF file, HF directory or hub id
@@ -63,20 +63,6 @@ class DemoConfig:
     temperature: float = 0.9
     top_k: int = 50
     top_p: float = 0.95
-
-    def save(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(self), f, indent=2)
-
-    @classmethod
-    def load(cls, path: str) -> "DemoConfig":
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-        known = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown demo settings {unknown}")
-        return cls(**values)
 
 
 def _training_config(task: str, cfg: DemoConfig, epochs: int, learning_rate: float) -> TrainingConfig:

@@ -23,13 +23,12 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from . import metrics as _metrics
-from .classifier import EncodedBatches
 from .config import TrainingConfig
 from .data import generator_prefix
 from .generation import generate as _generate
 from .models import Model, ModelConfig
 from .pretrained import resolve
-from .tokenization import EncodedBatch, TextTokenizer, TokenizerError, load_tokenizer
+from .tokenization import EncodedBatch, EncodedBatches, TextTokenizer, TokenizerError, load_tokenizer
 from .training import Trainer, TrainResult
 
 __all__ = ["Generator", "LMBatches"]

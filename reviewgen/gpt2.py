@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Dict, Optional
 
 import numpy as np
 
 from .models import Model, ModelConfig
+from .tokenization import copy_tokenizer_files
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-                   "special_tokens_map.json", "added_tokens.json", "generation_config.json")
 
 # internal block tensor -> (HF name inside transformer.h.L, transposed from Conv1D)
 _BLOCK_TENSORS = {
@@ -171,11 +169,7 @@ def export_gpt2(model: Model, directory: str, tokenizer_dir: Optional[str] = Non
     save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
         json.dump(_hf_config_for(model, getattr(model, "hf_config", None)), f, indent=2)
-    source = tokenizer_dir or getattr(model, "source_dir", None)
-    if source and os.path.abspath(source) != os.path.abspath(directory):
-        for name in TOKENIZER_FILES:
-            if os.path.isfile(os.path.join(source, name)):
-                shutil.copyfile(os.path.join(source, name), os.path.join(directory, name))
+    copy_tokenizer_files(tokenizer_dir or getattr(model, "source_dir", None), directory)
     return directory
 
 

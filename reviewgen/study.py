@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import data as _data
-from .config import TrainingConfig
+from .config import JsonConfig, TrainingConfig
 
 __all__ = ["ClassifierStudy", "SweepStudy", "run_classifier_study", "run_baseline", "run_sweep", "study_split"]
 
@@ -41,25 +41,8 @@ def _plain(value):
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-class _JsonConfig:
-    def save(self, path: str) -> None:
-        _save_json(path, dataclasses.asdict(self))
-
-    @classmethod
-    def load(cls, path: str):
-        with open(path, encoding="utf-8") as f:
-            values = json.load(f)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}")
-        if "training" in values and isinstance(values["training"], dict):
-            values["training"] = TrainingConfig(**values["training"])
-        return cls(**values)
-
-
 @dataclass
-class ClassifierStudy(_JsonConfig):
+class ClassifierStudy(JsonConfig):
     """Fine-tune a classifier on `train`, keep the best epoch on `dev`, report on `test`."""
 
     model: str = "minilm"
@@ -75,6 +58,8 @@ class ClassifierStudy(_JsonConfig):
     val_fraction: float = 0.1
     seed: int = 0
     training: TrainingConfig = field(default_factory=TrainingConfig.for_classifier)
+
+    _nested = {"training": TrainingConfig}
 
 
 def _cap(frame, cap: int, seed: int, per_label: bool):
@@ -165,7 +150,7 @@ def run_classifier_study(study: ClassifierStudy, out_dir: str,
 
 
 @dataclass
-class SweepStudy(_JsonConfig):
+class SweepStudy(JsonConfig):
     """The seed's hyperparameter study: `parameter` (a TrainingConfig field) takes
     each of `values`; for every value the same k disjoint balanced samples of
     n rows are trained and evaluated (eval_fraction of each sample held out),
@@ -183,6 +168,8 @@ class SweepStudy(_JsonConfig):
     max_length: int = 96
     seed: int = 0
     training: Optional[TrainingConfig] = None
+
+    _nested = {"training": TrainingConfig}
 
 
 def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = print) -> dict:

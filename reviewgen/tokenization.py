@@ -19,6 +19,7 @@ result depends only on the arguments given.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ else:
 __all__ = [
     "TokenizerError",
     "EncodedBatch",
+    "EncodedBatches",
     "TextTokenizer",
     "load_tokenizer",
     "TOKENIZER_FILES",
@@ -86,6 +88,60 @@ class EncodedBatch:
     def slice(self, start: int, stop: int) -> "EncodedBatch":
         return EncodedBatch(self.ids[start:stop], self.attention_mask[start:stop],
                             self.token_types[start:stop])
+
+
+class EncodedBatches:
+    """Mini-batches over pre-encoded texts, as the Trainer iterates them.
+
+    Each batch is a dict of keyword arguments for ``Model.forward``: tokens,
+    attention_mask, token_types (None for models without token types) and
+    targets (class ids, when given). Columns past the batch's longest text are
+    cut: with right padding and column-index positions that changes nothing
+    but the work. ``shuffle`` reorders the rows every epoch from ``seed`` and
+    the epoch number (set by the Trainer through ``set_epoch``).
+    """
+
+    def __init__(self, encoded: EncodedBatch, targets: Optional[np.ndarray], batch_size: int, *,
+                 shuffle: bool = False, seed: int = 0, token_types: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if targets is not None and len(targets) != len(encoded):
+            raise ValueError(f"{len(targets)} targets for {len(encoded)} texts")
+        self.encoded = encoded
+        self.targets = None if targets is None else np.ascontiguousarray(targets, dtype=np.int32)
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.token_types = bool(token_types)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.encoded) / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def order(self) -> np.ndarray:
+        n = len(self.encoded)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng((self.seed, self.epoch)).permutation(n)
+
+    def __iter__(self):
+        order = self.order()
+        lengths = self.encoded.lengths
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            width = max(int(lengths[rows].max()), 1)
+            batch = {
+                "tokens": np.ascontiguousarray(self.encoded.ids[rows, :width]),
+                "attention_mask": np.ascontiguousarray(self.encoded.attention_mask[rows, :width]),
+                "token_types": (np.ascontiguousarray(self.encoded.token_types[rows, :width])
+                                if self.token_types else None),
+            }
+            if self.targets is not None:
+                batch["targets"] = self.targets[rows]
+            yield batch
 
 
 def _require_tokenizers() -> None:

@@ -16,7 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from reviewgen.classifier import Classifier, EncodedBatches, softmax  # noqa: E402
+from reviewgen.classifier import Classifier, softmax  # noqa: E402
+from reviewgen.tokenization import EncodedBatches  # noqa: E402
 from reviewgen.config import TrainingConfig  # noqa: E402
 from reviewgen.tokenization import EncodedBatch  # noqa: E402
 
