@@ -56,14 +56,15 @@ def _batch(args):
 # -- reviewgen side ------------------------------------------------------------
 
 def _reviewgen_model(args):
+    """The imports first, then the memory baseline, then the model."""
     from reviewgen.encoder_weights import load_encoder
 
-    return model_from_checkpoint(load_encoder(args["model_dir"]))
+    probe = MemoryProbe()
+    return model_from_checkpoint(load_encoder(args["model_dir"])), probe
 
 
 def reviewgen_train_step(args):
-    probe = MemoryProbe()
-    model = _reviewgen_model(args)
+    model, probe = _reviewgen_model(args)
     model.set_trainable(args["trainable_blocks"], "train")
     probe.setup_done()
     tokens, mask, labels = _batch(args)
@@ -74,8 +75,7 @@ def reviewgen_train_step(args):
 
 
 def reviewgen_inference(args):
-    probe = MemoryProbe()
-    model = _reviewgen_model(args)
+    model, probe = _reviewgen_model(args)
     probe.setup_done()
     tokens, mask, _ = _batch(args)
     logits = model.forward(tokens, attention_mask=mask, train=False)

@@ -81,14 +81,15 @@ def _train_batch(args):
 # -- reviewgen side ------------------------------------------------------------
 
 def _reviewgen_model(args):
+    """The imports first, then the memory baseline, then the model."""
     from reviewgen.llama_weights import load_hf_llama
 
-    return model_from_checkpoint(load_hf_llama(args["model_dir"]))
+    probe = MemoryProbe()
+    return model_from_checkpoint(load_hf_llama(args["model_dir"])), probe
 
 
 def reviewgen_train_step(args):
-    probe = MemoryProbe()
-    model = _reviewgen_model(args)
+    model, probe = _reviewgen_model(args)
     k = args["trainable_blocks"]
     model.set_trainable(k, "frozen" if k >= 0 else "train")
     probe.setup_done()
@@ -100,8 +101,7 @@ def reviewgen_train_step(args):
 
 
 def reviewgen_generation(args):
-    probe = MemoryProbe()
-    model = _reviewgen_model(args)
+    model, probe = _reviewgen_model(args)
     probe.setup_done()
     prompts = random_prompts(args["seed"], args["batch"], args["prompt"], args["vocab_size"])
     result = reviewgen_generate(model, prompts, args["new_tokens"], args["eos_id"], args["repeats"], probe)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List
 
 # The peak comes from VmHWM, not getrusage: ru_maxrss also counts the parent's
 # resident set copied at fork, before the exec (the parent may hold torch).
@@ -135,14 +135,9 @@ def timed(fn, repeats, warmup=1):
     return min(times)
 
 
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2] if values else float("nan")
-
-
 class PhaseTimer:
     """Per-phase wall time of repeated steps: `with timer("forward"): ...`;
-    `medians()` gives the median seconds of each phase over the recorded steps."""
+    `phases_of(i)` gives the seconds of each phase in recorded step i."""
 
     def __init__(self):
         self.samples: Dict[str, List[float]] = {}
@@ -163,11 +158,7 @@ class PhaseTimer:
             self.samples.setdefault(self._name, []).append(time.perf_counter() - self._start)
         return False
 
-    def medians(self) -> Dict[str, float]:
-        return {name: median(values) for name, values in self.samples.items()}
-
-    def fastest(self, index: int) -> Dict[str, float]:
-        """The phases of step `index` (the fastest step, so that they add up to it)."""
+    def phases_of(self, index: int) -> Dict[str, float]:
         return {name: values[index] for name, values in self.samples.items()}
 
 
@@ -185,7 +176,7 @@ def timed_phases(step, repeats, warmup=1):
         step(timer)
         totals.append(time.perf_counter() - start)
     best = min(range(len(totals)), key=totals.__getitem__)
-    return totals[best], timer.fastest(best)
+    return totals[best], timer.phases_of(best)
 
 
 def print_table(rows, columns):

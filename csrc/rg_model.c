@@ -291,6 +291,18 @@ static int lowest_trainable_block(const rg_model *m)
     return k >= L ? 0 : L - k;
 }
 
+/* Clears a gradient only when it holds something: the gradient block comes
+ * from calloc, and writing zeros over pages never touched would make the
+ * whole frozen part of it resident for nothing. */
+static void zero_unless_zero(float *values /* (n,) */, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (values[i] != 0.0f) {
+            memset(values, 0, n * sizeof(float));
+            return;
+        }
+}
+
 static int embeddings_train(const rg_model *m) { return m->n_trainable_blocks < 0; }
 
 rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_head_policy policy)
@@ -337,7 +349,7 @@ rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_hea
     for (int i = 0; i < model->table.count; i++) { /* a frozen tensor has no gradient */
         const rg_param_info *info = &model->table.tensors[i];
         if (!info->trainable)
-            memset(model->grads + info->offset, 0, info->numel * sizeof(float));
+            zero_unless_zero(model->grads + info->offset, info->numel);
     }
     model->trainable_version++;
     return RG_OK;

@@ -109,9 +109,24 @@ static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const flo
                         const float *B, int ldb, float beta, float *C, int ldc)
 {
     ensure_blas_single_threaded();
+    const double flops = 2.0 * M * N * K;
+    if (!trans_a && trans_b && M <= 2) {
+        /* One or two rows times a (N, K) weight, as in decoding: sgemm would
+         * pack the whole weight for each call; a matrix-vector product per row
+         * reads it once, straight from memory. Threads split the weight's rows. */
+#pragma omp parallel if (flops > 2e6)
+        {
+            const int nth = omp_get_num_threads(), th = omp_get_thread_num();
+            const int lo = (int)((long)N * th / nth), hi = (int)((long)N * (th + 1) / nth);
+            if (hi > lo)
+                for (int m = 0; m < M; m++)
+                    scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, 1.0f, B + (size_t)lo * ldb, ldb,
+                                      A + (size_t)m * lda, 1, beta, C + (size_t)m * ldc + lo, 1);
+        }
+        return;
+    }
     const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
     const enum CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
-    const double flops = 2.0 * M * N * K;
     const int split_rows = M >= N;
     const int extent = split_rows ? M : N;
     /* Blocks of whole 16-row/column panels, several per thread and handed out
