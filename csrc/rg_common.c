@@ -1,6 +1,14 @@
 /* rg_common.c - status strings. */
 #include "rg_common.h"
 
+#include <signal.h>
+
+static volatile sig_atomic_t interrupt_flag = 0;
+
+void rg_interrupt_request(void) { interrupt_flag = 1; }
+int rg_interrupt_pending(void) { return interrupt_flag != 0; }
+void rg_interrupt_clear(void) { interrupt_flag = 0; }
+
 const char *rg_status_string(rg_status status)
 {
     switch (status) {
@@ -14,6 +22,7 @@ const char *rg_status_string(rg_status status)
     case RG_ERR_STATE: return "call not allowed in the current state";
     case RG_ERR_CUDA: return "CUDA error";
     case RG_ERR_UNSUPPORTED: return "unsupported by this build or configuration";
+    case RG_ERR_INTERRUPTED: return "interrupted";
     default: return "unknown status";
     }
 }

@@ -32,11 +32,21 @@ typedef enum rg_status {
     RG_ERR_STATE,          /* a call that the object's current state does not allow */
     RG_ERR_CUDA,           /* a CUDA or cuBLASLt call failed */
     RG_ERR_UNSUPPORTED,    /* a feature this build or this config does not provide */
+    RG_ERR_INTERRUPTED,    /* rg_interrupt_request() stopped a long call at a safe point */
     RG_STATUS_COUNT
 } rg_status;
 
 /* A short, static, human-readable description of a status. */
 const char *rg_status_string(rg_status status);
+
+/* Cooperative cancellation of long calls (a training forward or backward):
+ * rg_interrupt_request() is async-signal-safe, so a SIGINT handler may call
+ * it; long calls poll rg_interrupt_pending() between layers and return
+ * RG_ERR_INTERRUPTED, leaving the object in a state that refuses a backward
+ * of the interrupted pass. */
+void rg_interrupt_request(void);
+int rg_interrupt_pending(void);
+void rg_interrupt_clear(void);
 
 /* Return early from the enclosing function when a call fails. */
 #define RG_TRY(call)                         \

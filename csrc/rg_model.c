@@ -797,8 +797,11 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     rg_dropout_apply(m->x0, N * C, train ? c->embd_pdrop : 0.0f, rg_dropout_stream(seed, SITE_EMBEDDING));
 
     attention_source src = {NULL, m->key_mask, train, seed};
-    for (int l = 0; l < L; l++)
+    for (int l = 0; l < L; l++) {
+        if (rg_interrupt_pending())
+            return RG_ERR_INTERRUPTED; /* has_targets stays 0: no backward of this pass */
         block_forward(m, l, layer_acts(m, l), layer_input(m, l), B, T, m->positions, &src);
+    }
 
     const float *hidden = layer_output(m, layer_acts(m, L - 1));
     if (c->final_norm) {
@@ -938,8 +941,11 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
     if (!need_hidden_grad)
         return RG_OK;
 
-    for (int l = L - 1; l >= lowest; l--)
+    for (int l = L - 1; l >= lowest; l--) {
+        if (rg_interrupt_pending())
+            return RG_ERR_INTERRUPTED; /* gradients partly accumulated: the caller discards them */
         block_backward(m, l, B, T, l > lowest || emb_train);
+    }
 
     if (emb_train) {
         rg_dropout_apply(m->d_res, (size_t)N * C, m->train ? c->embd_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_EMBEDDING));

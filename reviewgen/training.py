@@ -28,8 +28,9 @@ Checkpoints (in ``output_dir``):
 Each file is written to a temporary file and moved into place with
 ``os.replace``, so an interruption never leaves a half-written checkpoint.
 
-Ctrl-C: a KeyboardInterrupt (raised between two micro-batches, i.e. within
-one micro-batch's compute) stops training; the partial accumulation is
+Ctrl-C: a KeyboardInterrupt stops training within a layer's compute (the C
+core polls for it between the layers of a forward or backward pass; the
+Python code between calls raises it directly); the partial accumulation is
 discarded, the checkpoints on disk stay those of the last completed epoch,
 and :meth:`Trainer.train` returns a :class:`TrainResult` with
 ``interrupted=True`` and the history so far. The model keeps the weights of

@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <signal.h>
 #define PY_ARRAY_UNIQUE_SYMBOL reviewgen_core_ARRAY_API
 #include <numpy/arrayobject.h>
 
@@ -49,6 +50,12 @@ static inline core_state *state_of_type(PyTypeObject *type)
  * Returns NULL so callers can `return rg_raise(...)`. */
 static PyObject *rg_raise(core_state *state, rg_status status, const char *what)
 {
+    if (status == RG_ERR_INTERRUPTED) {
+        if (PyErr_CheckSignals() < 0) /* runs Python's handler: KeyboardInterrupt */
+            return NULL;
+        PyErr_SetNone(PyExc_KeyboardInterrupt);
+        return NULL;
+    }
     if (status == RG_ERR_NOMEM) {
         return PyErr_Format(PyExc_MemoryError, "%s: %s", what, rg_status_string(status));
     }
@@ -82,6 +89,38 @@ static int rg_fits_int32(PyArrayObject *natural, const char *name)
     if (!fits)
         PyErr_Format(PyExc_OverflowError, "%s: a value does not fit in int32", name);
     return fits;
+}
+
+/* Ctrl-C during a long core call. The GIL is released there, so Python's own
+ * SIGINT handler only notes the signal; for the duration of the call a handler
+ * of ours also asks the core to stop at its next layer boundary, then passes
+ * the signal on, and KeyboardInterrupt is raised once the call returns.
+ * Installed and removed with the GIL held; nested calls share one install. */
+static PyOS_sighandler_t sigint_previous = NULL;
+static int sigint_depth = 0;
+
+static void sigint_to_core(int signum)
+{
+    rg_interrupt_request();
+    if (sigint_previous != NULL && sigint_previous != SIG_IGN && sigint_previous != SIG_DFL)
+        sigint_previous(signum);
+}
+
+static void interruptible_begin(void)
+{
+    if (sigint_depth++ == 0) {
+        rg_interrupt_clear();
+        sigint_previous = PyOS_setsig(SIGINT, sigint_to_core);
+    }
+}
+
+static void interruptible_end(void)
+{
+    if (--sigint_depth == 0) {
+        PyOS_setsig(SIGINT, sigint_previous);
+        sigint_previous = NULL;
+        rg_interrupt_clear();
+    }
 }
 
 /* Convert `obj` (an array or a nested sequence) to an aligned, C-contiguous
@@ -844,11 +883,13 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwar
         goto done;
     float loss = 0.0f;
     rg_status status;
+    interruptible_begin();
     Py_BEGIN_ALLOW_THREADS
     status = rg_model_forward(self->model, PyArray_DATA(tokens), mask ? PyArray_DATA(mask) : NULL,
                               types ? PyArray_DATA(types) : NULL, targets ? PyArray_DATA(targets) : NULL,
                               (int)B, (int)T, train, (uint64_t)seed, &loss);
     Py_END_ALLOW_THREADS
+    interruptible_end();
     self->busy = 0;
     if (status == RG_ERR_LABEL_RANGE) {
         model_name_range_error((PyObject *)self, tokens, types);
@@ -905,9 +946,11 @@ static PyObject *model_backward(ModelObject *self, PyObject *args, PyObject *kwa
     if (model_enter(self) < 0)
         return NULL;
     rg_status status;
+    interruptible_begin();
     Py_BEGIN_ALLOW_THREADS
     status = rg_model_backward(self->model, loss_scale);
     Py_END_ALLOW_THREADS
+    interruptible_end();
     self->busy = 0;
     if (status == RG_ERR_STATE)
         return model_raise_message((PyObject *)self, status,
