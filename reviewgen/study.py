@@ -4,8 +4,9 @@ hyperparameter sweep (one value varied, k disjoint balanced samples, averaged).
 Each experiment is one dataclass, saved beside its results as JSON, so one
 config file reproduces one run:
 
-    python -m reviewgen study classifier --config reviewgen/configs/minilm_sst5.json --out runs/sst5
-    python -m reviewgen study sweep --config my_sweep.json --out runs/sweep
+    cd notebooks && reviewgen study classifier --config experiments/minilm_sst5.json --out results/minilm_sst5
+    reviewgen study baseline --config experiments/minilm_sst5.json --out results/minilm_sst5
+    reviewgen study sweep --config my_sweep.json --out runs/sweep
 
 Notebooks load the JSON results and plot them (reviewgen.plots).
 """
