@@ -627,17 +627,52 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), N);
 }
 
+/* Backward of the MLP branch's inner part, shared by pre- and post-norm
+ * blocks: d_out (N, C) holds the gradient of the branch output (its dropout is
+ * undone in place); the gradient of the branch input `in` (N, C) is ADDED
+ * into d_in (N, C). */
+static void mlp_branch_backward(rg_model *m, int l, const rg_layer_acts *a, float *d_out, const float *in,
+                                float *d_in, int N)
+{
+    const rg_model_config *c = &m->config;
+    const int C = c->n_embd, F = c->n_inner, FW = fc_width(c);
+    rg_dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
+                     rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+    memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
+    rg_matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_out, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
+    memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
+    activation_backward(m, m->d_fch, a->fch, m->d_fch_act, N);
+    rg_matmul_backward(d_in, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, in, LP(m, l, L_FC_W), N, C, FW);
+}
+
+/* Backward of the attention branch's inner part, likewise: d_out (N, C) is
+ * the gradient of the branch output; the gradient of its input `in` (N, C) is
+ * ADDED into d_in (N, C), or not computed when d_in is NULL. */
+static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a, float *d_out,
+                                      const float *in, float *d_in, int B, int T)
+{
+    const rg_model_config *c = &m->config;
+    const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
+    const int QKV = qkv_width(c);
+    rg_dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
+                     rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+    memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
+    rg_matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
+    memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
+    rg_attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, m->train ? c->attn_pdrop : 0.0f,
+                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
+    if (c->position == RG_POSITION_ROPE)
+        rg_rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
+    rg_matmul_backward(d_in, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, in, LP(m, l, L_QKV_W), N, C, QKV);
+}
+
 /* One block, backward. On entry d_res (N, C) holds the gradient of the
  * block's output; on exit, when need_dx, the gradient of its input. */
 static void block_backward(rg_model *m, int l, int B, int T, int need_dx)
 {
     const rg_model_config *c = &m->config;
-    const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
-    const int QKV = qkv_width(c), F = c->n_inner, FW = fc_width(c);
-    const size_t NC = (size_t)N * C;
-    const float attn_p = m->train ? c->attn_pdrop : 0.0f;
-    const float resid_p = m->train ? c->resid_pdrop : 0.0f;
-    const uint64_t seed = m->seed;
+    const int N = B * T;
+    const size_t NC = (size_t)N * c->n_embd;
     rg_layer_acts *a = layer_acts(m, l);
     const float *x_in = layer_input(m, l);
     float *d_res = m->d_res, *d_tmp = m->d_tmp, *d_tmp2 = m->d_tmp2;
@@ -645,29 +680,16 @@ static void block_backward(rg_model *m, int l, int B, int T, int need_dx)
     if (c->pre_norm) {
         /* MLP branch: res2 = res1 + drop(fc2(act(fc(ln2(res1))))) */
         memcpy(d_tmp, d_res, NC * sizeof(float));
-        rg_dropout_apply(d_tmp, NC, resid_p, rg_dropout_stream(seed, SITE_LAYER(l, KIND_MLP_RESID)));
-        memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
-        rg_matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_tmp, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
-        memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
-        activation_backward(m, m->d_fch, a->fch, m->d_fch_act, N);
         memset(d_tmp2, 0, NC * sizeof(float));
-        rg_matmul_backward(d_tmp2, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, a->ln2, LP(m, l, L_FC_W), N, C, FW);
+        mlp_branch_backward(m, l, a, d_tmp, a->ln2, d_tmp2, N);
         norm_backward(m, d_res, LG(m, l, L_LN2_W), LG(m, l, L_LN2_B), d_tmp2, a->res1, LP(m, l, L_LN2_W), a->ln2_mean, a->ln2_rstd, N);
         /* attention branch: res1 = x + drop(proj(attn(ln1(x)))) */
         memcpy(d_tmp, d_res, NC * sizeof(float));
-        rg_dropout_apply(d_tmp, NC, resid_p, rg_dropout_stream(seed, SITE_LAYER(l, KIND_ATTN_RESID)));
-        memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
-        rg_matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_tmp, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
-        memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
-        rg_attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, attn_p,
-                              rg_dropout_stream(seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
-        if (c->position == RG_POSITION_ROPE)
-            rg_rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
         float *ln1_w_grad = LG(m, l, L_LN1_W), *ln1_b_grad = LG(m, l, L_LN1_B);
         int need_dln1 = need_dx || ln1_w_grad != NULL || ln1_b_grad != NULL;
         if (need_dln1)
             memset(d_tmp2, 0, NC * sizeof(float));
-        rg_matmul_backward(need_dln1 ? d_tmp2 : NULL, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, a->ln1, LP(m, l, L_QKV_W), N, C, QKV);
+        attention_branch_backward(m, l, a, d_tmp, a->ln1, need_dln1 ? d_tmp2 : NULL, B, T);
         if (need_dln1)
             norm_backward(m, need_dx ? d_res : NULL, ln1_w_grad, ln1_b_grad, d_tmp2, x_in, LP(m, l, L_LN1_W), a->ln1_mean, a->ln1_rstd, N);
     } else {
@@ -675,24 +697,11 @@ static void block_backward(rg_model *m, int l, int B, int T, int need_dx)
         memset(d_tmp, 0, NC * sizeof(float));
         norm_backward(m, d_tmp, LG(m, l, L_LN2_W), LG(m, l, L_LN2_B), d_res, a->res2, LP(m, l, L_LN2_W), a->ln2_mean, a->ln2_rstd, N);
         memcpy(d_res, d_tmp, NC * sizeof(float));
-        rg_dropout_apply(d_tmp, NC, resid_p, rg_dropout_stream(seed, SITE_LAYER(l, KIND_MLP_RESID)));
-        memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
-        rg_matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_tmp, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
-        memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
-        activation_backward(m, m->d_fch, a->fch, m->d_fch_act, N);
-        rg_matmul_backward(d_res, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, a->ln1, LP(m, l, L_FC_W), N, C, FW);
+        mlp_branch_backward(m, l, a, d_tmp, a->ln1, d_res, N);
         memset(d_tmp, 0, NC * sizeof(float));
         norm_backward(m, d_tmp, LG(m, l, L_LN1_W), LG(m, l, L_LN1_B), d_res, a->res1, LP(m, l, L_LN1_W), a->ln1_mean, a->ln1_rstd, N);
         memcpy(d_res, d_tmp, NC * sizeof(float));
-        rg_dropout_apply(d_tmp, NC, resid_p, rg_dropout_stream(seed, SITE_LAYER(l, KIND_ATTN_RESID)));
-        memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
-        rg_matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_tmp, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
-        memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
-        rg_attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, attn_p,
-                              rg_dropout_stream(seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
-        if (c->position == RG_POSITION_ROPE)
-            rg_rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
-        rg_matmul_backward(need_dx ? d_res : NULL, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, x_in, LP(m, l, L_QKV_W), N, C, QKV);
+        attention_branch_backward(m, l, a, d_tmp, x_in, need_dx ? d_res : NULL, B, T);
     }
 }
 
