@@ -1,9 +1,9 @@
 """TF-IDF + logistic regression baseline for the 5-label review classifier.
 
 A reference point for the fine-tuned encoders: the same cleaning, label
-mapping and balancing as the rest of reviewgen (reviewgen.data.prepare), then
+mapping and balancing as the rest of reviewgen (reviewgen.text.data.prepare), then
 scikit-learn's TfidfVectorizer and LogisticRegression, scored with
-reviewgen.metrics (exact and "near" figures, confusion matrices).
+reviewgen.core.metrics (exact and "near" figures, confusion matrices).
 
 scikit-learn is a test/benchmark dependency, not a runtime one, which is why
 this is a script and not part of the package.
@@ -30,7 +30,7 @@ def _parse_args(argv):
     parser.add_argument("--train", default="/work/shared/data/imdb-aclimdb/train.csv")
     parser.add_argument("--test", default="/work/shared/data/imdb-aclimdb/test.csv",
                         help="held-out file; without it the validation split is the test set")
-    parser.add_argument("--scale", default="imdb10", help="rating scale (reviewgen.data.SCALES)")
+    parser.add_argument("--scale", default="imdb10", help="rating scale (reviewgen.text.data.SCALES)")
     parser.add_argument("--max-train-per-label", type=int, default=0,
                         help="cap the balanced training rows per label (0: no cap)")
     parser.add_argument("--max-test", type=int, default=0, help="cap the test rows (0: no cap)")
@@ -52,7 +52,7 @@ def _cap_per_label(frame, cap, seed):
 def main(argv=None) -> int:
     args = _parse_args(argv)
     from reviewgen import data
-    from reviewgen.baselines import tfidf_logistic_regression
+    from reviewgen.tasks.baselines import tfidf_logistic_regression
 
     started = time.perf_counter()
     prepared = data.prepare(args.train, scale=args.scale, seed=args.seed)

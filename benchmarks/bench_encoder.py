@@ -2,7 +2,7 @@
 
 One random DistilBertForSequenceClassification (5 labels) is saved with
 save_pretrained; the torch side loads it with from_pretrained, the reviewgen
-side with reviewgen.encoder_weights.load_encoder, so both compute the same
+side with reviewgen.weights.bert.load_encoder, so both compute the same
 function (the first loss and the logits are compared as a check). Dropout is
 OFF on both sides (dropout, attention_dropout, seq_classif_dropout = 0), fp32.
 
@@ -57,7 +57,7 @@ def _batch(args):
 
 def _reviewgen_model(args):
     """The imports first, then the memory baseline, then the model."""
-    from reviewgen.encoder_weights import load_encoder
+    from reviewgen.weights.bert import load_encoder
 
     probe = MemoryProbe()
     return model_from_checkpoint(load_encoder(args["model_dir"])), probe

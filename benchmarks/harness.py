@@ -348,7 +348,7 @@ def write_json(path, title, args, rows):
 
 def model_from_checkpoint(checkpoint):
     """A reviewgen Model from a loader's checkpoint (config dict + internal weights)."""
-    from reviewgen.models import Model, ModelConfig
+    from reviewgen.core.models import Model, ModelConfig
 
     config = {k: v for k, v in checkpoint.config.items() if k != "family"}
     model = Model(ModelConfig.from_dict(config))
@@ -374,7 +374,7 @@ def reviewgen_train(model, batch, items, repeats, probe):
     (with clipping; the step zeroes the gradients it consumed), timed per
     phase. batch: tokens, attention_mask, targets, optional token_types.
     `check` is the loss of the first forward (before any update)."""
-    from reviewgen._native import _core
+    from reviewgen.core._native import _core
 
     s = AdamW_SETTINGS
     optimizer = _core.AdamW(model.parameters, model.gradients, model.param_table(), lr=s["lr"],
@@ -446,10 +446,10 @@ def random_prompts(seed, batch, length, vocab):
 
 
 def reviewgen_generate(model, prompts, new_tokens, eos_id, repeats, probe):
-    """Greedy decoding through reviewgen.generation.generate (KV cache, the
+    """Greedy decoding through reviewgen.core.generation.generate (KV cache, the
     core's sampler), with the end token forbidden so every row makes exactly
     `new_tokens`, as torch's min_new_tokens does. Times the whole call."""
-    from reviewgen.generation import generate
+    from reviewgen.core.generation import generate
 
     rows = [list(map(int, row)) for row in prompts]
 

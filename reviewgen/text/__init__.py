@@ -1,0 +1,1 @@
+"""Text in: the data pipeline (cleaning, labels, splits), tokenizers and the bundled sample."""

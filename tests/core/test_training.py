@@ -1,0 +1,503 @@
+"""The Trainer and TrainingConfig, driven by a small numpy softmax regression
+that follows the TrainableModel protocol (flat parameter / gradient blocks and
+a parameter table), so that accumulation, schedules, checkpoints, best-model
+selection and Ctrl-C are tested independently of the transformer."""
+import glob
+import io
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from reviewgen.core import training
+from reviewgen.core.config import TrainingConfig
+from reviewgen.core.training import Trainer, TrainingError
+
+
+class SoftmaxRegression:
+    """logits = features @ W.T + b; mean cross-entropy. A frozen, unused
+    'emb' tensor stands for the frozen layers of a real model."""
+
+    def __init__(self, dim=6, classes=3, seed=0, delay_s=0.0):
+        self.layout = [("emb", (4, dim), True, False), ("w", (classes, dim), True, True),
+                       ("b", (classes,), False, True)]
+        total = sum(int(np.prod(shape)) for _, shape, _, _ in self.layout)
+        rng = np.random.default_rng(seed)
+        self.parameters = (rng.standard_normal(total) * 0.1).astype(np.float32)
+        self.gradients = np.zeros(total, np.float32)
+        self.classes, self.dim = classes, dim
+        self.delay_s = delay_s
+        self.poison_backward_at = None  # micro-batch count at which backward writes NaN
+        self.poison_loss_at = None
+        self.calls = 0
+
+    def param_table(self):
+        table, offset = [], 0
+        for name, shape, decay, trainable in self.layout:
+            table.append(dict(name=name, offset=offset, shape=shape, decay=decay, trainable=trainable,
+                              layer=0))
+            offset += int(np.prod(shape))
+        return table
+
+    def view(self, block, name):
+        entry = next(e for e in self.param_table() if e["name"] == name)
+        return block[entry["offset"]:entry["offset"] + int(np.prod(entry["shape"]))].reshape(entry["shape"])
+
+    def forward(self, features, labels, train=False, seed=0):
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        x = np.asarray(features, np.float64)
+        logits = x @ self.view(self.parameters, "w").T.astype(np.float64) + self.view(self.parameters, "b")
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        self.saved = (x, probs, np.asarray(labels))
+        if train:
+            self.calls += 1
+            if self.poison_loss_at == self.calls:
+                return float("nan")
+        return float(-np.mean(np.log(probs[np.arange(len(labels)), labels])))
+
+    def backward(self, loss_scale):
+        x, probs, labels = self.saved
+        d_logits = probs.copy()
+        d_logits[np.arange(len(labels)), labels] -= 1.0
+        d_logits *= loss_scale / len(labels)
+        self.view(self.gradients, "w")[...] += (d_logits.T @ x).astype(np.float32)
+        self.view(self.gradients, "b")[...] += d_logits.sum(axis=0).astype(np.float32)
+        if self.poison_backward_at == self.calls:
+            self.view(self.gradients, "w")[0, 0] = np.nan
+
+    def zero_grad(self):
+        self.gradients[...] = 0.0
+
+
+def make_data(rows, dim=6, classes=3, seed=1, flip=False):
+    rng = np.random.default_rng(seed)
+    truth = rng.standard_normal((classes, dim))
+    x = rng.standard_normal((rows, dim)).astype(np.float32)
+    y = np.argmax(x @ truth.T, axis=1)
+    if flip:
+        y = (y + 1) % classes
+    return x, y
+
+
+def batches_of(x, y, sizes):
+    out, start = [], 0
+    for size in sizes:
+        out.append(dict(features=x[start:start + size], labels=y[start:start + size]))
+        start += size
+    return out
+
+
+def small_config(**overrides):
+    values = dict(num_train_epochs=3, gradient_accumulation_steps=4, learning_rate=0.05,
+                  per_device_train_batch_size=2)
+    values.update(overrides)
+    return TrainingConfig.for_classifier(**values)
+
+
+def run(tmp_path, config, train, evaluation, model=None, progress=None, name="run"):
+    model = model or SoftmaxRegression()
+    trainer = Trainer(model, config, train, evaluation, tmp_path / name, progress=progress)
+    return model, trainer, trainer.train()
+
+
+def no_temp_files(directory):
+    return not glob.glob(os.path.join(directory, "*.tmp*")) and not glob.glob(os.path.join(directory, ".*tmp*"))
+
+
+# ---------------------------------------------------------------------- config
+
+
+def test_config_defaults_are_the_seed_studys():
+    gen, cls = TrainingConfig.for_generator(), TrainingConfig.for_classifier()
+    for cfg in (gen, cls):
+        assert (cfg.per_device_train_batch_size, cfg.per_device_eval_batch_size) == (8, 8)
+        assert cfg.gradient_accumulation_steps == 4
+        assert cfg.lr_scheduler_type == "linear" and cfg.warmup_ratio == 0.1
+        assert (cfg.weight_decay, cfg.adam_epsilon) == (0.1, 1e-8)
+        assert (cfg.adam_beta1, cfg.adam_beta2) == (0.95, 0.999)
+        assert cfg.max_grad_norm == 1.0 and cfg.load_best_model_at_end and cfg.fp16
+        assert cfg.trainable_blocks == 1
+    assert (gen.task, gen.num_train_epochs, gen.learning_rate) == ("generator", 5, 5e-4)
+    assert (cls.task, cls.num_train_epochs, cls.learning_rate) == ("classifier", 3, 5e-5)
+    assert TrainingConfig.for_generator(learning_rate=1e-4).learning_rate == 1e-4
+
+
+def test_config_json_round_trip_and_errors(tmp_path):
+    cfg = TrainingConfig.for_generator(seed=7, trainable_blocks=2, num_train_epochs=2)
+    path = tmp_path / "experiment.json"
+    cfg.save(path)
+    assert TrainingConfig.load(path) == cfg
+    assert json.loads(path.read_text())["seed"] == 7
+    assert no_temp_files(str(tmp_path))
+    path.write_text(json.dumps({"learning_rat": 1e-3}))
+    with pytest.raises(ValueError, match="learning_rat"):
+        TrainingConfig.load(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="JSON"):
+        TrainingConfig.load(path)
+    path.write_text(json.dumps({"num_train_epochs": 2}))
+    assert TrainingConfig.load(path).num_train_epochs == 2
+    for bad in (dict(num_train_epochs=0), dict(gradient_accumulation_steps=1.5), dict(learning_rate=-1),
+                dict(warmup_ratio=2.0), dict(adam_beta1=1.0), dict(lr_scheduler_type="cosine"),
+                dict(task="ranker"), dict(save_strategy="steps"), dict(trainable_blocks=-2),
+                dict(fp16="yes"), dict(learning_rate=float("nan"))):
+        field = next(iter(bad))
+        with pytest.raises(ValueError, match=field):
+            TrainingConfig(**bad)
+
+
+def test_step_arithmetic_is_hfs():
+    cfg = TrainingConfig(num_train_epochs=3, gradient_accumulation_steps=4, warmup_ratio=0.1)
+    assert cfg.steps_per_epoch(10) == 3  # groups of 4, 4, 2
+    assert cfg.total_steps(10) == 9
+    assert cfg.warmup_steps(10) == 1
+    assert cfg.total_steps(8) == 6
+    with pytest.raises(ValueError):
+        cfg.steps_per_epoch(0)
+
+
+# ---------------------------------------------------------------------- trainer
+
+
+def test_schedule_steps_and_progress_events(tmp_path):
+    x, y = make_data(20)
+    events = []
+    model, trainer, result = run(tmp_path, small_config(), batches_of(x, y, [2] * 10),
+                                 batches_of(x, y, [5] * 4), progress=events.append)
+    steps = [e for e in events if e["event"] == "step"]
+    assert trainer.total_steps == result.total_steps == result.global_step == len(steps) == 9
+    assert [e["step"] for e in steps] == list(range(1, 10))
+    # warmup ceil(0.9) = 1 update at lr 0, then linear decay over the remaining 8
+    expected_lr = [0.0] + [0.05 * (9 - k) / 8 for k in range(1, 9)]
+    np.testing.assert_allclose([e["lr"] for e in steps], expected_lr, rtol=1e-12, atol=1e-15)
+    for e in steps:
+        assert {"epoch", "loss", "grad_norm", "tokens_per_s", "elapsed_s", "total_steps"} <= set(e)
+        assert e["tokens_per_s"] > 0 and e["grad_norm"] > 0 and math.isfinite(e["loss"])
+    assert [e["epoch"] for e in events if e["event"] == "eval"] == [1, 2, 3]
+    assert [e["epoch"] for e in events if e["event"] == "checkpoint"] == [1, 2, 3]
+    assert not result.interrupted and result.epochs_completed == 3
+
+
+def test_accumulation_averages_like_one_large_batch(tmp_path):
+    x, y = make_data(20)
+    evaluation = batches_of(x, y, [10, 10])
+    # 10 micro-batches of 2 rows, accumulation 4: groups of 4, 4 and 2 micro-batches ...
+    small, trainer_a, result_a = run(tmp_path, small_config(), batches_of(x, y, [2] * 10), evaluation,
+                                     name="accumulated")
+    # ... equal batches of 8, 8 and 4 rows without accumulation
+    large, trainer_b, result_b = run(tmp_path, small_config(gradient_accumulation_steps=1),
+                                     batches_of(x, y, [8, 8, 4]), evaluation, name="large")
+    assert trainer_a.total_steps == trainer_b.total_steps == 9
+    np.testing.assert_allclose(small.parameters, large.parameters, rtol=2e-5, atol=1e-7)
+    moved = np.abs(small.parameters - SoftmaxRegression().parameters).max()
+    assert moved > 1e-2
+    # scaling the short last group by 1/4 instead of 1/2 would not match
+    assert [h["eval_loss"] for h in result_a.history] == pytest.approx(
+        [h["eval_loss"] for h in result_b.history], rel=1e-5)
+
+
+def test_eval_loss_perplexity_and_checkpoint_files(tmp_path):
+    x, y = make_data(24)
+    ex, ey = make_data(9, seed=5)
+    evaluation = batches_of(ex, ey, [4, 5])  # unequal batches: the mean is weighted by rows
+    manual = []
+
+    def on_event(event):
+        if event["event"] == "eval":
+            losses = [model.forward(**b, train=False) for b in evaluation]
+            manual.append((4 * losses[0] + 5 * losses[1]) / 9)
+
+    model = SoftmaxRegression()
+    cfg = TrainingConfig.for_generator(num_train_epochs=2, gradient_accumulation_steps=2,
+                                       learning_rate=0.05)
+    trainer = Trainer(model, cfg, batches_of(x, y, [4] * 6), evaluation, tmp_path / "out",
+                      progress=on_event)
+    result = trainer.train()
+    assert [h["eval_loss"] for h in result.history] == pytest.approx(manual, rel=1e-12)
+    for h in result.history:
+        assert h["eval_perplexity"] == pytest.approx(math.exp(h["eval_loss"]), rel=1e-12)
+        assert math.isfinite(h["train_loss"])
+    out = str(tmp_path / "out")
+    assert sorted(os.listdir(out)) == sorted([training.CHECKPOINT_NAME, training.BEST_NAME,
+                                              training.STATE_NAME])
+    state = json.loads(open(trainer.state_path).read())
+    assert state["epoch"] == 2 and state["global_step"] == 6 and len(state["history"]) == 2
+    # a classifier reports no perplexity
+    _, _, cls_result = run(tmp_path, small_config(num_train_epochs=1), batches_of(x, y, [4] * 6),
+                           evaluation, name="cls")
+    assert "eval_perplexity" not in cls_result.history[0]
+
+
+def test_best_epoch_is_loaded_at_end(tmp_path):
+    x, y = make_data(24)
+    # evaluating against shifted labels: the better the fit, the worse the eval loss
+    fx, fy = make_data(24, flip=True)
+    snapshots = {}
+
+    def snapshot(model):
+        def on_event(event):
+            if event["event"] == "eval":
+                snapshots[(id(model), event["epoch"])] = model.parameters.copy()
+        return on_event
+
+    cfg = small_config(num_train_epochs=3, gradient_accumulation_steps=1, learning_rate=0.1,
+                       warmup_ratio=0.0)
+    model = SoftmaxRegression()
+    result = Trainer(model, cfg, batches_of(x, y, [4] * 6), batches_of(fx, fy, [8] * 3),
+                     tmp_path / "best", progress=snapshot(model)).train()
+    losses = [h["eval_loss"] for h in result.history]
+    assert losses == sorted(losses) and losses[0] < losses[-1]
+    assert result.best_epoch == 1 and result.best_loaded
+    assert result.best_metric == pytest.approx(losses[0])
+    np.testing.assert_array_equal(model.parameters, snapshots[(id(model), 1)])
+
+    # without load_best_model_at_end the last epoch stays
+    model2 = SoftmaxRegression()
+    result2 = Trainer(model2, small_config(num_train_epochs=3, gradient_accumulation_steps=1,
+                                           learning_rate=0.1, warmup_ratio=0.0,
+                                           load_best_model_at_end=False),
+                      batches_of(x, y, [4] * 6), batches_of(fx, fy, [8] * 3), tmp_path / "last",
+                      progress=snapshot(model2)).train()
+    assert result2.best_epoch is None and not result2.best_loaded
+    np.testing.assert_array_equal(model2.parameters, snapshots[(id(model2), 3)])
+    assert not os.path.exists(tmp_path / "last" / training.BEST_NAME)
+
+
+def test_frozen_tensors_never_change(tmp_path):
+    x, y = make_data(16)
+    model = SoftmaxRegression()
+    frozen_before = model.view(model.parameters, "emb").copy()
+    w_before = model.view(model.parameters, "w").copy()
+    run(tmp_path, small_config(num_train_epochs=1), batches_of(x, y, [2] * 8), None, model=model)
+    assert model.view(model.parameters, "emb").tobytes() == frozen_before.tobytes()
+    assert not np.array_equal(model.view(model.parameters, "w"), w_before)
+
+
+def interrupting(at_step, snapshots, model):
+    def on_event(event):
+        if event["event"] == "checkpoint":
+            snapshots[event["epoch"]] = model.parameters.copy()
+        if event["event"] == "step" and event["step"] == at_step:
+            raise KeyboardInterrupt
+    return on_event
+
+
+def test_keyboard_interrupt_keeps_last_checkpoint_and_resumes_exactly(tmp_path):
+    x, y = make_data(20)
+    train, evaluation = batches_of(x, y, [2] * 10), batches_of(x, y, [10, 10])
+    cfg = small_config(num_train_epochs=3, gradient_accumulation_steps=2)  # 5 updates per epoch
+
+    reference, _, full = run(tmp_path, cfg, train, evaluation, name="full")
+
+    model, snapshots = SoftmaxRegression(), {}
+    trainer = Trainer(model, cfg, train, evaluation, tmp_path / "cut",
+                      progress=interrupting(7, snapshots, model))
+    result = trainer.train()
+    assert result.interrupted and result.global_step == 7
+    assert len(result.history) == 1 and result.epochs_completed == 1
+    assert result.last_checkpoint == trainer.checkpoint_path
+    assert no_temp_files(str(tmp_path / "cut"))
+    assert not model.gradients.any()  # the partial accumulation was dropped
+    # the checkpoint on disk is the last complete epoch and loads
+    assert not np.array_equal(model.parameters, snapshots[1])
+    saved = trainer.load_checkpoint()
+    assert saved["epoch"] == 1 and saved["global_step"] == 5
+    np.testing.assert_array_equal(model.parameters, snapshots[1])
+    assert trainer.optimizer.step_count == 5
+
+    # resuming runs epochs 2 and 3 again and ends exactly where an uninterrupted run ends
+    resumed = Trainer(model, cfg, train, evaluation, tmp_path / "cut").train(resume=True)
+    assert not resumed.interrupted and resumed.global_step == 15 and len(resumed.history) == 3
+    np.testing.assert_array_equal(model.parameters, reference.parameters)
+    assert [h["eval_loss"] for h in resumed.history] == [h["eval_loss"] for h in full.history]
+
+
+def test_interrupt_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    x, y = make_data(16)
+    model = SoftmaxRegression()
+    snapshots = {}
+
+    def on_event(event):
+        if event["event"] == "checkpoint":
+            snapshots[event["epoch"]] = model.parameters.copy()
+
+    trainer = Trainer(model, small_config(num_train_epochs=3, gradient_accumulation_steps=2),
+                      batches_of(x, y, [2] * 8), batches_of(x, y, [8, 8]), tmp_path / "save",
+                      progress=on_event)
+    real_savez = np.savez
+    checkpoint_writes = []
+
+    def savez_cut_short(file, **arrays):
+        if os.path.basename(file.name).startswith(training.CHECKPOINT_NAME):
+            checkpoint_writes.append(file.name)
+            if len(checkpoint_writes) == 2:
+                file.write(b"PK\x03\x04 half a zip")
+                raise KeyboardInterrupt
+        return real_savez(file, **arrays)
+
+    monkeypatch.setattr(training.np, "savez", savez_cut_short)
+    result = trainer.train()
+    monkeypatch.undo()
+    assert result.interrupted and result.epochs_completed == 1 and list(snapshots) == [1]
+    assert len(result.history) == 2  # epoch 2 was evaluated, but its checkpoint never landed
+    assert no_temp_files(str(tmp_path / "save"))
+    assert trainer.load_checkpoint()["epoch"] == 1
+    np.testing.assert_array_equal(model.parameters, snapshots[1])
+
+
+def test_sigint_stops_training_within_a_second(tmp_path):
+    x, y = make_data(64)
+    model = SoftmaxRegression(delay_s=0.02)  # each micro-batch takes ~20 ms
+    cfg = small_config(num_train_epochs=50, gradient_accumulation_steps=4)
+    trainer = Trainer(model, cfg, batches_of(x, y, [2] * 32), None, tmp_path / "sigint")
+    sent = {}
+
+    def send_sigint():
+        sent["at"] = time.perf_counter()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(0.5, send_sigint)
+    timer.start()
+    try:
+        result = trainer.train()
+    finally:
+        timer.cancel()
+    stopped = time.perf_counter()
+    assert result.interrupted
+    assert stopped - sent["at"] < 1.0
+    assert 0 < result.global_step < trainer.total_steps
+
+
+def test_nonfinite_gradient_stops_with_parameters_of_the_last_good_update(tmp_path):
+    x, y = make_data(16)
+    model = SoftmaxRegression()
+    model.poison_backward_at = 6  # third update (accumulation 2)
+    after_step = {}
+    trainer = Trainer(model, small_config(gradient_accumulation_steps=2), batches_of(x, y, [2] * 8),
+                      None, tmp_path / "nan",
+                      progress=lambda e: after_step.update({e["step"]: model.parameters.copy()}))
+    with pytest.raises(TrainingError, match="non-finite gradient"):
+        trainer.train()
+    assert max(after_step) == 2
+    np.testing.assert_array_equal(model.parameters, after_step[2])
+    assert not model.gradients.any()
+
+    model = SoftmaxRegression()
+    model.poison_loss_at = 3
+    with pytest.raises(TrainingError, match="non-finite training loss"):
+        Trainer(model, small_config(), batches_of(x, y, [2] * 8), None, tmp_path / "nanloss").train()
+
+
+def test_bad_inputs_and_checkpoints_are_clear_errors(tmp_path):
+    x, y = make_data(8)
+    with pytest.raises(TypeError, match="TrainingConfig"):
+        Trainer(SoftmaxRegression(), {"lr": 1}, batches_of(x, y, [4, 4]), None, tmp_path)
+    with pytest.raises(TypeError, match="param_table"):
+        Trainer(object(), small_config(), batches_of(x, y, [4, 4]), None, tmp_path)
+    with pytest.raises(ValueError, match="empty"):
+        Trainer(SoftmaxRegression(), small_config(), [], None, tmp_path)
+    with pytest.raises(TypeError, match="length"):
+        Trainer(SoftmaxRegression(), small_config(), iter(batches_of(x, y, [4, 4])), None, tmp_path)
+
+    cfg = small_config(num_train_epochs=1)
+    model, trainer, _ = run(tmp_path, cfg, batches_of(x, y, [4, 4]), None, name="good")
+    # a checkpoint of another layout is refused
+    other = SoftmaxRegression(dim=5)
+    other_trainer = Trainer(other, cfg, batches_of(x[:, :5], y, [4, 4]), None, tmp_path / "other")
+    with pytest.raises(TrainingError, match="layout"):
+        other_trainer.load_checkpoint(trainer.checkpoint_path)
+    # a run of another length cannot resume from it
+    longer = Trainer(SoftmaxRegression(), small_config(num_train_epochs=2), batches_of(x, y, [4, 4]),
+                     None, tmp_path / "good")
+    with pytest.raises(TrainingError, match="updates"):
+        longer.train(resume=True)
+    # a truncated file is reported, not a crash
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(open(trainer.checkpoint_path, "rb").read()[:100])
+    with pytest.raises(TrainingError, match="unreadable"):
+        trainer.load_checkpoint(str(broken))
+
+
+def test_set_epoch_is_called_and_lengths_are_checked(tmp_path):
+    x, y = make_data(16)
+
+    class Batcher:
+        def __init__(self):
+            self.epochs = []
+
+        def set_epoch(self, epoch):
+            self.epochs.append(epoch)
+
+        def __len__(self):
+            return 4
+
+        def __iter__(self):
+            rng = np.random.default_rng(self.epochs[-1])
+            order = rng.permutation(16)
+            return iter(batches_of(x[order], y[order], [4] * 4))
+
+    batcher = Batcher()
+    run(tmp_path, small_config(num_train_epochs=2), batcher, None, name="batcher")
+    assert batcher.epochs == [0, 1]
+
+    class Liar(Batcher):
+        def __len__(self):
+            return 3
+
+    with pytest.raises(TrainingError, match="length"):
+        run(tmp_path, small_config(num_train_epochs=1), Liar(), None, name="liar")
+
+
+def test_tqdm_progress_counts_updates(tmp_path):
+    pytest.importorskip("tqdm")
+    x, y = make_data(16)
+    stream = io.StringIO()
+    cfg = small_config(num_train_epochs=2, gradient_accumulation_steps=2)
+    model = SoftmaxRegression()
+    trainer = Trainer(model, cfg, batches_of(x, y, [2] * 8), batches_of(x, y, [16]), tmp_path / "tq")
+    with training.TqdmProgress(total=trainer.total_steps, file=stream) as progress:
+        trainer.progress = progress
+        trainer.train()
+        assert progress.bar.n == trainer.total_steps == 8
+    assert "eval_loss" in stream.getvalue()
+
+
+def test_trainer_fine_tunes_the_real_transformer_with_frozen_blocks(tmp_path):
+    models = pytest.importorskip("reviewgen.core.models")
+    model = models.Model(models.ModelConfig(vocab_size=17, n_positions=16, n_layer=3, n_head=2, n_embd=8))
+    rng = np.random.default_rng(0)
+
+    def counting_batch(rows):
+        start = rng.integers(0, 17, (rows, 1))
+        tokens = ((start + np.arange(10)) % 17).astype(np.int32)
+        return dict(tokens=tokens, attention_mask=np.ones_like(tokens), targets=tokens.copy())
+
+    train, evaluation = [counting_batch(4) for _ in range(8)], [counting_batch(8)]
+    before = model.parameters.copy()
+    cfg = TrainingConfig.for_generator(num_train_epochs=3, learning_rate=2e-2, trainable_blocks=1)
+    trainer = Trainer(model, cfg, train, evaluation, tmp_path / "gpt")
+    result = trainer.train()
+    losses = [h["eval_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.global_step == trainer.total_steps == 6
+    assert result.best_epoch == 3  # so the final parameters are the last checkpoint's
+    frozen = [e for e in model.param_table() if not e["trainable"]]
+    trained = [e for e in model.param_table() if e["trainable"]]
+    assert frozen and trained
+    for entry in frozen:
+        span = slice(entry["offset"], entry["offset"] + entry["numel"])
+        assert model.parameters[span].tobytes() == before[span].tobytes(), entry["name"]
+    assert trainer.optimizer.state_numel == sum(e["numel"] for e in trained)
+    # the saved checkpoint loads back into the real model
+    final = model.parameters.copy()
+    model.parameters[:] = 0
+    assert trainer.load_checkpoint()["epoch"] == 3
+    np.testing.assert_array_equal(model.parameters, final)
