@@ -1,6 +1,6 @@
 """Build of reviewgen's C core as the extension module reviewgen._core.
 
-The pure-C core (csrc/*.c) and the one binding file (csrc/python/_coremodule.c)
+The pure-C core (csrc/*.c) and the binding (csrc/python/*.c, one file per area)
 compile with the system C compiler; matrix products go to OpenBLAS from the
 scipy-openblas32 wheel. The CUDA sources (csrc/cuda/*.cu) are compiled with
 nvcc and linked with cuBLASLt when nvcc and cuBLASLt are found, or when
@@ -143,8 +143,8 @@ def _extension():
 
     blas_include, blas_lib_dir, blas_lib = _openblas()
     sources = sorted(glob.glob(os.path.join(CSRC, "*.c")))
-    sources += [os.path.join(CSRC, "cuda", "rg_cuda_stub.c"),
-                os.path.join(CSRC, "python", "_coremodule.c")]
+    sources += [os.path.join(CSRC, "cuda", "rg_cuda_stub.c")]
+    sources += sorted(glob.glob(os.path.join(CSRC, "python", "*.c")))
     return Extension(
         "reviewgen._core",
         sources=sources,

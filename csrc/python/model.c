@@ -1,0 +1,516 @@
+/*
+ * model.c - the Model type of reviewgen._core: _core.Model(config: dict), the
+ * generic transformer of rg_model.h. Arrays handed out by .parameters /
+ * .gradients are views whose base is the Model, so the model outlives them;
+ * untying the head never moves the blocks. The key/value-cache methods live in
+ * generate.c.
+ */
+#include "binding.h"
+
+static const char *const model_norm_names[] = {"layernorm", "rmsnorm", NULL};
+static const char *const model_position_names[] = {"learned", "rope", NULL};
+static const char *const model_activation_names[] = {"gelu_tanh", "gelu_erf", "swiglu", NULL};
+static const char *const model_head_names[] = {"lm", "cls_distilbert", "cls_bert", NULL};
+static const char *const model_policy_names[] = {"frozen", "train", "untie", NULL};
+
+typedef enum { FIELD_INT, FIELD_FLOAT, FIELD_CHOICE } model_field_kind;
+static const struct {
+    const char *name;
+    model_field_kind kind;
+    size_t offset;
+    const char *const *choices;
+} model_config_fields[] = {
+    {"vocab_size", FIELD_INT, offsetof(rg_model_config, vocab_size), NULL},
+    {"n_positions", FIELD_INT, offsetof(rg_model_config, n_positions), NULL},
+    {"n_layer", FIELD_INT, offsetof(rg_model_config, n_layer), NULL},
+    {"n_head", FIELD_INT, offsetof(rg_model_config, n_head), NULL},
+    {"n_kv_head", FIELD_INT, offsetof(rg_model_config, n_kv_head), NULL},
+    {"head_dim", FIELD_INT, offsetof(rg_model_config, head_dim), NULL},
+    {"n_embd", FIELD_INT, offsetof(rg_model_config, n_embd), NULL},
+    {"n_inner", FIELD_INT, offsetof(rg_model_config, n_inner), NULL},
+    {"type_vocab_size", FIELD_INT, offsetof(rg_model_config, type_vocab_size), NULL},
+    {"norm", FIELD_CHOICE, offsetof(rg_model_config, norm), model_norm_names},
+    {"norm_eps", FIELD_FLOAT, offsetof(rg_model_config, norm_eps), NULL},
+    {"pre_norm", FIELD_INT, offsetof(rg_model_config, pre_norm), NULL},
+    {"embed_norm", FIELD_INT, offsetof(rg_model_config, embed_norm), NULL},
+    {"final_norm", FIELD_INT, offsetof(rg_model_config, final_norm), NULL},
+    {"position", FIELD_CHOICE, offsetof(rg_model_config, position), model_position_names},
+    {"rope_theta", FIELD_FLOAT, offsetof(rg_model_config, rope_theta), NULL},
+    {"activation", FIELD_CHOICE, offsetof(rg_model_config, activation), model_activation_names},
+    {"causal", FIELD_INT, offsetof(rg_model_config, causal), NULL},
+    {"bias", FIELD_INT, offsetof(rg_model_config, bias), NULL},
+    {"head", FIELD_CHOICE, offsetof(rg_model_config, head), model_head_names},
+    {"tie_word_embeddings", FIELD_INT, offsetof(rg_model_config, tie_word_embeddings), NULL},
+    {"num_labels", FIELD_INT, offsetof(rg_model_config, num_labels), NULL},
+    {"embd_pdrop", FIELD_FLOAT, offsetof(rg_model_config, embd_pdrop), NULL},
+    {"resid_pdrop", FIELD_FLOAT, offsetof(rg_model_config, resid_pdrop), NULL},
+    {"attn_pdrop", FIELD_FLOAT, offsetof(rg_model_config, attn_pdrop), NULL},
+    {"cls_pdrop", FIELD_FLOAT, offsetof(rg_model_config, cls_pdrop), NULL},
+};
+#define MODEL_CONFIG_FIELD_COUNT (sizeof(model_config_fields) / sizeof(model_config_fields[0]))
+
+static int model_choice_index(const char *const *choices, const char *value)
+{
+    for (int i = 0; choices[i] != NULL; i++)
+        if (strcmp(choices[i], value) == 0)
+            return i;
+    return -1;
+}
+
+/* Fills `config` from a dict holding exactly the fields of rg_model_config. */
+static int model_config_from_dict(PyObject *dict, rg_model_config *config)
+{
+    if (!PyDict_Check(dict)) {
+        PyErr_SetString(PyExc_TypeError, "Model(config): config must be a dict (ModelConfig.to_dict())");
+        return -1;
+    }
+    memset(config, 0, sizeof(*config));
+    for (size_t i = 0; i < MODEL_CONFIG_FIELD_COUNT; i++) {
+        PyObject *value = PyDict_GetItemString(dict, model_config_fields[i].name); /* borrowed */
+        if (value == NULL) {
+            PyErr_Format(PyExc_ValueError, "Model(config): config is missing '%s'", model_config_fields[i].name);
+            return -1;
+        }
+        char *slot = (char *)config + model_config_fields[i].offset;
+        if (model_config_fields[i].kind == FIELD_INT) {
+            long v = PyLong_AsLong(value);
+            if (v == -1 && PyErr_Occurred()) {
+                PyErr_Format(PyExc_TypeError, "Model(config): '%s' must be an int", model_config_fields[i].name);
+                return -1;
+            }
+            if (v < INT32_MIN || v > INT32_MAX) {
+                PyErr_Format(PyExc_ValueError, "Model(config): '%s' out of range", model_config_fields[i].name);
+                return -1;
+            }
+            *(int *)slot = (int)v;
+        } else if (model_config_fields[i].kind == FIELD_FLOAT) {
+            double v = PyFloat_AsDouble(value);
+            if (v == -1.0 && PyErr_Occurred()) {
+                PyErr_Format(PyExc_TypeError, "Model(config): '%s' must be a number", model_config_fields[i].name);
+                return -1;
+            }
+            *(float *)slot = (float)v;
+        } else {
+            const char *text = PyUnicode_Check(value) ? PyUnicode_AsUTF8(value) : NULL;
+            int index = text ? model_choice_index(model_config_fields[i].choices, text) : -1;
+            if (index < 0) {
+                PyErr_Format(PyExc_ValueError, "Model(config): '%s' must be one of the names in "
+                             "rg_model.h, got %R", model_config_fields[i].name, value);
+                return -1;
+            }
+            *(int *)slot = index;
+        }
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        const char *name = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+        int known = 0;
+        for (size_t i = 0; name != NULL && i < MODEL_CONFIG_FIELD_COUNT; i++)
+            known |= strcmp(name, model_config_fields[i].name) == 0;
+        if (!known) {
+            PyErr_Format(PyExc_ValueError, "Model(config): unknown config field %R", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *model_config_to_dict(const rg_model_config *config)
+{
+    PyObject *dict = PyDict_New();
+    if (dict == NULL)
+        return NULL;
+    for (size_t i = 0; i < MODEL_CONFIG_FIELD_COUNT; i++) {
+        const char *slot = (const char *)config + model_config_fields[i].offset;
+        PyObject *value;
+        if (model_config_fields[i].kind == FIELD_INT)
+            value = PyLong_FromLong(*(const int *)slot);
+        else if (model_config_fields[i].kind == FIELD_FLOAT)
+            value = PyFloat_FromDouble(*(const float *)slot);
+        else
+            value = PyUnicode_FromString(model_config_fields[i].choices[*(const int *)slot]);
+        if (value == NULL || PyDict_SetItemString(dict, model_config_fields[i].name, value) < 0) {
+            Py_XDECREF(value);
+            Py_DECREF(dict);
+            return NULL;
+        }
+        Py_DECREF(value);
+    }
+    return dict;
+}
+
+static void model_dealloc(ModelObject *self);
+
+/* The rg_model inside a _core.Model, for the other sections of this file (the
+ * trainer hands it to the optimizer); NULL with a TypeError naming `what`
+ * for any other object. Only a _core.Model has model_dealloc as destructor. */
+rg_model *model_unwrap(PyObject *obj, const char *what)
+{
+    if (obj == NULL || Py_TYPE(obj)->tp_dealloc != (destructor)model_dealloc) {
+        PyErr_Format(PyExc_TypeError, "%s: expected a reviewgen._core.Model", what);
+        return NULL;
+    }
+    return ((ModelObject *)obj)->model;
+}
+
+int model_enter(ModelObject *self)
+{
+    if (self->busy) {
+        binding_raise_for(self, RG_ERR_STATE, "Model: another call on this model is running");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"config", NULL};
+    PyObject *dict;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Model", keywords, &dict))
+        return NULL;
+    rg_model_config config;
+    if (model_config_from_dict(dict, &config) < 0)
+        return NULL;
+    ModelObject *self = (ModelObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    rg_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = rg_model_init(&self->model, &config);
+    Py_END_ALLOW_THREADS
+    if (status != RG_OK) {
+        Py_DECREF(self);
+        return binding_raise_status(binding_state_of_type(type), status, "Model(config): the configuration was refused");
+    }
+    return (PyObject *)self;
+}
+
+static void model_dealloc(ModelObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    rg_model_free(self->model);
+    type->tp_free((PyObject *)self);
+    Py_DECREF(type);
+}
+
+/* A flat float32 view of a model block; its base keeps the model alive. */
+static PyObject *model_block_view(ModelObject *self, float *data, int writable)
+{
+    npy_intp n = (npy_intp)self->model->table.total;
+    PyObject *array = PyArray_New(&PyArray_Type, 1, &n, NPY_FLOAT32, NULL, data, 0,
+                                  NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | (writable ? NPY_ARRAY_WRITEABLE : 0), NULL);
+    if (array == NULL)
+        return NULL;
+    Py_INCREF(self);
+    if (PyArray_SetBaseObject((PyArrayObject *)array, (PyObject *)self) < 0) {
+        Py_DECREF(array);
+        return NULL;
+    }
+    return array;
+}
+
+static PyObject *model_get_parameters(ModelObject *self, void *closure)
+{
+    return model_block_view(self, self->model->params, 1);
+}
+
+static PyObject *model_get_gradients(ModelObject *self, void *closure)
+{
+    return model_block_view(self, self->model->grads, 1);
+}
+
+static PyObject *model_get_config(ModelObject *self, void *closure)
+{
+    return model_config_to_dict(&self->model->config);
+}
+
+static PyObject *model_get_trainable(ModelObject *self, void *closure)
+{
+    return Py_BuildValue("(is)", self->model->n_trainable_blocks,
+                         model_policy_names[self->model->head_policy]);
+}
+
+static PyObject *model_get_activation_floats(ModelObject *self, void *closure)
+{
+    return PyLong_FromSize_t(self->model->acts_capacity);
+}
+
+static PyObject *model_param_table(ModelObject *self, PyObject *unused)
+{
+    const rg_param_table *table = &self->model->table;
+    PyObject *list = PyList_New(table->count);
+    if (list == NULL)
+        return NULL;
+    for (int i = 0; i < table->count; i++) {
+        const rg_param_info *info = &table->tensors[i];
+        PyObject *shape = info->ndim == 2 ? Py_BuildValue("(LL)", (long long)info->shape[0], (long long)info->shape[1])
+                                          : Py_BuildValue("(L)", (long long)info->shape[0]);
+        PyObject *entry = shape ? Py_BuildValue("{s:s,s:n,s:n,s:N,s:i,s:O,s:O}", "name", info->name,
+                                                "offset", (Py_ssize_t)info->offset, "numel", (Py_ssize_t)info->numel,
+                                                "shape", shape, "layer", info->layer,
+                                                "decay", info->decay ? Py_True : Py_False,
+                                                "trainable", info->trainable ? Py_True : Py_False)
+                                : NULL;
+        if (entry == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, entry);
+    }
+    return list;
+}
+
+/* An int32 array of exactly `ndim` dims, or NULL with an exception naming it. */
+PyArrayObject *model_int_array(PyObject *self, PyObject *obj, int ndim, const char *name)
+{
+    if (PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) != NPY_INT32) {
+        PyErr_Format(PyExc_TypeError, "%s: expected an int32 array, got %S", name,
+                     (PyObject *)PyArray_DESCR((PyArrayObject *)obj));
+        return NULL;
+    }
+    return rg_array_in(obj, NPY_INT32, ndim, name);
+}
+
+/* After RG_ERR_LABEL_RANGE: says which array held the out-of-range id. */
+static void model_name_range_error(PyObject *self, PyArrayObject *tokens, PyArrayObject *types)
+{
+    const rg_model_config *c = &((ModelObject *)self)->model->config;
+    const char *which = "targets";
+    long limit = c->head == RG_HEAD_LM ? c->vocab_size : c->num_labels;
+    const int32_t *ids = PyArray_DATA(tokens);
+    for (npy_intp i = 0; i < PyArray_SIZE(tokens); i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab_size) {
+            which = "tokens";
+            limit = c->vocab_size;
+            break;
+        }
+    if (types != NULL && strcmp(which, "targets") == 0) {
+        ids = PyArray_DATA(types);
+        for (npy_intp i = 0; i < PyArray_SIZE(types); i++)
+            if (ids[i] < 0 || ids[i] >= c->type_vocab_size) {
+                which = "token_types";
+                limit = c->type_vocab_size;
+                break;
+            }
+    }
+    char message[160];
+    PyOS_snprintf(message, sizeof(message), "forward: %s hold an id outside [0, %ld)%s", which, limit,
+                  strcmp(which, "targets") == 0 ? " (negative targets are ignored)" : "");
+    binding_raise_for(self, RG_ERR_LABEL_RANGE, message);
+}
+
+static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"tokens", "attention_mask", "targets", "token_types", "train", "seed", NULL};
+    PyObject *tokens_obj, *mask_obj = Py_None, *targets_obj = Py_None, *types_obj = Py_None;
+    int train = 0;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpK:forward", keywords, &tokens_obj, &mask_obj,
+                                     &targets_obj, &types_obj, &train, &seed))
+        return NULL;
+    const rg_model_config *c = &self->model->config;
+    PyArrayObject *tokens = NULL, *mask = NULL, *targets = NULL, *types = NULL;
+    PyObject *result = NULL;
+    if (!(tokens = model_int_array((PyObject *)self, tokens_obj, 2, "tokens")))
+        goto done;
+    const npy_intp B = PyArray_DIM(tokens, 0), T = PyArray_DIM(tokens, 1);
+    if (mask_obj != Py_None && !(mask = model_int_array((PyObject *)self, mask_obj, 2, "attention_mask")))
+        goto done;
+    if (types_obj != Py_None && !(types = model_int_array((PyObject *)self, types_obj, 2, "token_types")))
+        goto done;
+    const int classifier = c->head != RG_HEAD_LM;
+    if (targets_obj != Py_None && !(targets = model_int_array((PyObject *)self, targets_obj, classifier ? 1 : 2, "targets")))
+        goto done;
+    if ((mask && (PyArray_DIM(mask, 0) != B || PyArray_DIM(mask, 1) != T)) ||
+        (types && (PyArray_DIM(types, 0) != B || PyArray_DIM(types, 1) != T)) ||
+        (targets && (PyArray_DIM(targets, 0) != B || (!classifier && PyArray_DIM(targets, 1) != T)))) {
+        binding_raise_for(self, RG_ERR_SHAPE,
+                            classifier ? "forward: attention_mask and token_types must be (B, T) like tokens, targets (B,)"
+                                       : "forward: attention_mask, token_types and targets must be (B, T) like tokens");
+        goto done;
+    }
+    if (B > INT32_MAX || T > c->n_positions) {
+        char message[128];
+        PyOS_snprintf(message, sizeof(message), "forward: %ld tokens per row, the model takes at most %d",
+                      (long)T, c->n_positions);
+        binding_raise_for(self, RG_ERR_SHAPE, message);
+        goto done;
+    }
+    if (model_enter(self) < 0)
+        goto done;
+    float loss = 0.0f;
+    rg_status status;
+    interruptible_begin();
+    Py_BEGIN_ALLOW_THREADS
+    status = rg_model_forward(self->model, PyArray_DATA(tokens), mask ? PyArray_DATA(mask) : NULL,
+                              types ? PyArray_DATA(types) : NULL, targets ? PyArray_DATA(targets) : NULL,
+                              (int)B, (int)T, train, (uint64_t)seed, &loss);
+    Py_END_ALLOW_THREADS
+    interruptible_end();
+    self->busy = 0;
+    if (status == RG_ERR_LABEL_RANGE) {
+        model_name_range_error((PyObject *)self, tokens, types);
+        goto done;
+    }
+    if (status != RG_OK) {
+        binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "forward");
+        goto done;
+    }
+    if (targets != NULL) {
+        result = PyFloat_FromDouble(loss);
+    } else {
+        int rows, cols;
+        const float *logits = rg_model_logits(self->model, &rows, &cols);
+        npy_intp dims[3] = {B, T, cols};
+        if (classifier)
+            dims[1] = cols;
+        result = PyArray_SimpleNew(classifier ? 2 : 3, dims, NPY_FLOAT32);
+        if (result)
+            memcpy(PyArray_DATA((PyArrayObject *)result), logits, (size_t)rows * cols * sizeof(float));
+    }
+done:
+    Py_XDECREF(tokens);
+    Py_XDECREF(mask);
+    Py_XDECREF(types);
+    Py_XDECREF(targets);
+    return result;
+}
+
+static PyObject *model_logits(ModelObject *self, PyObject *unused)
+{
+    int rows, cols;
+    const float *logits = rg_model_logits(self->model, &rows, &cols);
+    if (logits == NULL)
+        return binding_raise_for(self, RG_ERR_STATE,
+                                   "logits: none kept (no forward yet, a backward consumed them, or a language-model "
+                                   "forward with targets ran its head only on the counted positions)");
+    const rg_model_config *c = &self->model->config;
+    npy_intp dims[3] = {self->model->B, self->model->T, cols};
+    if (c->head != RG_HEAD_LM)
+        dims[1] = cols;
+    PyObject *result = PyArray_SimpleNew(c->head != RG_HEAD_LM ? 2 : 3, dims, NPY_FLOAT32);
+    if (result)
+        memcpy(PyArray_DATA((PyArrayObject *)result), logits, (size_t)rows * cols * sizeof(float));
+    return result;
+}
+
+static PyObject *model_backward(ModelObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"loss_scale", NULL};
+    float loss_scale = 1.0f;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|f:backward", keywords, &loss_scale))
+        return NULL;
+    if (model_enter(self) < 0)
+        return NULL;
+    rg_status status;
+    interruptible_begin();
+    Py_BEGIN_ALLOW_THREADS
+    status = rg_model_backward(self->model, loss_scale);
+    Py_END_ALLOW_THREADS
+    interruptible_end();
+    self->busy = 0;
+    if (status == RG_ERR_STATE)
+        return binding_raise_for(self, status,
+                                   "backward: needs a forward pass with targets first (one backward per forward, "
+                                   "and set_trainable must not be called in between)");
+    if (status != RG_OK)
+        return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "backward");
+    Py_RETURN_NONE;
+}
+
+static PyObject *model_set_trainable(ModelObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"n_trainable_blocks", "head_policy", NULL};
+    int k;
+    const char *policy_name = "train";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "i|s:set_trainable", keywords, &k, &policy_name))
+        return NULL;
+    int policy = model_choice_index(model_policy_names, policy_name);
+    if (policy < 0)
+        return binding_raise_for(self, RG_ERR_INVALID_ARG,
+                                   "set_trainable: head_policy must be 'frozen', 'train' or 'untie'");
+    if (model_enter(self) < 0)
+        return NULL;
+    rg_status status = rg_model_set_trainable(self->model, k, (rg_head_policy)policy);
+    self->busy = 0;
+    if (status == RG_ERR_UNSUPPORTED)
+        return binding_raise_for(self, status, "set_trainable: 'untie' needs a language-model head");
+    if (status != RG_OK)
+        return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "set_trainable");
+    Py_RETURN_NONE;
+}
+
+static PyObject *model_zero_grad(ModelObject *self, PyObject *unused)
+{
+    if (model_enter(self) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rg_model_zero_grad(self->model);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef model_methods[] = {
+    {"param_table", (PyCFunction)model_param_table, METH_NOARGS,
+     "param_table() -> list of dicts (name, offset, numel, shape, layer, decay, trainable)."},
+    {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
+     "forward(tokens, attention_mask=None, targets=None, token_types=None, train=False, seed=0)\n"
+     "-> mean loss (float) when targets are given, else logits: LM (B, T, V), classifier (B, K).\n"
+     "int32 arrays; LM targets are HF labels (B, T), shifted inside, -100 ignored."},
+    {"logits", (PyCFunction)model_logits, METH_NOARGS,
+     "logits() -> a copy of the last forward's logits (invalid after backward)."},
+    {"backward", (PyCFunction)(void (*)(void))model_backward, METH_VARARGS | METH_KEYWORDS,
+     "backward(loss_scale=1.0): adds loss_scale * dloss/dparam into .gradients."},
+    {"set_trainable", (PyCFunction)(void (*)(void))model_set_trainable, METH_VARARGS | METH_KEYWORDS,
+     "set_trainable(n_trainable_blocks, head_policy='train'): train the last k blocks, the final norm and\n"
+     "the head ('frozen', 'train' or 'untie'); k < 0 trains everything."},
+    {"zero_grad", (PyCFunction)model_zero_grad, METH_NOARGS, "zero_grad(): zero the gradient block."},
+    {"reset_cache", (PyCFunction)(void (*)(void))model_reset_cache, METH_VARARGS | METH_KEYWORDS,
+     "reset_cache(batch_size, max_length): an empty key/value cache for generation."},
+    {"forward_logits", (PyCFunction)(void (*)(void))model_forward_logits, METH_VARARGS | METH_KEYWORDS,
+     "forward_logits(tokens (B, T), attention_mask=None) -> (B, V) logits of the last column; appends\n"
+     "the tokens to the cache. Prompts are LEFT-padded (mask 0 on the left)."},
+    {"decode_step", (PyCFunction)(void (*)(void))model_decode_step, METH_VARARGS | METH_KEYWORDS,
+     "decode_step(tokens (B,)) -> (B, V): appends one token per row to the cache."},
+    {"cache_info", (PyCFunction)model_cache_info, METH_NOARGS, "cache_info() -> dict(batch_size, max_length, length)."},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef model_getset[] = {
+    {"parameters", (getter)model_get_parameters, NULL, "Flat float32 view of every parameter (table order).", NULL},
+    {"gradients", (getter)model_get_gradients, NULL, "Flat float32 view of the gradient block.", NULL},
+    {"config", (getter)model_get_config, NULL, "The configuration as a dict (after untying: tie_word_embeddings 0).", NULL},
+    {"trainable", (getter)model_get_trainable, NULL, "(n_trainable_blocks, head_policy) of the last set_trainable.", NULL},
+    {"activation_floats", (getter)model_get_activation_floats, NULL,
+     "Floats in the activation block (it grows only when a pass needs more).", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+static PyType_Slot model_type_slots[] = {
+    {Py_tp_new, model_new},
+    {Py_tp_dealloc, model_dealloc},
+    {Py_tp_methods, model_methods},
+    {Py_tp_getset, model_getset},
+    {Py_tp_doc, "Model(config: dict): the generic transformer of the C core (see reviewgen.models)."},
+    {0, NULL}
+};
+
+static PyType_Spec model_type_spec = {
+    .name = "reviewgen._core.Model",
+    .basicsize = sizeof(ModelObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = model_type_slots,
+};
+
+int binding_add_model(PyObject *module)
+{
+    PyObject *type = PyType_FromModuleAndSpec(module, &model_type_spec, NULL);
+    if (type == NULL)
+        return -1;
+    int rc = PyModule_AddObjectRef(module, "Model", type);
+    Py_DECREF(type);
+    return rc;
+}
