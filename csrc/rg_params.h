@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rg_common.h"
+
 #define RG_PARAM_NAME_MAX 48
 
 typedef struct rg_param_info {
@@ -31,5 +33,34 @@ typedef struct rg_param_table {
     int count;
     size_t total;           /* elements in the flat block */
 } rg_param_table;
+
+/* Element types a checkpoint tensor may arrive in (rg_param_write converts). */
+typedef enum rg_dtype {
+    RG_DTYPE_F32 = 0,
+    RG_DTYPE_F16 = 1,  /* IEEE half */
+    RG_DTYPE_BF16 = 2, /* bfloat16: the upper half of a float32 */
+    RG_DTYPE_F64 = 3
+} rg_dtype;
+
+/* A strided source matrix: element (r, c) lies at
+ * (const char *)data + (r * row_stride + c * col_stride) * element size.
+ * A 1-D source is (rows, 1). Strides are in elements and may be any sign, so
+ * a transposed or sliced array needs no copy before it is written. */
+typedef struct rg_tensor_source {
+    const void *data;
+    rg_dtype dtype;
+    int64_t rows, cols;
+    int64_t row_stride, col_stride;
+} rg_tensor_source;
+
+/* Writes `source` into rows [row_offset, row_offset + rows) of the tensor
+ * `info` of the flat float block `block`, converting to float32: the one
+ * place where weights enter a parameter block (stacked tensors such as
+ * q/k/v arrive in several calls). A 1-D tensor of n elements is (n, 1).
+ * RG_ERR_SHAPE: cols differ or the rows do not fit; RG_ERR_NONFINITE: the
+ * source held NaN or infinity (the rows are written all the same);
+ * RG_ERR_INVALID_ARG: a null pointer or an unknown dtype. */
+rg_status rg_param_write(float *block, const rg_param_info *info, int64_t row_offset,
+                         const rg_tensor_source *source);
 
 #endif /* RG_PARAMS_H */

@@ -7,46 +7,61 @@
  */
 #include "binding.h"
 
+#include <math.h>
+
+#include "rg_params.h"
+
 static const char *const model_norm_names[] = {"layernorm", "rmsnorm", NULL};
 static const char *const model_position_names[] = {"learned", "rope", NULL};
 static const char *const model_activation_names[] = {"gelu_tanh", "gelu_erf", "swiglu", NULL};
 static const char *const model_head_names[] = {"lm", "cls_distilbert", "cls_bert", NULL};
 static const char *const model_policy_names[] = {"frozen", "train", "untie", NULL};
 
-typedef enum { FIELD_INT, FIELD_FLOAT, FIELD_CHOICE } model_field_kind;
+/* THE list of model configuration fields: the name, kind and default of each
+ * member of rg_model_config. reviewgen.core.models builds its ModelConfig
+ * dataclass from it (config_fields()), so a field is added here and nowhere
+ * else in the binding or in Python. REQUIRED marks fields without a default;
+ * a choice's default is its index. */
+typedef enum { FIELD_INT, FIELD_FLAG, FIELD_FLOAT, FIELD_CHOICE } model_field_kind;
+#define REQUIRED NAN
+#define FIELD(member, kind, choices, fallback, doc) \
+    {#member, kind, offsetof(rg_model_config, member), choices, fallback, doc}
 static const struct {
     const char *name;
     model_field_kind kind;
     size_t offset;
     const char *const *choices;
+    double fallback;
+    const char *doc;
 } model_config_fields[] = {
-    {"vocab_size", FIELD_INT, offsetof(rg_model_config, vocab_size), NULL},
-    {"n_positions", FIELD_INT, offsetof(rg_model_config, n_positions), NULL},
-    {"n_layer", FIELD_INT, offsetof(rg_model_config, n_layer), NULL},
-    {"n_head", FIELD_INT, offsetof(rg_model_config, n_head), NULL},
-    {"n_kv_head", FIELD_INT, offsetof(rg_model_config, n_kv_head), NULL},
-    {"head_dim", FIELD_INT, offsetof(rg_model_config, head_dim), NULL},
-    {"n_embd", FIELD_INT, offsetof(rg_model_config, n_embd), NULL},
-    {"n_inner", FIELD_INT, offsetof(rg_model_config, n_inner), NULL},
-    {"type_vocab_size", FIELD_INT, offsetof(rg_model_config, type_vocab_size), NULL},
-    {"norm", FIELD_CHOICE, offsetof(rg_model_config, norm), model_norm_names},
-    {"norm_eps", FIELD_FLOAT, offsetof(rg_model_config, norm_eps), NULL},
-    {"pre_norm", FIELD_INT, offsetof(rg_model_config, pre_norm), NULL},
-    {"embed_norm", FIELD_INT, offsetof(rg_model_config, embed_norm), NULL},
-    {"final_norm", FIELD_INT, offsetof(rg_model_config, final_norm), NULL},
-    {"position", FIELD_CHOICE, offsetof(rg_model_config, position), model_position_names},
-    {"rope_theta", FIELD_FLOAT, offsetof(rg_model_config, rope_theta), NULL},
-    {"activation", FIELD_CHOICE, offsetof(rg_model_config, activation), model_activation_names},
-    {"causal", FIELD_INT, offsetof(rg_model_config, causal), NULL},
-    {"bias", FIELD_INT, offsetof(rg_model_config, bias), NULL},
-    {"head", FIELD_CHOICE, offsetof(rg_model_config, head), model_head_names},
-    {"tie_word_embeddings", FIELD_INT, offsetof(rg_model_config, tie_word_embeddings), NULL},
-    {"num_labels", FIELD_INT, offsetof(rg_model_config, num_labels), NULL},
-    {"embd_pdrop", FIELD_FLOAT, offsetof(rg_model_config, embd_pdrop), NULL},
-    {"resid_pdrop", FIELD_FLOAT, offsetof(rg_model_config, resid_pdrop), NULL},
-    {"attn_pdrop", FIELD_FLOAT, offsetof(rg_model_config, attn_pdrop), NULL},
-    {"cls_pdrop", FIELD_FLOAT, offsetof(rg_model_config, cls_pdrop), NULL},
+    FIELD(vocab_size, FIELD_INT, NULL, REQUIRED, "V: token embeddings (LM head rows)"),
+    FIELD(n_positions, FIELD_INT, NULL, REQUIRED, "P: the longest sequence"),
+    FIELD(n_layer, FIELD_INT, NULL, REQUIRED, "L: transformer blocks"),
+    FIELD(n_head, FIELD_INT, NULL, REQUIRED, "NH: attention heads"),
+    FIELD(n_kv_head, FIELD_INT, NULL, 0, "NKV: key/value heads, divides NH (0: NH)"),
+    FIELD(head_dim, FIELD_INT, NULL, 0, "HS: width of one head (0: n_embd / n_head)"),
+    FIELD(n_embd, FIELD_INT, NULL, REQUIRED, "C: the residual stream's width"),
+    FIELD(n_inner, FIELD_INT, NULL, 0, "F: MLP width (0: 4 * n_embd)"),
+    FIELD(type_vocab_size, FIELD_INT, NULL, 0, "token types (BERT; 0: none)"),
+    FIELD(norm, FIELD_CHOICE, model_norm_names, 0, "layernorm or rmsnorm"),
+    FIELD(norm_eps, FIELD_FLOAT, NULL, 1e-5, "epsilon of every norm"),
+    FIELD(pre_norm, FIELD_FLAG, NULL, 1, "norm before attention/MLP (else after each residual add)"),
+    FIELD(embed_norm, FIELD_FLAG, NULL, 0, "LayerNorm right after the embeddings"),
+    FIELD(final_norm, FIELD_FLAG, NULL, 1, "norm after the last block"),
+    FIELD(position, FIELD_CHOICE, model_position_names, 0, "learned or rope"),
+    FIELD(rope_theta, FIELD_FLOAT, NULL, 10000.0, "rotary base"),
+    FIELD(activation, FIELD_CHOICE, model_activation_names, 0, "gelu_tanh, gelu_erf or swiglu"),
+    FIELD(causal, FIELD_FLAG, NULL, 1, "causal attention mask"),
+    FIELD(bias, FIELD_FLAG, NULL, 1, "biases on every linear layer"),
+    FIELD(head, FIELD_CHOICE, model_head_names, 0, "lm, cls_distilbert or cls_bert"),
+    FIELD(tie_word_embeddings, FIELD_FLAG, NULL, 1, "LM head reuses wte"),
+    FIELD(num_labels, FIELD_INT, NULL, 0, "K: classes of a classification head"),
+    FIELD(embd_pdrop, FIELD_FLOAT, NULL, 0.0, "dropout after the embeddings"),
+    FIELD(resid_pdrop, FIELD_FLOAT, NULL, 0.0, "dropout before each residual add"),
+    FIELD(attn_pdrop, FIELD_FLOAT, NULL, 0.0, "dropout on the attention weights"),
+    FIELD(cls_pdrop, FIELD_FLOAT, NULL, 0.0, "dropout before the classifier"),
 };
+#undef FIELD
 #define MODEL_CONFIG_FIELD_COUNT (sizeof(model_config_fields) / sizeof(model_config_fields[0]))
 
 static int model_choice_index(const char *const *choices, const char *value)
@@ -72,7 +87,7 @@ static int model_config_from_dict(PyObject *dict, rg_model_config *config)
             return -1;
         }
         char *slot = (char *)config + model_config_fields[i].offset;
-        if (model_config_fields[i].kind == FIELD_INT) {
+        if (model_config_fields[i].kind == FIELD_INT || model_config_fields[i].kind == FIELD_FLAG) {
             long v = PyLong_AsLong(value);
             if (v == -1 && PyErr_Occurred()) {
                 PyErr_Format(PyExc_TypeError, "Model(config): '%s' must be an int", model_config_fields[i].name);
@@ -124,7 +139,7 @@ static PyObject *model_config_to_dict(const rg_model_config *config)
     for (size_t i = 0; i < MODEL_CONFIG_FIELD_COUNT; i++) {
         const char *slot = (const char *)config + model_config_fields[i].offset;
         PyObject *value;
-        if (model_config_fields[i].kind == FIELD_INT)
+        if (model_config_fields[i].kind == FIELD_INT || model_config_fields[i].kind == FIELD_FLAG)
             value = PyLong_FromLong(*(const int *)slot);
         else if (model_config_fields[i].kind == FIELD_FLOAT)
             value = PyFloat_FromDouble(*(const float *)slot);
@@ -453,7 +468,141 @@ static PyObject *model_zero_grad(ModelObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* _core.config_fields(): the field list above for Python. */
+static PyObject *core_config_fields(PyObject *module, PyObject *unused)
+{
+    static const char *const kinds[] = {"int", "flag", "float", "choice"};
+    PyObject *list = PyList_New(MODEL_CONFIG_FIELD_COUNT);
+    for (size_t i = 0; list != NULL && i < MODEL_CONFIG_FIELD_COUNT; i++) {
+        const char *const *choices = model_config_fields[i].choices;
+        PyObject *names = PyTuple_New(0);
+        for (int c = 0; names != NULL && choices != NULL && choices[c] != NULL; c++) {
+            PyObject *name = PyUnicode_FromString(choices[c]);
+            if (name == NULL || _PyTuple_Resize(&names, c + 1) < 0) {
+                Py_XDECREF(name);
+                Py_CLEAR(names);
+                break;
+            }
+            PyTuple_SET_ITEM(names, c, name);
+        }
+        double fallback = model_config_fields[i].fallback;
+        PyObject *default_value;
+        if (isnan(fallback))
+            default_value = Py_NewRef(Py_None);
+        else if (model_config_fields[i].kind == FIELD_CHOICE)
+            default_value = PyUnicode_FromString(choices[(int)fallback]);
+        else if (model_config_fields[i].kind == FIELD_FLAG)
+            default_value = PyBool_FromLong(fallback != 0.0);
+        else if (model_config_fields[i].kind == FIELD_INT)
+            default_value = PyLong_FromDouble(fallback);
+        else
+            default_value = PyFloat_FromDouble(fallback);
+        PyObject *entry = names && default_value
+            ? Py_BuildValue("{s:s,s:s,s:O,s:O,s:O,s:s}", "name", model_config_fields[i].name,
+                            "kind", kinds[model_config_fields[i].kind], "choices", names,
+                            "required", isnan(fallback) ? Py_True : Py_False, "default", default_value,
+                            "doc", model_config_fields[i].doc)
+            : NULL;
+        Py_XDECREF(names);
+        Py_XDECREF(default_value);
+        if (entry == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, entry);
+    }
+    return list;
+}
+
+/* The rg_dtype of a checkpoint array, or -1 with a TypeError. */
+static int model_source_dtype(PyArrayObject *values, int bfloat16, const char *name)
+{
+    int type = PyArray_TYPE(values);
+    if (bfloat16 && type == NPY_UINT16)
+        return RG_DTYPE_BF16;
+    if (!bfloat16 && type == NPY_FLOAT32)
+        return RG_DTYPE_F32;
+    if (!bfloat16 && type == NPY_FLOAT16)
+        return RG_DTYPE_F16;
+    if (!bfloat16 && type == NPY_FLOAT64)
+        return RG_DTYPE_F64;
+    PyErr_Format(PyExc_TypeError, "set_param('%s'): expected float32, float16 or float64 values "
+                 "(or uint16 holding bfloat16 with bfloat16=True), got dtype %S", name,
+                 (PyObject *)PyArray_DESCR(values));
+    return -1;
+}
+
+static PyObject *model_set_param(ModelObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"name", "values", "row_offset", "bfloat16", NULL};
+    const char *name;
+    PyObject *values_obj;
+    Py_ssize_t row_offset = 0;
+    int bfloat16 = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|np:set_param", keywords, &name, &values_obj,
+                                     &row_offset, &bfloat16))
+        return NULL;
+    const rg_param_info *info = rg_model_find_param(self->model, name);
+    if (info == NULL)
+        return PyErr_Format(PyExc_KeyError, "set_param: the model has no parameter '%s' "
+                            "(param_table() lists them)", name);
+    /* Any strides, no copy, unless the array is misaligned. */
+    PyArrayObject *values = (PyArrayObject *)PyArray_FROM_OF(values_obj, NPY_ARRAY_ALIGNED);
+    if (values == NULL)
+        return NULL;
+    PyObject *result = NULL;
+    int dtype = model_source_dtype(values, bfloat16, name);
+    if (dtype < 0)
+        goto done;
+    if (PyArray_NDIM(values) != info->ndim) {
+        PyErr_Format(PyExc_ValueError, "set_param('%s'): expected %d dimension(s), got %d", name,
+                     info->ndim, PyArray_NDIM(values));
+        goto done;
+    }
+    const npy_intp itemsize = PyArray_ITEMSIZE(values);
+    for (int d = 0; d < PyArray_NDIM(values); d++) {
+        if (PyArray_STRIDE(values, d) % itemsize != 0) { /* e.g. a view into a packed record */
+            PyArrayObject *copy = (PyArrayObject *)PyArray_NewCopy(values, NPY_CORDER);
+            Py_DECREF(values);
+            if ((values = copy) == NULL)
+                return NULL;
+            break;
+        }
+    }
+    rg_tensor_source source = {
+        .data = PyArray_DATA(values), .dtype = (rg_dtype)dtype, .rows = PyArray_DIM(values, 0),
+        .cols = info->ndim == 2 ? PyArray_DIM(values, 1) : 1,
+        .row_stride = PyArray_STRIDE(values, 0) / itemsize,
+        .col_stride = info->ndim == 2 ? PyArray_STRIDE(values, 1) / itemsize : 1};
+    if (model_enter(self) < 0)
+        goto done;
+    rg_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = rg_param_write(self->model->params, info, row_offset, &source);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    core_state *state = binding_state_of_type(Py_TYPE(self));
+    if (status == RG_ERR_SHAPE)
+        binding_raise(state, status, "set_param('%s'): %zd x %zd values at row %zd do not fit its "
+                      "shape (%lld, %lld)", name, (Py_ssize_t)source.rows, (Py_ssize_t)source.cols,
+                      row_offset, (long long)info->shape[0],
+                      (long long)(info->ndim == 2 ? info->shape[1] : 1));
+    else if (status == RG_ERR_NONFINITE)
+        binding_raise(state, status, "set_param('%s'): the values hold NaN or infinity", name);
+    else if (status != RG_OK)
+        binding_raise_status(state, status, "set_param");
+    else
+        result = Py_NewRef(Py_None);
+done:
+    Py_DECREF(values);
+    return result;
+}
+
 static PyMethodDef model_methods[] = {
+    {"set_param", (PyCFunction)(void (*)(void))model_set_param, METH_VARARGS | METH_KEYWORDS,
+     "set_param(name, values, row_offset=0, bfloat16=False): copy a checkpoint array (float32,\n"
+     "float16, float64, or uint16 bfloat16 bits; any strides, e.g. a transposed view) into rows\n"
+     "[row_offset, row_offset + len(values)) of the named parameter, converting to float32."},
     {"param_table", (PyCFunction)model_param_table, METH_NOARGS,
      "param_table() -> list of dicts (name, offset, numel, shape, layer, decay, trainable)."},
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,
@@ -505,8 +654,17 @@ static PyType_Spec model_type_spec = {
     .slots = model_type_slots,
 };
 
+static PyMethodDef model_module_methods[] = {
+    {"config_fields", core_config_fields, METH_NOARGS,
+     "config_fields() -> list of dicts (name, kind, choices, required, default, doc): the fields of "
+     "rg_model_config, in order."},
+    {NULL, NULL, 0, NULL}
+};
+
 int binding_add_model(PyObject *module)
 {
+    if (PyModule_AddFunctions(module, model_module_methods) < 0)
+        return -1;
     PyObject *type = PyType_FromModuleAndSpec(module, &model_type_spec, NULL);
     if (type == NULL)
         return -1;

@@ -20,54 +20,31 @@ Conventions (the same as the core's):
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
 from ._native import _core
 
-NORMS = ("layernorm", "rmsnorm")
-POSITIONS = ("learned", "rope")
-ACTIVATIONS = ("gelu_tanh", "gelu_erf", "swiglu")
-HEADS = ("lm", "cls_distilbert", "cls_bert")
+# The configuration's fields, kinds and defaults are the binding's table
+# (csrc/python/model.c, mirroring rg_model_config); nothing here repeats them.
+CONFIG_FIELDS = tuple(_core.config_fields())
+_CHOICES = {f["name"]: tuple(f["choices"]) for f in CONFIG_FIELDS if f["kind"] == "choice"}
+NORMS = _CHOICES["norm"]
+POSITIONS = _CHOICES["position"]
+ACTIVATIONS = _CHOICES["activation"]
+HEADS = _CHOICES["head"]
 HEAD_POLICIES = ("frozen", "train", "untie")
+_PYTHON_TYPES = {"int": int, "flag": bool, "float": float, "choice": str}
 
 
-@dataclass
-class ModelConfig:
-    """Configuration of the generic transformer (field by field: rg_model_config)."""
-
-    vocab_size: int
-    n_positions: int
-    n_layer: int
-    n_head: int
-    n_embd: int
-    n_kv_head: int = 0          # 0: same as n_head
-    head_dim: int = 0           # 0: n_embd // n_head
-    n_inner: int = 0            # 0: 4 * n_embd
-    type_vocab_size: int = 0
-    norm: str = "layernorm"
-    norm_eps: float = 1e-5
-    pre_norm: bool = True
-    embed_norm: bool = False
-    final_norm: bool = True
-    position: str = "learned"
-    rope_theta: float = 10000.0
-    activation: str = "gelu_tanh"
-    causal: bool = True
-    bias: bool = True
-    head: str = "lm"
-    tie_word_embeddings: bool = True
-    num_labels: int = 0
-    embd_pdrop: float = 0.0
-    resid_pdrop: float = 0.0
-    attn_pdrop: float = 0.0
-    cls_pdrop: float = 0.0
+class _ModelConfigMethods:
+    """Behaviour of ModelConfig; its fields come from CONFIG_FIELDS."""
 
     def __post_init__(self):
         if self.n_head <= 0 or self.n_embd <= 0:
             raise ValueError("ModelConfig: n_head and n_embd must be positive")
+        # 0 means "derive it", as in the field docs of the binding's table.
         if not self.n_kv_head:
             self.n_kv_head = self.n_head
         if not self.head_dim:
@@ -77,8 +54,7 @@ class ModelConfig:
             self.head_dim = self.n_embd // self.n_head
         if not self.n_inner:
             self.n_inner = 4 * self.n_embd
-        for name, allowed in (("norm", NORMS), ("position", POSITIONS),
-                              ("activation", ACTIVATIONS), ("head", HEADS)):
+        for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"ModelConfig: {name} must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")
@@ -88,7 +64,7 @@ class ModelConfig:
             raise ValueError("ModelConfig: classification heads need num_labels > 0")
 
     def to_dict(self) -> Dict[str, object]:
-        """The dict that `_core.Model` takes (booleans as 0/1)."""
+        """The dict that `_core.Model` takes (flags as 0/1)."""
         out = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -97,14 +73,26 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, object]) -> "ModelConfig":
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(values) - set(names)
+        kinds = {f["name"]: f["kind"] for f in CONFIG_FIELDS}
+        unknown = set(values) - set(kinds)
         if unknown:
             raise ValueError(f"ModelConfig: unknown fields {sorted(unknown)}")
-        kwargs = {}
-        for name, value in values.items():
-            kwargs[name] = bool(value) if names[name].type in ("bool", bool) else value
-        return cls(**kwargs)
+        return cls(**{name: bool(value) if kinds[name] == "flag" else value
+                      for name, value in values.items()})
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig",
+    [(f["name"], _PYTHON_TYPES[f["kind"]],
+      dataclasses.field() if f["required"] else dataclasses.field(default=f["default"]))
+     for f in CONFIG_FIELDS],
+    bases=(_ModelConfigMethods,), kw_only=True)
+ModelConfig.__module__ = __name__
+ModelConfig.__doc__ = ("Configuration of the generic transformer, keyword arguments only: "
+                       + "; ".join(f"{f['name']}: {f['doc']}" for f in CONFIG_FIELDS))
 
 
 def _int32(array, name: str) -> np.ndarray:
@@ -179,12 +167,16 @@ class Model:
         for name, value in tensors.items():
             if name not in self._table:
                 continue
-            target = self.param(name)
             value = np.asarray(value)
-            if value.shape != target.shape:
+            if value.shape != tuple(self._table[name]["shape"]):
                 raise ValueError(f"load_state_dict: {name} has shape {value.shape}, "
-                                 f"the model expects {target.shape}")
-            target[...] = value.astype(np.float32, copy=False)
+                                 f"the model expects {tuple(self._table[name]['shape'])}")
+            self.set_param(name, value)
+
+    def set_param(self, name: str, values: np.ndarray, row_offset: int = 0, bfloat16: bool = False) -> None:
+        """Copy `values` (float32/16/64, or uint16 bfloat16 bits; any strides) into rows
+        [row_offset, row_offset + len(values)) of a parameter, in the core (rg_param_write)."""
+        self._core.set_param(name, values, int(row_offset), bool(bfloat16))
 
     # -- training -------------------------------------------------------------
     def forward(self, tokens, attention_mask=None, targets=None, token_types=None,
