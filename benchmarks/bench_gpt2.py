@@ -60,7 +60,7 @@ def reviewgen_train_step(args):
     from reviewgen.weights.gpt2 import load_gpt2
 
     probe = MemoryProbe()
-    model = load_gpt2(args["model_dir"])
+    model = load_gpt2(args["model_dir"]).build_model()
     k = args["trainable_blocks"]
     model.set_trainable(k, "frozen" if k >= 0 else "train")
     probe.setup_done()
@@ -75,7 +75,7 @@ def reviewgen_generation(args):
     from reviewgen.weights.gpt2 import load_gpt2
 
     probe = MemoryProbe()
-    model = load_gpt2(args["model_dir"])
+    model = load_gpt2(args["model_dir"]).build_model()
     probe.setup_done()
     prompts = random_prompts(args["seed"], args["batch"], args["prompt"], args["vocab_size"])
     result = reviewgen_generate(model, prompts, args["new_tokens"], args["eos_id"], args["repeats"], probe)

@@ -67,7 +67,7 @@ def build_gguf_checkpoint(directory, gguf_path):
     from reviewgen.weights.llama import export_hf_llama, load_gguf_llama
 
     checkpoint = load_gguf_llama(gguf_path)
-    export_hf_llama(directory, checkpoint.config, checkpoint.weights, special_tokens=checkpoint.special_tokens)
+    export_hf_llama(directory, checkpoint.build_model(), special_tokens=checkpoint.special_tokens)
     return int(checkpoint.special_tokens.get("eos_token_id", 0)), f"weights of {os.path.basename(gguf_path)}"
 
 

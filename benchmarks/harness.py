@@ -347,13 +347,8 @@ def write_json(path, title, args, rows):
 
 
 def model_from_checkpoint(checkpoint):
-    """A reviewgen Model from a loader's checkpoint (config dict + internal weights)."""
-    from reviewgen.core.models import Model, ModelConfig
-
-    config = {k: v for k, v in checkpoint.config.items() if k != "family"}
-    model = Model(ModelConfig.from_dict(config))
-    model.load_state_dict(checkpoint.weights)
-    return model
+    """A reviewgen Model from a loader's Checkpoint."""
+    return checkpoint.build_model()
 
 
 def assert_no_torch(args, where: str):

@@ -108,3 +108,104 @@ TEXTS = ["a great movie , i loved it !", "the worst film , very boring .", "not 
          "it was good but not great", "boring , boring , boring", "the film is fun", "bad bad bad",
          "really great acting", "this was the worst movie"]
 LABELS = [5, 1, 4, 1, 5, 2, 4, 2, 5, 1, 5, 2]
+
+
+# Tiny Llama checkpoints and llama.cpp-style GGUF files of them.
+# GQA with sizes that share no factors with the usual powers of two. head_dim is
+# given explicitly in the first (4 heads of 8 != hidden 36 / 4, which would be odd
+# and rotary needs even), derived in the second (36 / 6 = 6).
+TINY_UNTIED = dict(vocab_size=101, hidden_size=36, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                   intermediate_size=50, num_hidden_layers=2, max_position_embeddings=64, rope_theta=5000.0,
+                   rms_norm_eps=1e-5, tie_word_embeddings=False)
+TINY_TIED = dict(vocab_size=101, hidden_size=36, num_attention_heads=6, num_key_value_heads=2,
+                 intermediate_size=50, num_hidden_layers=3, max_position_embeddings=48, rope_theta=10000.0,
+                 rms_norm_eps=1e-6, tie_word_embeddings=True)
+
+
+def make_tiny_llama(kwargs, seed):
+    import transformers
+
+    torch = import_torch()
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs)).eval()
+    with torch.no_grad():  # norms start at 1.0; randomize them so a swapped norm shows
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.copy_(1.0 + 0.5 * torch.randn_like(param))
+    return model
+
+
+def numpy_state(model):
+    return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+
+
+def llama_cpp_permute(weight, n_heads):
+    """llama.cpp convert_hf_to_gguf's Q/K reordering: each head's two halves interleaved."""
+    rows, cols = weight.shape
+    return weight.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def write_llama_gguf(path, kwargs, state, tokenizer=None, arch="llama", drop=(), reshape=None):
+    """A llama.cpp-style GGUF of an HF llama state dict (float32 tensors)."""
+    import gguf
+
+    n_head, n_kv = kwargs["num_attention_heads"], kwargs["num_key_value_heads"]
+    head_dim = kwargs.get("head_dim", kwargs["hidden_size"] // n_head)
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_context_length(kwargs["max_position_embeddings"])
+    writer.add_embedding_length(kwargs["hidden_size"])
+    writer.add_block_count(kwargs["num_hidden_layers"])
+    writer.add_feed_forward_length(kwargs["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(kwargs["rope_theta"])
+    writer.add_layer_norm_rms_eps(kwargs["rms_norm_eps"])
+    writer.add_vocab_size(kwargs["vocab_size"])
+    if tokenizer:
+        for adder, value in tokenizer.items():
+            getattr(writer, adder)(value)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    block = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for hf_name, value in state.items():
+        if hf_name == "lm_head.weight" and kwargs["tie_word_embeddings"]:
+            continue
+        if hf_name.startswith("model.layers."):
+            _, _, layer, rest = hf_name.split(".", 3)
+            name = f"blk.{layer}.{block[rest.rsplit('.', 1)[0]]}.weight"
+        else:
+            name = names[hf_name]
+        if name.endswith("attn_q.weight"):
+            value = llama_cpp_permute(value, n_head)
+        elif name.endswith("attn_k.weight"):
+            value = llama_cpp_permute(value, n_kv)
+        if name in drop:
+            continue
+        if reshape and name in reshape:
+            value = value.reshape(reshape[name])
+        writer.add_tensor(name, np.ascontiguousarray(value, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def toy_tokenizer_metadata(pre="smollm", model="gpt2"):
+    """A byte-level BPE over the 256 byte symbols plus a few merges and control tokens."""
+    from reviewgen.weights.gguf_tokenizer import byte_to_unicode_map
+
+    spell = byte_to_unicode_map()
+    tokens = ["<|endoftext|>", "<|im_start|>"] + [spell[b] for b in range(256)]
+    merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o", "1 2"]
+    for merge in merges:
+        tokens.append(merge.replace(" ", ""))
+    types = [3, 3] + [1] * (len(tokens) - 2)
+    return {"add_tokenizer_model": model, "add_tokenizer_pre": pre, "add_token_list": tokens,
+            "add_token_types": types, "add_token_merges": merges, "add_bos_token_id": 0, "add_eos_token_id": 0}

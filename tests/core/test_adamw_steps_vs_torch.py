@@ -16,9 +16,7 @@ torch = import_torch()
 import transformers  # noqa: E402
 
 from reviewgen import _core  # noqa: E402
-from reviewgen.tasks.classifier import Classifier  # noqa: E402
 from reviewgen.weights.bert import load_encoder  # noqa: E402
-from reviewgen.tasks.generator import _model_from  # noqa: E402
 from reviewgen.weights.gpt2 import load_gpt2  # noqa: E402
 from reviewgen.weights.llama import load_hf_llama  # noqa: E402
 
@@ -56,12 +54,10 @@ def _hf_model(family, tmp_path):
 
 def _core_model(family, directory):
     if family == "gpt2":
-        return load_gpt2(directory)
+        return load_gpt2(directory).build_model()
     if family == "llama":
-        checkpoint = load_hf_llama(directory)
-        return _model_from(checkpoint.config, checkpoint.weights)
-    checkpoint = load_encoder(directory)
-    return Classifier._build_model(checkpoint.config, checkpoint.weights)
+        return load_hf_llama(directory).build_model()
+    return load_encoder(directory).build_model()
 
 
 def _torch_optimizer(hf, lr):

