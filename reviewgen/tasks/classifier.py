@@ -19,7 +19,6 @@ layer freezing (``TrainingConfig.trainable_blocks``) is the core's
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from typing import Any, Callable, Optional, Sequence
@@ -30,7 +29,7 @@ from ..core import metrics as _metrics
 from ..core.config import TrainingConfig
 from ..core.models import Model
 from ..weights.bert import export_encoder, init_classifier_head, load_encoder
-from ..weights.checkpoint import Checkpoint, WeightsError
+from ..weights.checkpoint import Checkpoint, LabelMapping, WeightsError
 from ..text.tokenization import EncodedBatch, EncodedBatches, TextTokenizer
 from ..core.training import Trainer, TrainResult
 
@@ -86,7 +85,7 @@ def _plain_label(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-class Classifier:
+class Classifier(LabelMapping):
     """An encoder classifier over real label values; see the module docstring."""
 
     def __init__(self, checkpoint: Checkpoint, tokenizer: TextTokenizer, *, max_length: int = 256,
@@ -134,18 +133,6 @@ class Classifier:
     def config(self):
         """The core configuration (reviewgen.core.models.ModelConfig)."""
         return self.model.config
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.labels)
-
-    @property
-    def id2label(self) -> dict:
-        return dict(enumerate(self.labels))
-
-    @property
-    def label2id(self) -> dict:
-        return {label: index for index, label in enumerate(self.labels)}
 
     def state_dict(self) -> dict:
         """Copies of every parameter, by internal name."""

@@ -15,7 +15,6 @@ layer freezing is ``TrainingConfig.trainable_blocks``); sampling is
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from typing import Callable, List, Optional, Sequence
@@ -29,6 +28,7 @@ from ..core.generation import generate as _generate
 from ..core.models import Model
 from ..weights.checkpoint import Checkpoint, WeightsError
 from ..weights.hub import resolve
+from ..weights.safetensors_io import read_config
 from ..text.tokenization import EncodedBatch, EncodedBatches, TextTokenizer, TokenizerError, load_tokenizer
 from ..core.training import Trainer, TrainResult
 
@@ -203,11 +203,7 @@ def load_generator_checkpoint(source: str) -> Checkpoint:
         from ..weights.llama import load_gguf_llama
 
         return load_gguf_llama(path)
-    config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
-        raise WeightsError(f"{path} has no config.json")
-    with open(config_path, encoding="utf-8") as f:
-        model_type = json.load(f).get("model_type")
+    model_type = read_config(path).get("model_type")
     if model_type == "gpt2":
         from ..weights.gpt2 import load_gpt2
 

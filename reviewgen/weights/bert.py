@@ -31,7 +31,7 @@ from ..core.models import Model, ModelConfig
 from ..text.tokenization import copy_tokenizer_files
 from .checkpoint import SPECIAL_TOKEN_KEYS, Checkpoint, UnsupportedModelError, WeightsError
 from .hub import resolve
-from .safetensors_io import read_weights, save_safetensors
+from .safetensors_io import read_config, read_weights, save_safetensors
 
 __all__ = [
     "ENCODER_FAMILIES",
@@ -369,20 +369,6 @@ def _check_labels(labels: Sequence) -> list:
 # reading a directory
 # ---------------------------------------------------------------------------
 
-def _read_config(directory: str) -> dict:
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise WeightsError(f"{directory} has no config.json")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            hf = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(hf, dict):
-        raise WeightsError(f"{path} does not hold a JSON object")
-    return hf
-
-
 def load_encoder(path_or_id: str, num_labels: Optional[int] = None, labels: Optional[Sequence] = None,
                  seed: int = 0) -> Checkpoint:
     """Read a DistilBERT or BERT directory (alias, or Hub id) as a :class:`Checkpoint`.
@@ -395,7 +381,7 @@ def load_encoder(path_or_id: str, num_labels: Optional[int] = None, labels: Opti
     (default: the checkpoint's id2label if it names them, else 1..K).
     """
     directory = resolve(path_or_id, directory=True)
-    hf = _read_config(directory)
+    hf = read_config(directory)
     family = family_of(hf)
     if labels is not None:
         labels = _check_labels(list(labels))

@@ -20,7 +20,7 @@ from .._core import NonFiniteError, ShapeError
 from ..core.models import Model, ModelConfig
 
 __all__ = ["WeightsError", "UnsupportedModelError", "BFloat16Array", "as_float32", "Checkpoint",
-           "SPECIAL_TOKEN_KEYS", "stack_blocks"]
+           "SPECIAL_TOKEN_KEYS", "stack_blocks", "LabelMapping"]
 
 # The names of the special token ids, as Hugging Face's config.json spells them.
 SPECIAL_TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
@@ -52,8 +52,26 @@ def stack_blocks(tensors: Dict[str, List[Tuple[str, np.ndarray]]]) -> Dict[str, 
             else as_float32(blocks[0][1]).copy() for name, blocks in tensors.items()}
 
 
+class LabelMapping:
+    """Class index <-> label value, for anything with a `labels` list (checkpoints, classifiers)."""
+
+    labels: list
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def id2label(self) -> dict:
+        return dict(enumerate(self.labels))
+
+    @property
+    def label2id(self) -> dict:
+        return {label: index for index, label in enumerate(self.labels)}
+
+
 @dataclass
-class Checkpoint:
+class Checkpoint(LabelMapping):
     """What every loader returns (GGUF, Hugging Face GPT-2 / Llama / DistilBERT / BERT).
 
     family: "gpt2", "llama", "distilbert" or "bert".
@@ -115,18 +133,6 @@ class Checkpoint:
     def weights(self) -> Dict[str, np.ndarray]:
         """Internal name -> float32 C-contiguous array (a materialised copy, for inspection)."""
         return stack_blocks(self.tensors)
-
-    @property
-    def num_labels(self) -> int:
-        return int(self.config.num_labels)
-
-    @property
-    def id2label(self) -> dict:
-        return dict(enumerate(self.labels))
-
-    @property
-    def label2id(self) -> dict:
-        return {label: index for index, label in enumerate(self.labels)}
 
     @property
     def eos_id(self) -> Optional[int]:

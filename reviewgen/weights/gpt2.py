@@ -23,7 +23,7 @@ from ..core.models import Model, ModelConfig
 from ..text.tokenization import copy_tokenizer_files
 from .checkpoint import Checkpoint, UnsupportedModelError, WeightsError
 from .hub import resolve
-from .safetensors_io import read_weights, save_safetensors
+from .safetensors_io import read_config, read_weights, save_safetensors
 
 
 # internal block tensor -> (HF name inside transformer.h.L, transposed from Conv1D)
@@ -65,11 +65,7 @@ def gpt2_config_from_hf(hf: Dict[str, object]) -> ModelConfig:
 def load_gpt2(source: str) -> Checkpoint:
     """The GPT-2 checkpoint of a Hugging Face directory (config.json + model.safetensors), or hub id."""
     directory = resolve(source, directory=True)
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(config_path):
-        raise WeightsError(f"{directory} has no config.json")
-    with open(config_path, encoding="utf-8") as f:
-        hf_config = json.load(f)
+    hf_config = read_config(directory)
     # GPT2LMHeadModel saves under "transformer."; the original GPT2Model files do not.
     state = {name[len("transformer."):] if name.startswith("transformer.") else name: value
              for name, value in read_weights(directory).items()}

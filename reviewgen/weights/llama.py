@@ -24,7 +24,7 @@ from .checkpoint import SPECIAL_TOKEN_KEYS, Checkpoint, WeightsError
 from .gguf_io import GGUFFile
 from .gguf_tokenizer import tokenizer_from_gguf
 from .hub import resolve
-from .safetensors_io import read_weights, save_safetensors
+from .safetensors_io import read_config, read_weights, save_safetensors
 
 __all__ = [
     "load_gguf_llama",
@@ -335,14 +335,7 @@ def _hf_layer_names(layer: int) -> dict[str, str]:
 def load_hf_llama(directory: str | os.PathLike[str]) -> Checkpoint:
     """A Hugging Face Llama directory (config.json + safetensors), or hub id, as a Checkpoint."""
     directory = resolve(directory, directory=True)
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.isfile(config_path):
-        raise WeightsError(f"no config.json in {directory}")
-    try:
-        with open(config_path) as fh:
-            hf = json.load(fh)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"cannot parse {config_path}: {exc}") from exc
+    hf = read_config(directory)
     _require_llama_hf(hf)  # before reading possibly large tensor files
     state = read_weights(directory)
     config = config_from_hf(hf, has_lm_head="lm_head.weight" in state)

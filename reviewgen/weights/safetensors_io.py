@@ -1,4 +1,5 @@
-"""The one reader of Hugging Face weight files: model.safetensors, its shards, pytorch_model.bin.
+"""The one reader of Hugging Face model files: config.json, and the weights in model.safetensors,
+its shards or pytorch_model.bin.
 
 safetensors layout: a little-endian u64 header size, a JSON header giving each
 tensor's dtype, shape and [begin, end) byte offsets after the header, then the
@@ -23,7 +24,7 @@ import numpy as np
 
 from .checkpoint import BFloat16Array, WeightsError
 
-__all__ = ["read_safetensors", "read_weights", "save_safetensors"]
+__all__ = ["read_config", "read_safetensors", "read_weights", "save_safetensors"]
 
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
            "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
@@ -61,6 +62,21 @@ def read_safetensors(path: str) -> Dict[str, np.ndarray]:
         return tensors
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise WeightsError(f"cannot read safetensors file {path}: {type(error).__name__}: {error}") from None
+
+
+def read_config(directory: str) -> dict:
+    """A model directory's config.json as a dict."""
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise WeightsError(f"{directory} has no config.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WeightsError(f"cannot read {path}: {error}") from None
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} does not hold a JSON object")
+    return config
 
 
 def read_weights(directory: str) -> Dict[str, np.ndarray]:

@@ -5,7 +5,6 @@ exports and must produce the same logits.
 """
 
 import importlib.util
-import json
 import os
 
 import numpy as np
@@ -19,7 +18,7 @@ from reviewgen.tasks.classifier import Classifier, softmax  # noqa: E402
 from reviewgen.text.tokenization import EncodedBatches  # noqa: E402
 from reviewgen.core.config import TrainingConfig  # noqa: E402
 from reviewgen.text.tokenization import EncodedBatch  # noqa: E402
-from _reference import LABELS, TEXTS, WORDS, tiny_distilbert_dir as _tiny_distilbert  # noqa: E402
+from _reference import LABELS, TEXTS, tiny_distilbert_dir as _tiny_distilbert  # noqa: E402
 
 IMDB_TEST = "/work/shared/data/imdb-aclimdb/test.csv"
 IMDB_TRAIN = "/work/shared/data/imdb-aclimdb/train.csv"

@@ -11,7 +11,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from reviewgen import data  # noqa: E402
 from reviewgen.core.config import TrainingConfig  # noqa: E402
 from reviewgen.tasks.generator import Generator  # noqa: E402
 

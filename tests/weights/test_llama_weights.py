@@ -20,7 +20,7 @@ transformers = pytest.importorskip("transformers")
 
 from reviewgen.weights.checkpoint import WeightsError  # noqa: E402
 from reviewgen.weights.gguf_io import GGUFFile  # noqa: E402
-from reviewgen.weights.gguf_tokenizer import byte_to_unicode_map, tokenizer_from_gguf  # noqa: E402
+from reviewgen.weights.gguf_tokenizer import tokenizer_from_gguf  # noqa: E402
 from _reference import (TINY_TIED, TINY_UNTIED, llama_cpp_permute, make_tiny_llama,  # noqa: E402
                         numpy_state, toy_tokenizer_metadata, write_llama_gguf)
 from reviewgen.weights.llama import (  # noqa: E402
