@@ -218,9 +218,12 @@ class Trainer:
         if hasattr(self.model, "set_trainable"):
             self.model.set_trainable(cfg.trainable_blocks, cfg.head_policy)
         self.table = list(self.model.param_table())
-        params, grads = self.model.parameters, self.model.gradients
+        # A core model hands the optimizer its own blocks and table; other
+        # TrainableModels describe theirs with param_table().
+        blocks = ((self.model.core,) if isinstance(getattr(self.model, "core", None), _core.Model)
+                  else (self.model.parameters, self.model.gradients, self.table))
         self.optimizer = _core.AdamW(
-            params, grads, self.table, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+            *blocks, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
             eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
             warmup_ratio=cfg.warmup_ratio, total_steps=self.total_steps,
             schedule=cfg.lr_scheduler_type)
