@@ -179,7 +179,7 @@ class Trainer:
         missing = [name for name in ("parameters", "gradients", "param_table", "forward", "backward",
                                      "zero_grad") if not hasattr(model, name)]
         if missing:
-            raise TypeError(f"model lacks {', '.join(missing)} (see reviewgen.training.TrainableModel)")
+            raise TypeError(f"model lacks {', '.join(missing)} (see reviewgen.core.training.TrainableModel)")
         try:
             self.num_batches = len(train_batches)
         except TypeError:
