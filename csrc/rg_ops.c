@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rg_backend.h"
 #include "rg_rng.h"
 
 /* exp(x) for the hot loops (softmax, cross-entropy, GELU, SiLU): a
@@ -80,6 +81,17 @@ void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++)
         x[i] = dropout_keep(stream, i, p) ? x[i] * scale : 0.0f;
+}
+
+/* ------------------------------------------------------------------------ */
+/* residual add                                                              */
+/* ------------------------------------------------------------------------ */
+
+void rg_add_inplace(float *out, const float *a, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        out[i] += a[i];
 }
 
 /* ------------------------------------------------------------------------ */
@@ -812,4 +824,58 @@ void rg_crossentropy_backward(float *logits, const float *lse, const int32_t *ta
             x[v] = scale * fast_expf(x[v] - l);
         x[targets[n]] -= scale;
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the CPU op table (rg_backend.h)                                           */
+/* ------------------------------------------------------------------------ */
+
+static const rg_ops_table cpu_ops = {
+    .name = "cpu",
+    .dropout_apply = rg_dropout_apply,
+    .add_inplace = rg_add_inplace,
+    .matmul_forward = rg_matmul_forward,
+    .matmul_backward = rg_matmul_backward,
+    .layernorm_forward = rg_layernorm_forward,
+    .layernorm_backward = rg_layernorm_backward,
+    .rmsnorm_forward = rg_rmsnorm_forward,
+    .rmsnorm_backward = rg_rmsnorm_backward,
+    .gelu_tanh_forward = rg_gelu_tanh_forward,
+    .gelu_tanh_backward = rg_gelu_tanh_backward,
+    .gelu_erf_forward = rg_gelu_erf_forward,
+    .gelu_erf_backward = rg_gelu_erf_backward,
+    .swiglu_forward = rg_swiglu_forward,
+    .swiglu_backward = rg_swiglu_backward,
+    .relu_forward = rg_relu_forward,
+    .relu_backward = rg_relu_backward,
+    .tanh_forward = rg_tanh_forward,
+    .tanh_backward = rg_tanh_backward,
+    .embedding_forward = rg_embedding_forward,
+    .embedding_backward = rg_embedding_backward,
+    .rope_forward = rg_rope_forward,
+    .rope_backward = rg_rope_backward,
+    .attention_forward = rg_attention_forward,
+    .attention_backward = rg_attention_backward,
+    .attention_cached_forward = rg_attention_cached_forward,
+    .crossentropy_forward = rg_crossentropy_forward,
+    .crossentropy_backward = rg_crossentropy_backward,
+};
+
+const rg_ops_table *rg_ops_cpu(void) { return &cpu_ops; }
+
+int rg_ops_table_complete(const rg_ops_table *t)
+{
+    if (t == NULL || t->name == NULL)
+        return 0;
+    /* every entry after the name is a function pointer: check them all, so an
+     * entry added to the struct is checked without editing this list */
+    const size_t first = offsetof(rg_ops_table, dropout_apply);
+    const size_t n = (sizeof(rg_ops_table) - first) / sizeof(void (*)(void));
+    for (size_t i = 0; i < n; i++) {
+        void (*fn)(void);
+        memcpy(&fn, (const char *)t + first + i * sizeof(fn), sizeof(fn));
+        if (fn == NULL)
+            return 0;
+    }
+    return 1;
 }
