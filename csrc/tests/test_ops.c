@@ -317,3 +317,155 @@ void test_ops_dropout_is_seeded_and_scaled(void)
     free(x);
     free(y);
 }
+
+/* ---- randomised shapes (for the UBSan build: every index product of the
+ * ops at shapes that take each code path) ---- */
+
+static int draw_dim(uint64_t seed, uint64_t k, int max)
+{
+    return 1 + (int)(rg_rng_bits(seed, k) % (uint64_t)max);
+}
+
+/* Matrix products against a double reference: one and two rows (the
+ * matrix-vector path), tall and wide outputs (row and column blocks), and
+ * products big enough to be split over threads. */
+void test_ops_matmul_random_shapes(void)
+{
+    for (uint64_t trial = 0; trial < 24; trial++) {
+        const int N = trial < 4 ? 1 + (int)(trial % 2) : draw_dim(trial, 1, 160);
+        const int IC = draw_dim(trial, 2, 48), OC = draw_dim(trial, 3, trial % 3 == 0 ? 260 : 40);
+        const size_t n_in = (size_t)N * IC, n_w = (size_t)OC * IC, n_out = (size_t)N * OC;
+        float *inp = malloc(n_in * sizeof(float)), *w = malloc(n_w * sizeof(float));
+        float *b = malloc((size_t)OC * sizeof(float)), *out = malloc(n_out * sizeof(float));
+        float *dout = malloc(n_out * sizeof(float)), *dinp = calloc(n_in, sizeof(float));
+        float *dw = calloc(n_w, sizeof(float)), *db = calloc((size_t)OC, sizeof(float));
+        if (!RG_CHECK(inp && w && b && out && dout && dinp && dw && db))
+            goto next;
+        fill_uniform(inp, n_in, 100 + trial, -1, 1);
+        fill_uniform(w, n_w, 200 + trial, -1, 1);
+        fill_uniform(b, (size_t)OC, 300 + trial, -1, 1);
+        fill_uniform(dout, n_out, 400 + trial, -1, 1);
+        rg_matmul_forward(out, inp, w, trial % 2 ? b : NULL, N, IC, OC);
+        rg_matmul_backward(dinp, dw, db, dout, inp, w, N, IC, OC);
+        double worst = 0.0;
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OC; o++) {
+                double ref = trial % 2 ? b[o] : 0.0;
+                for (int i = 0; i < IC; i++)
+                    ref += (double)inp[(size_t)n * IC + i] * w[(size_t)o * IC + i];
+                worst = fmax(worst, fabs(ref - out[(size_t)n * OC + o]));
+            }
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < IC; i++) {
+                double ref = 0.0;
+                for (int o = 0; o < OC; o++)
+                    ref += (double)dout[(size_t)n * OC + o] * w[(size_t)o * IC + i];
+                worst = fmax(worst, fabs(ref - dinp[(size_t)n * IC + i]));
+            }
+        for (int o = 0; o < OC; o++) {
+            double ref_b = 0.0;
+            for (int n = 0; n < N; n++)
+                ref_b += dout[(size_t)n * OC + o];
+            worst = fmax(worst, fabs(ref_b - db[o]));
+            for (int i = 0; i < IC; i++) {
+                double ref = 0.0;
+                for (int n = 0; n < N; n++)
+                    ref += (double)dout[(size_t)n * OC + o] * inp[(size_t)n * IC + i];
+                worst = fmax(worst, fabs(ref - dw[(size_t)o * IC + i]));
+            }
+        }
+        rg_test_check(worst < 1e-3, __FILE__, __LINE__, "matmul N=%d IC=%d OC=%d: worst error %.3g", N, IC, OC, worst);
+    next:
+        free(inp), free(w), free(b), free(out), free(dout), free(dinp), free(dw), free(db);
+    }
+}
+
+/* Attention forward against a double reference: random batch, length,
+ * grouping, head size, mask and causality. */
+void test_ops_attention_random_shapes(void)
+{
+    for (uint64_t trial = 0; trial < 16; trial++) {
+        const int B = draw_dim(trial, 1, 3), T = trial == 0 ? 300 : draw_dim(trial, 2, 40);
+        const int NKV = draw_dim(trial, 3, 3), NH = NKV * draw_dim(trial, 4, 3), HS = draw_dim(trial, 5, 9);
+        const int causal = (int)(trial % 2), row = (NH + 2 * NKV) * HS;
+        const size_t n_qkv = (size_t)B * T * row, n_out = (size_t)B * T * NH * HS;
+        float *qkv = malloc(n_qkv * sizeof(float)), *out = malloc(n_out * sizeof(float));
+        float *att = malloc((size_t)B * NH * T * T * sizeof(float));
+        int32_t *mask = malloc((size_t)B * T * sizeof(int32_t));
+        double *p = malloc((size_t)T * sizeof(double));
+        if (!RG_CHECK(qkv && out && att && mask && p))
+            goto next;
+        fill_uniform(qkv, n_qkv, 500 + trial, -2, 2);
+        for (int i = 0; i < B * T; i++)
+            mask[i] = rg_rng_uniform(600 + trial, (uint64_t)i) > 0.2f;
+        rg_attention_forward(out, att, qkv, mask, B, T, NH, NKV, HS, causal, 0.0f, 0);
+        double worst = 0.0;
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int t = 0; t < T; t++) {
+                    const float *q = qkv + ((size_t)b * T + t) * row + (size_t)h * HS;
+                    const int g = h / (NH / NKV), visible = causal ? t + 1 : T;
+                    double m = -INFINITY, sum = 0.0;
+                    for (int j = 0; j < visible; j++) {
+                        p[j] = -INFINITY;
+                        if (!mask[b * T + j])
+                            continue;
+                        const float *k = qkv + ((size_t)b * T + j) * row + (size_t)(NH + g) * HS;
+                        double s = 0.0;
+                        for (int i = 0; i < HS; i++)
+                            s += (double)q[i] * k[i];
+                        p[j] = s / sqrt((double)HS);
+                        m = fmax(m, p[j]);
+                    }
+                    for (int j = 0; j < visible; j++)
+                        sum += p[j] == -INFINITY ? 0.0 : exp(p[j] - m);
+                    for (int i = 0; i < HS; i++) {
+                        double ref = 0.0;
+                        for (int j = 0; j < visible && sum > 0.0; j++)
+                            if (p[j] != -INFINITY)
+                                ref += exp(p[j] - m) / sum * qkv[((size_t)b * T + j) * row + (size_t)(NH + NKV + g) * HS + i];
+                        worst = fmax(worst, fabs(ref - out[((size_t)b * T + t) * NH * HS + (size_t)h * HS + i]));
+                    }
+                }
+        rg_test_check(worst < 1e-4, __FILE__, __LINE__, "attention B=%d T=%d NH=%d NKV=%d HS=%d causal=%d: error %.3g",
+                      B, T, NH, NKV, HS, causal, worst);
+    next:
+        free(qkv), free(out), free(att), free(mask), free(p);
+    }
+}
+
+/* Cross-entropy over a GPT-2-sized vocabulary, rows ignored at random. */
+void test_ops_crossentropy_large_vocabulary(void)
+{
+    enum { N = 5, V = 50257 };
+    float *logits = malloc((size_t)N * V * sizeof(float)), *lse = malloc(N * sizeof(float));
+    if (!RG_CHECK(logits != NULL && lse != NULL))
+        goto done;
+    fill_uniform(logits, (size_t)N * V, 77, -8, 8);
+    const int32_t targets[N] = {0, V - 1, -100, 12345, 7};
+    long count = 0;
+    const double total = rg_crossentropy_forward(lse, logits, targets, N, V, &count);
+    RG_CHECK_EQ(count, 4);
+    double ref_total = 0.0;
+    for (int n = 0; n < N; n++) {
+        if (targets[n] < 0)
+            continue;
+        double m = -INFINITY, s = 0.0;
+        for (int v = 0; v < V; v++)
+            m = fmax(m, logits[(size_t)n * V + v]);
+        for (int v = 0; v < V; v++)
+            s += exp(logits[(size_t)n * V + v] - m);
+        ref_total += m + log(s) - logits[(size_t)n * V + targets[n]];
+    }
+    RG_CHECK_CLOSE(total, ref_total, 1e-3);
+    rg_crossentropy_backward(logits, lse, targets, N, V, 1.0f);
+    for (int n = 0; n < N; n++) {
+        double s = 0.0;
+        for (int v = 0; v < V; v++)
+            s += logits[(size_t)n * V + v];
+        RG_CHECK_CLOSE(s, 0.0, 1e-4); /* softmax - onehot sums to 0; ignored rows are 0 */
+    }
+done:
+    free(logits);
+    free(lse);
+}
