@@ -25,7 +25,16 @@
  *   - Generation (causal models only) uses LEFT padding: rg_model_cache_reset,
  *     then rg_model_cache_forward with the padded prompts (B, T) and their
  *     mask, then one rg_model_cache_forward per new token (T = 1). Each call
- *     returns the logits of the last column (B, V).
+ *     returns the logits of the last column (B, V), equal to those of
+ *     rg_model_forward on the same tokens (token types included).
+ *
+ * Ops: every layer operation runs through model->ops (rg_backend.h), the CPU
+ * table of rg_ops.c unless rg_model_set_ops chose another.
+ * Sizes: every size is computed in size_t with overflow checks; a config or
+ * a batch beyond the RG_MODEL_MAX_* limits below is RG_ERR_TOO_LARGE, and
+ * rg_model_config_check says which dimension.
+ * Threads: one model serves one call at a time; callers that share a model
+ * between threads serialise through rg_model_try_acquire / rg_model_release.
  */
 #ifndef RG_MODEL_H
 #define RG_MODEL_H

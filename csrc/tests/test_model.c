@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "rg_backend.h"
+#include "rg_cuda.h"
 #include "rg_model.h"
 #include "rg_ops.h"
 #include "rg_rng.h"
@@ -141,6 +142,14 @@ static double case_loss(model_case *c)
  * to FD_SAMPLE rows). */
 #define FD_SAMPLE 24
 
+/* RG_TEST_QUICK=1 (the valgrind run, where each forward is ~50x slower):
+ * a few elements per tensor, enough to walk every code path once. */
+static size_t fd_sample(void)
+{
+    const char *quick = getenv("RG_TEST_QUICK");
+    return quick != NULL && quick[0] == '1' ? 3 : FD_SAMPLE;
+}
+
 /* Central differences of the loss for the sampled elements of tensor
  * `info`, against analytic (numel,); returns 1 when they agree. */
 static int tensor_matches_fd(model_case *c, const rg_param_info *info, const float *analytic, float eps)
@@ -149,7 +158,7 @@ static int tensor_matches_fd(model_case *c, const rg_param_info *info, const flo
     double diff2 = 0.0, num2 = 0.0, ana2 = 0.0, worst = 0.0;
     size_t worst_at = 0;
     double worst_num = 0.0;
-    const size_t n = info->numel < FD_SAMPLE ? info->numel : FD_SAMPLE;
+    const size_t sample = fd_sample(), n = info->numel < sample ? info->numel : sample;
     const size_t stride = info->numel / n, phase = rg_rng_bits(info->offset, 1) % stride;
     for (size_t j = 0; j < n; j++) {
         const size_t k = j * stride + (phase + j) % stride; /* a different column in each row */
@@ -859,4 +868,10 @@ void test_model_busy_flag_refuses_a_second_holder(void)
     RG_CHECK(entered > 0);
     RG_CHECK_EQ(atomic_load(&m->busy), 0);
     rg_model_free(m);
+}
+
+void test_model_cuda_table_is_absent_or_complete(void)
+{
+    const rg_ops_table *cuda = rg_cuda_ops_table();
+    RG_CHECK(cuda == NULL || rg_ops_table_complete(cuda));
 }
