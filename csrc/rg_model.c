@@ -697,7 +697,7 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         m->ops->rope_forward(a->qkv, positions, N, NH, NKV, HS, c->rope_theta);
     if (src->cache == NULL) {
         m->ops->attention_forward(a->atty, a->att, a->qkv, src->key_mask, B, T, NH, NKV, HS, c->causal,
-                             attn_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
+                                  attn_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
     } else {
         rg_kv_cache *kv = src->cache;
         const size_t S = kv->max_T;
@@ -713,7 +713,7 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
                 }
             }
         m->ops->attention_cached_forward(a->atty, a->qkv, k_layer, v_layer, kv->key_mask, B, T, (int)S,
-                                    kv->filled, NH, NKV, HS);
+                                         kv->filled, NH, NKV, HS);
     }
     m->ops->matmul_forward(a->res1, a->atty, LP(m, l, L_PROJ_W), LP(m, l, L_PROJ_B), N, NH * HS, C);
     m->ops->dropout_apply(a->res1, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
@@ -746,7 +746,7 @@ static void mlp_branch_backward(rg_model *m, int l, const rg_layer_acts *a, floa
     const rg_model_config *c = &m->config;
     const int C = c->n_embd, F = c->n_inner, FW = fc_width(c);
     m->ops->dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
-                     rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
     memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
     m->ops->matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_out, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
     memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
@@ -764,12 +764,12 @@ static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a
     const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
     const int QKV = qkv_width(c);
     m->ops->dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
-                     rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
     memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
     m->ops->matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
     memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
     m->ops->attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, m->train ? c->attn_pdrop : 0.0f,
-                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
+                               rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
     if (c->position == RG_POSITION_ROPE)
         m->ops->rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
     m->ops->matmul_backward(d_in, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, in, LP(m, l, L_QKV_W), N, C, QKV);
@@ -915,10 +915,10 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     const int learned = c->position == RG_POSITION_LEARNED;
     float *embedded = c->embed_norm ? m->emb : m->x0;
     m->ops->embedding_forward(embedded, m->tokens, learned ? m->positions : NULL, m->types, GP(m, G_WTE),
-                         GP(m, G_WPE), GP(m, G_WTT), (int)N, (int)C);
+                              GP(m, G_WPE), GP(m, G_WTT), (int)N, (int)C);
     if (c->embed_norm)
         m->ops->layernorm_forward(m->x0, m->emb_mean, m->emb_rstd, m->emb, GP(m, G_EMB_LN_W),
-                             GP(m, G_EMB_LN_B), (int)N, (int)C, c->norm_eps);
+                                  GP(m, G_EMB_LN_B), (int)N, (int)C, c->norm_eps);
     m->ops->dropout_apply(m->x0, N * C, train ? c->embd_pdrop : 0.0f, rg_dropout_stream(seed, SITE_EMBEDDING));
 
     attention_source src = {NULL, m->key_mask, train, seed};
@@ -1063,7 +1063,7 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
         if (need_head_in_grad)
             memset(d_rows, 0, (size_t)rows * C * sizeof(float));
         m->ops->matmul_backward(need_head_in_grad ? d_rows : NULL, lm_head_grad(m), NULL, m->logits, m->head_in,
-                           lm_head_weight(m), rows, C, c->vocab_size);
+                                lm_head_weight(m), rows, C, c->vocab_size);
         float *d_head_in = c->final_norm ? m->d_tmp : m->d_res; /* (N, C) */
         if (need_head_in_grad) {
             memset(d_head_in, 0, (size_t)N * C * sizeof(float));
@@ -1107,11 +1107,11 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
         if (c->embed_norm) {
             memset(m->d_tmp, 0, (size_t)N * C * sizeof(float));
             m->ops->layernorm_backward(m->d_tmp, GG(m, G_EMB_LN_W), GG(m, G_EMB_LN_B), m->d_res, m->emb,
-                                  GP(m, G_EMB_LN_W), m->emb_mean, m->emb_rstd, N, C);
+                                       GP(m, G_EMB_LN_W), m->emb_mean, m->emb_rstd, N, C);
             d_emb = m->d_tmp;
         }
         m->ops->embedding_backward(GG(m, G_WTE), GG(m, G_WPE), GG(m, G_WTT), d_emb, m->tokens,
-                              c->position == RG_POSITION_LEARNED ? m->positions : NULL, m->types, N, C);
+                                   c->position == RG_POSITION_LEARNED ? m->positions : NULL, m->types, N, C);
     }
     return RG_OK;
 }
@@ -1242,15 +1242,23 @@ rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const
     if (status == RG_OK) {
         const int learned = c->position == RG_POSITION_LEARNED;
         m->ops->embedding_forward(c->embed_norm ? emb : x0, tokens, learned ? positions : NULL, types,
-                             GP(m, G_WTE), GP(m, G_WPE), GP(m, G_WTT), N, C);
+                                  GP(m, G_WTE), GP(m, G_WPE), GP(m, G_WTT), N, C);
         if (c->embed_norm)
             m->ops->layernorm_forward(x0, emb_mean, emb_rstd, emb, GP(m, G_EMB_LN_W), GP(m, G_EMB_LN_B), N, C, c->norm_eps);
         attention_source src = {kv, NULL, 0, 0};
         const float *x = x0;
-        for (int l = 0; l < L; l++) {
-            block_forward(m, l, &sets[l % 2], x, B, T, positions, &src);
+        for (int l = 0; l < L && status == RG_OK; l++) {
+            /* a long prefill stops between layers; what it wrote lies past
+             * `filled`, so the cache is as before the call */
+            if (rg_interrupt_pending())
+                status = RG_ERR_INTERRUPTED;
+            else
+                block_forward(m, l, &sets[l % 2], x, B, T, positions, &src);
             x = layer_output(m, &sets[l % 2]);
         }
+    }
+    if (status == RG_OK) {
+        const float *x = layer_output(m, &sets[(L - 1) % 2]);
         for (int b = 0; b < B; b++)
             memcpy(last + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float));
         const float *h = last;

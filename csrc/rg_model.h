@@ -227,7 +227,9 @@ void rg_model_zero_grad(rg_model *model);
 /* Generation with a key/value cache (causal models). */
 rg_status rg_model_cache_reset(rg_model *model, int B, int max_T);
 /* Appends T new columns per row (mask (B, T) or NULL = all real) and writes
- * the logits of the last column: logits (B, V). */
+ * the logits of the last column: logits (B, V). Polls rg_interrupt_pending()
+ * between layers: RG_ERR_INTERRUPTED leaves the cache as it was before the
+ * call (the same call may be made again). Any error appends nothing. */
 rg_status rg_model_cache_forward(rg_model *model, const int32_t *tokens, const int32_t *mask, int T,
                                  float *logits);
 /* The same with token types (B, T), or NULL = type 0, as rg_model_forward

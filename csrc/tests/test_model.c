@@ -892,3 +892,27 @@ void test_model_cuda_table_is_absent_or_complete(void)
     const rg_ops_table *cuda = rg_cuda_ops_table();
     RG_CHECK(cuda == NULL || rg_ops_table_complete(cuda));
 }
+
+/* An interrupt stops a long prefill between layers and leaves the cache as
+ * it was: the same call afterwards gives the logits of an uninterrupted run. */
+void test_model_cache_prefill_is_interruptible(void)
+{
+    rg_model_config config = tiny_config(FAMILY_LLAMA);
+    rg_model *m;
+    if (!RG_CHECK_STATUS(rg_model_init(&m, &config), RG_OK))
+        return;
+    const int32_t prompt[2 * 4] = {1, 2, 3, 4, 0, 5, 6, 7}, mask[2 * 4] = {1, 1, 1, 1, 0, 1, 1, 1};
+    float first[2 * 23], again[2 * 23];
+    RG_CHECK_STATUS(rg_model_cache_reset(m, 2, 6), RG_OK);
+    RG_CHECK_STATUS(rg_model_cache_forward(m, prompt, mask, 4, first), RG_OK);
+    RG_CHECK_STATUS(rg_model_cache_reset(m, 2, 6), RG_OK);
+    rg_interrupt_request();
+    RG_CHECK_STATUS(rg_model_cache_forward(m, prompt, mask, 4, again), RG_ERR_INTERRUPTED);
+    rg_interrupt_clear();
+    int B, max_T, filled;
+    rg_model_cache_info(m, &B, &max_T, &filled);
+    RG_CHECK_EQ(filled, 0);
+    RG_CHECK_STATUS(rg_model_cache_forward(m, prompt, mask, 4, again), RG_OK);
+    RG_CHECK(memcmp(first, again, sizeof(first)) == 0);
+    rg_model_free(m);
+}
