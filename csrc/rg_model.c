@@ -364,6 +364,28 @@ void rg_model_free(rg_model *model)
     free(model);
 }
 
+rg_status rg_model_check_finite(const rg_model *model, int *bad_tensor)
+{
+    if (bad_tensor != NULL)
+        *bad_tensor = -1;
+    if (model == NULL)
+        return RG_ERR_INVALID_ARG;
+    for (int i = 0; i < model->table.count; i++) {
+        const rg_param_info *info = &model->table.tensors[i];
+        const float *p = model->params + info->offset;
+        int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (info->numel > 65536)
+        for (size_t k = 0; k < info->numel; k++)
+            bad |= !isfinite(p[k]);
+        if (bad) {
+            if (bad_tensor != NULL)
+                *bad_tensor = i;
+            return RG_ERR_NONFINITE;
+        }
+    }
+    return RG_OK;
+}
+
 const rg_param_info *rg_model_find_param(const rg_model *model, const char *name)
 {
     if (model == NULL || name == NULL)

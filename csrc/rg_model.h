@@ -190,6 +190,11 @@ rg_status rg_model_set_ops(rg_model *model, const rg_ops_table *ops);
 rg_status rg_model_try_acquire(rg_model *model);
 void rg_model_release(rg_model *model);
 
+/* RG_OK when every parameter is finite; else RG_ERR_NONFINITE with
+ * *bad_tensor (may be NULL) the table index of the first tensor holding a
+ * NaN or infinity, so a loader can name it. */
+rg_status rg_model_check_finite(const rg_model *model, int *bad_tensor);
+
 /* A tensor of the table by internal name, or NULL. */
 const rg_param_info *rg_model_find_param(const rg_model *model, const char *name);
 

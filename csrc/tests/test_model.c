@@ -916,3 +916,28 @@ void test_model_cache_prefill_is_interruptible(void)
     RG_CHECK(memcmp(first, again, sizeof(first)) == 0);
     rg_model_free(m);
 }
+
+/* Loaders refuse NaN/inf weights by tensor name (issue #11). */
+void test_model_check_finite_names_the_tensor(void)
+{
+    rg_model_config config = tiny_config(FAMILY_BERT);
+    rg_model *m;
+    if (!RG_CHECK_STATUS(rg_model_init(&m, &config), RG_OK))
+        return;
+    int bad = 7;
+    RG_CHECK_STATUS(rg_model_check_finite(m, &bad), RG_OK);
+    RG_CHECK_EQ(bad, -1);
+    const rg_param_info *fc = rg_model_find_param(m, "h.1.fc.b");
+    const rg_param_info *wtt = rg_model_find_param(m, "wtt");
+    if (RG_CHECK(fc != NULL && wtt != NULL)) {
+        m->params[fc->offset + fc->numel - 1] = NAN;
+        RG_CHECK_STATUS(rg_model_check_finite(m, &bad), RG_ERR_NONFINITE);
+        RG_CHECK(bad >= 0 && strcmp(m->table.tensors[bad].name, "h.1.fc.b") == 0);
+        m->params[wtt->offset] = -INFINITY; /* an earlier tensor is reported first */
+        RG_CHECK_STATUS(rg_model_check_finite(m, NULL), RG_ERR_NONFINITE);
+        RG_CHECK_STATUS(rg_model_check_finite(m, &bad), RG_ERR_NONFINITE);
+        RG_CHECK(strcmp(m->table.tensors[bad].name, "wtt") == 0);
+    }
+    RG_CHECK_STATUS(rg_model_check_finite(NULL, &bad), RG_ERR_INVALID_ARG);
+    rg_model_free(m);
+}
