@@ -23,6 +23,7 @@ const char *rg_status_string(rg_status status)
     case RG_ERR_CUDA: return "CUDA error";
     case RG_ERR_UNSUPPORTED: return "unsupported by this build or configuration";
     case RG_ERR_INTERRUPTED: return "interrupted";
+    case RG_ERR_TOO_LARGE: return "sizes too large (overflow or beyond the core's limits)";
     default: return "unknown status";
     }
 }

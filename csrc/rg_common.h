@@ -33,6 +33,7 @@ typedef enum rg_status {
     RG_ERR_CUDA,           /* a CUDA or cuBLASLt call failed */
     RG_ERR_UNSUPPORTED,    /* a feature this build or this config does not provide */
     RG_ERR_INTERRUPTED,    /* rg_interrupt_request() stopped a long call at a safe point */
+    RG_ERR_TOO_LARGE,      /* a size whose arithmetic overflows or exceeds the core's limits */
     RG_STATUS_COUNT
 } rg_status;
 
@@ -47,6 +48,24 @@ const char *rg_status_string(rg_status status);
 void rg_interrupt_request(void);
 int rg_interrupt_pending(void);
 void rg_interrupt_clear(void);
+
+/* Overflow-checked size arithmetic: *out = a * b (a + b); 0 when it does not
+ * fit a size_t (then *out is left alone). Every size the core derives from
+ * caller-given dimensions goes through these. */
+static inline int rg_size_mul(size_t a, size_t b, size_t *out)
+{
+    if (b != 0 && a > SIZE_MAX / b)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+static inline int rg_size_add(size_t a, size_t b, size_t *out)
+{
+    if (a > SIZE_MAX - b)
+        return 0;
+    *out = a + b;
+    return 1;
+}
 
 /* Return early from the enclosing function when a call fails. */
 #define RG_TRY(call)                         \

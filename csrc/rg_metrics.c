@@ -65,7 +65,10 @@ rg_status rg_metrics_confusion(const int32_t *y_true /* (n_true,) */, int64_t n_
     if (y_true == NULL || y_pred == NULL)
         return RG_ERR_INVALID_ARG;
 
-    memset(confusion, 0, (size_t)(K * K) * sizeof(int64_t));
+    size_t cells, bytes;
+    if (!rg_size_mul((size_t)K, (size_t)K, &cells) || !rg_size_mul(cells, sizeof(int64_t), &bytes))
+        return RG_ERR_TOO_LARGE;
+    memset(confusion, 0, bytes);
     for (int64_t i = 0; i < n_true; i++) {
         /* both raw labels must be members, near or not: a prediction outside the set is an
          * error even when the near rule would replace it */
@@ -102,12 +105,20 @@ rg_status rg_metrics_from_confusion(const int64_t *confusion /* (K, K) */, int64
         support == NULL || summary == NULL)
         return RG_ERR_INVALID_ARG;
 
+    size_t cells;
+    if (!rg_size_mul((size_t)K, (size_t)K, &cells) || cells > (size_t)INT64_MAX)
+        return RG_ERR_TOO_LARGE;
+    /* counts come from the caller: their sum must fit an int64 (then every
+     * row, column and diagonal sum below fits too) */
     int64_t total = 0, correct = 0;
     for (int64_t r = 0; r < K; r++) {
         for (int64_t c = 0; c < K; c++) {
-            if (confusion[r * K + c] < 0)
+            const int64_t count = confusion[r * K + c];
+            if (count < 0)
                 return RG_ERR_INVALID_ARG;
-            total += confusion[r * K + c];
+            if (count > INT64_MAX - total)
+                return RG_ERR_TOO_LARGE;
+            total += count;
         }
         correct += confusion[r * K + r];
     }
@@ -126,8 +137,9 @@ rg_status rg_metrics_from_confusion(const int64_t *confusion /* (K, K) */, int64
         int64_t false_negatives = row_sum - true_positives;
         precision[k] = ratio_or_zero((double)true_positives, (double)col_sum);
         recall[k] = ratio_or_zero((double)true_positives, (double)row_sum);
+        /* in double: 2 tp + fp + fn can pass INT64_MAX when the counts are huge */
         f1[k] = ratio_or_zero(2.0 * (double)true_positives,
-                              (double)(2 * true_positives + false_positives + false_negatives));
+                              2.0 * (double)true_positives + (double)false_positives + (double)false_negatives);
         support[k] = row_sum;
 
         macro.precision += precision[k];

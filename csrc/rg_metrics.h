@@ -61,8 +61,9 @@ int32_t rg_metrics_near_prediction(int32_t y_true, int32_t y_pred);
  * of the set, with or without near.
  * Errors: RG_ERR_INVALID_ARG (null pointer, or an unsorted/duplicated label
  * set), RG_ERR_EMPTY (K = 0 or no samples), RG_ERR_SHAPE (n_true != n_pred),
- * RG_ERR_LABEL_RANGE (a label outside the set). On error `confusion` holds
- * no meaningful values. */
+ * RG_ERR_LABEL_RANGE (a label outside the set), RG_ERR_TOO_LARGE (K * K cells
+ * do not fit the address space). On error `confusion` holds no meaningful
+ * values. */
 rg_status rg_metrics_confusion(const int32_t *y_true /* (n_true,) */, int64_t n_true,
                                const int32_t *y_pred /* (n_pred,) */, int64_t n_pred,
                                const int32_t *labels /* (K,) */, int64_t K, int near,
@@ -70,7 +71,8 @@ rg_status rg_metrics_confusion(const int32_t *y_true /* (n_true,) */, int64_t n_
 
 /* Per-class and averaged figures from a confusion matrix (rows true).
  * Errors: RG_ERR_INVALID_ARG (null pointer, negative count), RG_ERR_EMPTY
- * (K = 0 or a matrix that counts no sample). */
+ * (K = 0 or a matrix that counts no sample), RG_ERR_TOO_LARGE (counts whose
+ * sum passes INT64_MAX, or K * K cells beyond the address space). */
 rg_status rg_metrics_from_confusion(const int64_t *confusion /* (K, K) */, int64_t K,
                                     double *precision /* (K,) out */,
                                     double *recall /* (K,) out */,

@@ -5,6 +5,7 @@
 #include "rg_model.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,43 +43,131 @@ struct rg_kv_cache {
 /* config and parameter table                                                */
 /* ------------------------------------------------------------------------ */
 
-static int qkv_width(const rg_model_config *c) { return (c->n_head + 2 * c->n_kv_head) * c->head_dim; }
-static int fc_width(const rg_model_config *c)
+/* Widths derived from the config. config_check has bounded them by
+ * RG_MODEL_MAX_DIM, so once a model exists they fit an int. */
+static int64_t qkv_width64(const rg_model_config *c)
 {
-    return c->activation == RG_ACTIVATION_SWIGLU ? 2 * c->n_inner : c->n_inner;
+    return ((int64_t)c->n_head + 2 * (int64_t)c->n_kv_head) * c->head_dim;
 }
+static int64_t fc_width64(const rg_model_config *c)
+{
+    return c->activation == RG_ACTIVATION_SWIGLU ? 2 * (int64_t)c->n_inner : c->n_inner;
+}
+static int qkv_width(const rg_model_config *c) { return (int)qkv_width64(c); }
+static int fc_width(const rg_model_config *c) { return (int)fc_width64(c); }
 static int is_classifier(const rg_model_config *c) { return c->head != RG_HEAD_LM; }
 
-static rg_status config_check(const rg_model_config *c)
+/* Records why a check failed (when a buffer is given) and returns status. */
+static rg_status config_fail(char *message, size_t size, rg_status status, const char *format, ...)
+    __attribute__((format(printf, 4, 5)));
+static rg_status config_fail(char *message, size_t size, rg_status status, const char *format, ...)
 {
-    if (c->vocab_size <= 0 || c->n_positions <= 0 || c->n_layer <= 0 || c->n_head <= 0 ||
-        c->n_kv_head <= 0 || c->head_dim <= 0 || c->n_embd <= 0 || c->n_inner <= 0 ||
-        c->type_vocab_size < 0)
-        return RG_ERR_INVALID_ARG;
+    if (message != NULL && size > 0) {
+        va_list args;
+        va_start(args, format);
+        vsnprintf(message, size, format, args);
+        va_end(args);
+    }
+    return status;
+}
+
+/* Elements of the parameter block a config lays out (the room to untie a
+ * tied head included), or -1 beyond RG_MODEL_MAX_PARAMS. Every factor is
+ * already bounded by RG_MODEL_MAX_DIM (2^24), so a product of two fits
+ * easily; only the layer count times the per-layer size needs the guard. */
+static int64_t config_param_count(const rg_model_config *c)
+{
+    const int64_t C = c->n_embd, V = c->vocab_size, F = c->n_inner, L = c->n_layer;
+    const int64_t QKV = qkv_width64(c), FW = fc_width64(c), AH = (int64_t)c->n_head * c->head_dim;
+    const int64_t bias = c->bias != 0;
+    const int64_t per_layer = 4 * C + QKV * C + bias * QKV + C * AH + bias * C + FW * C + bias * FW + C * F + bias * C;
+    if (per_layer > RG_MODEL_MAX_PARAMS)
+        return -1;
+    int64_t total = V * C + (int64_t)c->n_positions * C + (int64_t)c->type_vocab_size * C + 4 * C;
+    total += L * per_layer;          /* <= 2^24 * 2^33 */
+    total += V * C;                  /* lm_head.w, or the room kept to untie a tied head */
+    total += C * C + C + (int64_t)c->num_labels * (C + 1);
+    return total > RG_MODEL_MAX_PARAMS ? -1 : total;
+}
+
+static rg_status config_check(const rg_model_config *c, char *msg, size_t size)
+{
+    const struct { const char *name; int value; int min; } dims[] = {
+        {"vocab_size", c->vocab_size, 1}, {"n_positions", c->n_positions, 1},
+        {"n_layer", c->n_layer, 1},       {"n_head", c->n_head, 1},
+        {"n_kv_head", c->n_kv_head, 1},   {"head_dim", c->head_dim, 1},
+        {"n_embd", c->n_embd, 1},         {"n_inner", c->n_inner, 1},
+        {"type_vocab_size", c->type_vocab_size, 0}, {"num_labels", c->num_labels, 0},
+    };
+    for (size_t i = 0; i < sizeof(dims) / sizeof(dims[0]); i++) {
+        if (dims[i].value < dims[i].min)
+            return config_fail(msg, size, RG_ERR_INVALID_ARG, "%s must be >= %d, got %d", dims[i].name,
+                               dims[i].min, dims[i].value);
+        if (dims[i].value > RG_MODEL_MAX_DIM)
+            return config_fail(msg, size, RG_ERR_TOO_LARGE, "%s = %d exceeds the core's limit %lld",
+                               dims[i].name, dims[i].value, (long long)RG_MODEL_MAX_DIM);
+    }
     if (c->n_head % c->n_kv_head != 0)
-        return RG_ERR_SHAPE;
+        return config_fail(msg, size, RG_ERR_SHAPE, "n_kv_head (%d) must divide n_head (%d)", c->n_kv_head,
+                           c->n_head);
     if (c->norm != RG_NORM_LAYERNORM && c->norm != RG_NORM_RMSNORM)
-        return RG_ERR_INVALID_ARG;
-    if (!(c->norm_eps > 0.0f))
-        return RG_ERR_INVALID_ARG;
+        return config_fail(msg, size, RG_ERR_INVALID_ARG, "unknown norm %d", c->norm);
+    if (!(c->norm_eps > 0.0f) || !isfinite(c->norm_eps))
+        return config_fail(msg, size, RG_ERR_INVALID_ARG, "norm_eps must be finite and > 0, got %g",
+                           (double)c->norm_eps);
     if (c->position != RG_POSITION_LEARNED && c->position != RG_POSITION_ROPE)
-        return RG_ERR_INVALID_ARG;
-    if (c->position == RG_POSITION_ROPE && (c->head_dim % 2 != 0 || !(c->rope_theta > 0.0f)))
-        return RG_ERR_INVALID_ARG;
+        return config_fail(msg, size, RG_ERR_INVALID_ARG, "unknown position kind %d", c->position);
+    if (c->position == RG_POSITION_ROPE && (c->head_dim % 2 != 0 || !(c->rope_theta > 0.0f) || !isfinite(c->rope_theta)))
+        return config_fail(msg, size, RG_ERR_INVALID_ARG,
+                           "rotary positions need an even head_dim (%d) and a finite rope_theta > 0 (%g)",
+                           c->head_dim, (double)c->rope_theta);
     if (c->activation < RG_ACTIVATION_GELU_TANH || c->activation > RG_ACTIVATION_SWIGLU)
-        return RG_ERR_INVALID_ARG;
+        return config_fail(msg, size, RG_ERR_INVALID_ARG, "unknown activation %d", c->activation);
     if (c->head < RG_HEAD_LM || c->head > RG_HEAD_CLS_BERT)
-        return RG_ERR_INVALID_ARG;
+        return config_fail(msg, size, RG_ERR_INVALID_ARG, "unknown head %d", c->head);
     if (is_classifier(c) && c->num_labels <= 0)
-        return RG_ERR_INVALID_ARG;
+        return config_fail(msg, size, RG_ERR_INVALID_ARG, "a classification head needs num_labels > 0");
     const float drops[4] = {c->embd_pdrop, c->resid_pdrop, c->attn_pdrop, c->cls_pdrop};
     for (int i = 0; i < 4; i++)
         if (!(drops[i] >= 0.0f && drops[i] < 1.0f))
-            return RG_ERR_INVALID_ARG;
-    /* every block dimension must fit an int row count times width product */
-    if ((double)c->vocab_size * c->n_embd > 4e9 || (double)c->n_inner * c->n_embd > 4e9)
-        return RG_ERR_INVALID_ARG;
+            return config_fail(msg, size, RG_ERR_INVALID_ARG, "dropout probabilities must lie in [0, 1), got %g",
+                               (double)drops[i]);
+    /* derived widths: each is a row width or a column count of some op */
+    const struct { const char *name; int64_t value; } widths[] = {
+        {"(n_head + 2 * n_kv_head) * head_dim", qkv_width64(c)},
+        {"n_head * head_dim", (int64_t)c->n_head * c->head_dim},
+        {"the MLP input width (2 * n_inner for swiglu)", fc_width64(c)},
+    };
+    for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++)
+        if (widths[i].value > RG_MODEL_MAX_DIM)
+            return config_fail(msg, size, RG_ERR_TOO_LARGE, "%s = %lld exceeds the core's limit %lld",
+                               widths[i].name, (long long)widths[i].value, (long long)RG_MODEL_MAX_DIM);
+    const int64_t C = c->n_embd;
+    const struct { const char *name; int64_t value; } tensors[] = {
+        {"wte (vocab_size x n_embd)", (int64_t)c->vocab_size * C},
+        {"wpe (n_positions x n_embd)", (int64_t)c->n_positions * C},
+        {"qkv.w", qkv_width64(c) * C},
+        {"proj.w", (int64_t)c->n_head * c->head_dim * C},
+        {"fc.w", fc_width64(c) * C},
+        {"fc2.w (n_embd x n_inner)", (int64_t)c->n_inner * C},
+    };
+    for (size_t i = 0; i < sizeof(tensors) / sizeof(tensors[0]); i++)
+        if (tensors[i].value > RG_MODEL_MAX_TENSOR)
+            return config_fail(msg, size, RG_ERR_TOO_LARGE, "%s would hold %lld elements, beyond the core's limit %lld",
+                               tensors[i].name, (long long)tensors[i].value, (long long)RG_MODEL_MAX_TENSOR);
+    if (config_param_count(c) < 0)
+        return config_fail(msg, size, RG_ERR_TOO_LARGE, "the model would hold more than the core's limit of %lld parameters",
+                           (long long)RG_MODEL_MAX_PARAMS);
+    if (msg != NULL && size > 0)
+        msg[0] = '\0';
     return RG_OK;
+}
+
+rg_status rg_model_config_check(const rg_model_config *config, char *message, size_t message_size)
+{
+    if (config == NULL)
+        return config_fail(message, message_size, RG_ERR_INVALID_ARG, "no config");
+    return config_check(config, message, message_size);
 }
 
 /* Appends one tensor to the table (or only counts it when tensors is NULL). */
@@ -211,7 +300,7 @@ rg_status rg_model_init(rg_model **out, const rg_model_config *config)
     if (out == NULL || config == NULL)
         return RG_ERR_INVALID_ARG;
     *out = NULL;
-    RG_TRY(config_check(config));
+    RG_TRY(config_check(config, NULL, 0));
     rg_model *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return RG_ERR_NOMEM;
@@ -224,6 +313,11 @@ rg_status rg_model_init(rg_model **out, const rg_model_config *config)
     }
     rg_param_table counting = {0};
     table_build(m, &counting);
+    if (counting.total > (size_t)RG_MODEL_MAX_PARAMS) { /* config_check bounds it already */
+        free(m->layer_index);
+        free(m);
+        return RG_ERR_TOO_LARGE;
+    }
     m->table.tensors = calloc((size_t)counting.count + 1, sizeof(rg_param_info)); /* +1: lm_head.w */
     /* A tied head may be untied later: keep room for lm_head.w after the table
      * so the blocks never move (views of them stay valid). */
@@ -238,6 +332,8 @@ rg_status rg_model_init(rg_model **out, const rg_model_config *config)
     params_init_default(m);
     m->n_trainable_blocks = -1;
     m->head_policy = RG_HEAD_POLICY_TRAIN;
+    m->ops = rg_ops_cpu();
+    atomic_init(&m->busy, 0);
     *out = m;
     return RG_OK;
 }
@@ -266,6 +362,28 @@ void rg_model_free(rg_model *model)
     free(model->ints);
     free(model->layer_sets);
     free(model);
+}
+
+rg_status rg_model_check_finite(const rg_model *model, int *bad_tensor)
+{
+    if (bad_tensor != NULL)
+        *bad_tensor = -1;
+    if (model == NULL)
+        return RG_ERR_INVALID_ARG;
+    for (int i = 0; i < model->table.count; i++) {
+        const rg_param_info *info = &model->table.tensors[i];
+        const float *p = model->params + info->offset;
+        int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (info->numel > 65536)
+        for (size_t k = 0; k < info->numel; k++)
+            bad |= !isfinite(p[k]);
+        if (bad) {
+            if (bad_tensor != NULL)
+                *bad_tensor = i;
+            return RG_ERR_NONFINITE;
+        }
+    }
+    return RG_OK;
 }
 
 const rg_param_info *rg_model_find_param(const rg_model *model, const char *name)
@@ -377,13 +495,30 @@ void rg_model_zero_grad(rg_model *model)
 typedef struct carver {
     float *base;
     size_t used;
+    int overflow; /* a size did not fit: the sizing pass reports RG_ERR_TOO_LARGE */
 } carver;
 
 static float *carve(carver *cv, size_t n)
 {
     float *p = cv->base ? cv->base + cv->used : NULL;
-    cv->used += (n + 15) & ~(size_t)15;
+    size_t rounded, used;
+    if (!rg_size_add(n, 15, &rounded) || !rg_size_add(cv->used, rounded & ~(size_t)15, &used)) {
+        cv->overflow = 1;
+        return p;
+    }
+    cv->used = used;
     return p;
+}
+
+/* n = a * b * c * d as a carve size; on overflow marks the carver and gives 0. */
+static size_t carve_size(carver *cv, size_t a, size_t b, size_t c, size_t d)
+{
+    size_t n;
+    if (!rg_size_mul(a, b, &n) || !rg_size_mul(n, c, &n) || !rg_size_mul(n, d, &n)) {
+        cv->overflow = 1;
+        return 0;
+    }
+    return n;
 }
 
 /* One block's activations for N = B*T rows and S keys per query. */
@@ -395,7 +530,7 @@ static void carve_layer(carver *cv, rg_layer_acts *a, const rg_model_config *c, 
     a->ln1_mean = carve(cv, N);
     a->ln1_rstd = carve(cv, N);
     a->qkv = carve(cv, N * qkv_width(c));
-    a->att = with_att ? carve(cv, (size_t)B * c->n_head * T * S) : NULL;
+    a->att = with_att ? carve(cv, carve_size(cv, (size_t)B, (size_t)c->n_head, (size_t)T, (size_t)S)) : NULL;
     a->atty = carve(cv, N * c->n_head * c->head_dim);
     a->res1 = carve(cv, N * C);
     a->ln2 = carve(cv, N * C);
@@ -430,7 +565,7 @@ static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int wit
         m->cls_act = carve(cv, (size_t)B * C);
         m->cls_drop = carve(cv, (size_t)B * C);
     } else {
-        m->logits = carve(cv, N * c->vocab_size);
+        m->logits = carve(cv, carve_size(cv, N, (size_t)c->vocab_size, 1, 1));
         m->lse = carve(cv, N);
         m->head_in = with_backward ? carve(cv, N * C) : NULL;
     }
@@ -458,11 +593,13 @@ static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with
     if (sets == NULL)
         return RG_ERR_NOMEM;
     m->layer_sets = sets;
-    carver sizing = {NULL, 0};
+    carver sizing = {NULL, 0, 0};
     rg_layer_acts *keep = m->layer_sets;
     m->layer_sets = NULL; /* sizing pass writes no pointers */
     carve_all(m, &sizing, B, T, n_sets, with_backward);
     m->layer_sets = keep;
+    if (sizing.overflow || sizing.used > (size_t)RG_MODEL_MAX_ACTS)
+        return RG_ERR_TOO_LARGE;
     if (sizing.used > m->acts_capacity) {
         free(m->acts);
         m->acts = malloc(sizing.used * sizeof(float));
@@ -478,7 +615,7 @@ static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with
         if (m->ints == NULL)
             return RG_ERR_NOMEM;
     }
-    carver cv = {m->acts, 0};
+    carver cv = {m->acts, 0, 0};
     carve_all(m, &cv, B, T, n_sets, with_backward);
     m->n_saved_sets = n_sets;
     m->lowest_saved_layer = save_from;
@@ -513,9 +650,9 @@ static void norm_forward(const rg_model *m, float *out, float *mean, float *rstd
 {
     const rg_model_config *c = &m->config;
     if (c->norm == RG_NORM_RMSNORM)
-        rg_rmsnorm_forward(out, rstd, inp, w, N, c->n_embd, c->norm_eps);
+        m->ops->rmsnorm_forward(out, rstd, inp, w, N, c->n_embd, c->norm_eps);
     else
-        rg_layernorm_forward(out, mean, rstd, inp, w, b, N, c->n_embd, c->norm_eps);
+        m->ops->layernorm_forward(out, mean, rstd, inp, w, b, N, c->n_embd, c->norm_eps);
 }
 
 static void norm_backward(const rg_model *m, float *dinp, float *dw, float *db, const float *dout,
@@ -524,9 +661,9 @@ static void norm_backward(const rg_model *m, float *dinp, float *dw, float *db, 
 {
     const rg_model_config *c = &m->config;
     if (c->norm == RG_NORM_RMSNORM)
-        rg_rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, c->n_embd);
+        m->ops->rmsnorm_backward(dinp, dw, dout, inp, w, rstd, N, c->n_embd);
     else
-        rg_layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, c->n_embd);
+        m->ops->layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, c->n_embd);
 }
 
 static void activation_forward(const rg_model *m, float *out, const float *inp, int N)
@@ -534,9 +671,9 @@ static void activation_forward(const rg_model *m, float *out, const float *inp, 
     const rg_model_config *c = &m->config;
     const size_t n = (size_t)N * c->n_inner;
     switch (c->activation) {
-    case RG_ACTIVATION_GELU_TANH: rg_gelu_tanh_forward(out, inp, n); break;
-    case RG_ACTIVATION_GELU_ERF: rg_gelu_erf_forward(out, inp, n); break;
-    default: rg_swiglu_forward(out, inp, N, c->n_inner); break;
+    case RG_ACTIVATION_GELU_TANH: m->ops->gelu_tanh_forward(out, inp, n); break;
+    case RG_ACTIVATION_GELU_ERF: m->ops->gelu_erf_forward(out, inp, n); break;
+    default: m->ops->swiglu_forward(out, inp, N, c->n_inner); break;
     }
 }
 
@@ -546,18 +683,12 @@ static void activation_backward(const rg_model *m, float *dinp, const float *inp
     const rg_model_config *c = &m->config;
     const size_t n = (size_t)N * c->n_inner;
     switch (c->activation) {
-    case RG_ACTIVATION_GELU_TANH: rg_gelu_tanh_backward(dinp, inp, dout, n); break;
-    case RG_ACTIVATION_GELU_ERF: rg_gelu_erf_backward(dinp, inp, dout, n); break;
-    default: rg_swiglu_backward(dinp, inp, dout, N, c->n_inner); break;
+    case RG_ACTIVATION_GELU_TANH: m->ops->gelu_tanh_backward(dinp, inp, dout, n); break;
+    case RG_ACTIVATION_GELU_ERF: m->ops->gelu_erf_backward(dinp, inp, dout, n); break;
+    default: m->ops->swiglu_backward(dinp, inp, dout, N, c->n_inner); break;
     }
 }
 
-static void add_into(float *out, const float *a, size_t n) /* out (n,) += a (n,) */
-{
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++)
-        out[i] += a[i];
-}
 
 /* Where a block's attention reads its keys and values: the current block
  * (training, scoring) or the generation cache. */
@@ -583,12 +714,12 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, x_in, LP(m, l, L_LN1_W), LP(m, l, L_LN1_B), N);
         attn_in = a->ln1;
     }
-    rg_matmul_forward(a->qkv, attn_in, LP(m, l, L_QKV_W), LP(m, l, L_QKV_B), N, C, QKV);
+    m->ops->matmul_forward(a->qkv, attn_in, LP(m, l, L_QKV_W), LP(m, l, L_QKV_B), N, C, QKV);
     if (c->position == RG_POSITION_ROPE)
-        rg_rope_forward(a->qkv, positions, N, NH, NKV, HS, c->rope_theta);
+        m->ops->rope_forward(a->qkv, positions, N, NH, NKV, HS, c->rope_theta);
     if (src->cache == NULL) {
-        rg_attention_forward(a->atty, a->att, a->qkv, src->key_mask, B, T, NH, NKV, HS, c->causal,
-                             attn_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
+        m->ops->attention_forward(a->atty, a->att, a->qkv, src->key_mask, B, T, NH, NKV, HS, c->causal,
+                                  attn_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
     } else {
         rg_kv_cache *kv = src->cache;
         const size_t S = kv->max_T;
@@ -603,12 +734,12 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
                     memcpy(v_layer + slot, row + (size_t)(NH + NKV + g) * HS, HS * sizeof(float));
                 }
             }
-        rg_attention_cached_forward(a->atty, a->qkv, k_layer, v_layer, kv->key_mask, B, T, (int)S,
-                                    kv->filled, NH, NKV, HS);
+        m->ops->attention_cached_forward(a->atty, a->qkv, k_layer, v_layer, kv->key_mask, B, T, (int)S,
+                                         kv->filled, NH, NKV, HS);
     }
-    rg_matmul_forward(a->res1, a->atty, LP(m, l, L_PROJ_W), LP(m, l, L_PROJ_B), N, NH * HS, C);
-    rg_dropout_apply(a->res1, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
-    add_into(a->res1, x_in, (size_t)N * C);
+    m->ops->matmul_forward(a->res1, a->atty, LP(m, l, L_PROJ_W), LP(m, l, L_PROJ_B), N, NH * HS, C);
+    m->ops->dropout_apply(a->res1, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+    m->ops->add_inplace(a->res1, x_in, (size_t)N * C);
 
     const float *mlp_in;
     if (c->pre_norm) {
@@ -618,11 +749,11 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->res1, LP(m, l, L_LN1_W), LP(m, l, L_LN1_B), N);
         mlp_in = a->ln1;
     }
-    rg_matmul_forward(a->fch, mlp_in, LP(m, l, L_FC_W), LP(m, l, L_FC_B), N, C, fc_width(c));
+    m->ops->matmul_forward(a->fch, mlp_in, LP(m, l, L_FC_W), LP(m, l, L_FC_B), N, C, fc_width(c));
     activation_forward(m, a->fch_act, a->fch, N);
-    rg_matmul_forward(a->res2, a->fch_act, LP(m, l, L_FC2_W), LP(m, l, L_FC2_B), N, F, C);
-    rg_dropout_apply(a->res2, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_MLP_RESID)));
-    add_into(a->res2, mlp_in == a->ln2 ? a->res1 : a->ln1, (size_t)N * C);
+    m->ops->matmul_forward(a->res2, a->fch_act, LP(m, l, L_FC2_W), LP(m, l, L_FC2_B), N, F, C);
+    m->ops->dropout_apply(a->res2, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+    m->ops->add_inplace(a->res2, mlp_in == a->ln2 ? a->res1 : a->ln1, (size_t)N * C);
     if (!c->pre_norm)
         norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), N);
 }
@@ -636,13 +767,13 @@ static void mlp_branch_backward(rg_model *m, int l, const rg_layer_acts *a, floa
 {
     const rg_model_config *c = &m->config;
     const int C = c->n_embd, F = c->n_inner, FW = fc_width(c);
-    rg_dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
-                     rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+    m->ops->dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
+                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
     memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
-    rg_matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_out, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
+    m->ops->matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_out, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
     memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
     activation_backward(m, m->d_fch, a->fch, m->d_fch_act, N);
-    rg_matmul_backward(d_in, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, in, LP(m, l, L_FC_W), N, C, FW);
+    m->ops->matmul_backward(d_in, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, in, LP(m, l, L_FC_W), N, C, FW);
 }
 
 /* Backward of the attention branch's inner part, likewise: d_out (N, C) is
@@ -654,16 +785,16 @@ static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a
     const rg_model_config *c = &m->config;
     const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
     const int QKV = qkv_width(c);
-    rg_dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
-                     rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+    m->ops->dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
+                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
     memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
-    rg_matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
+    m->ops->matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
     memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
-    rg_attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, m->train ? c->attn_pdrop : 0.0f,
-                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
+    m->ops->attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, m->train ? c->attn_pdrop : 0.0f,
+                               rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
     if (c->position == RG_POSITION_ROPE)
-        rg_rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
-    rg_matmul_backward(d_in, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, in, LP(m, l, L_QKV_W), N, C, QKV);
+        m->ops->rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
+    m->ops->matmul_backward(d_in, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, in, LP(m, l, L_QKV_W), N, C, QKV);
 }
 
 /* One block, backward. On entry d_res (N, C) holds the gradient of the
@@ -746,13 +877,22 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
                            const int32_t *token_types, const int32_t *targets, int B, int T,
                            int train, uint64_t seed, float *loss)
 {
-    if (m == NULL || tokens == NULL || (targets != NULL && loss == NULL))
+    if (m == NULL)
+        return RG_ERR_INVALID_ARG;
+    /* Whatever happens below, the previous pass is over: a failed forward must
+     * not leave its predecessor's activations for a backward to apply to the
+     * wrong batch, nor its logits for a getter to return. */
+    m->has_targets = 0;
+    m->logits_valid = 0;
+    if (tokens == NULL || (targets != NULL && loss == NULL))
         return RG_ERR_INVALID_ARG;
     if (B <= 0 || T <= 0)
         return RG_ERR_EMPTY;
     const rg_model_config *c = &m->config;
     if (T > c->n_positions)
         return RG_ERR_SHAPE;
+    if ((int64_t)B * T > RG_MODEL_MAX_ROWS)
+        return RG_ERR_TOO_LARGE;
     if (token_types != NULL && c->type_vocab_size == 0)
         return RG_ERR_INVALID_ARG;
     const size_t N = (size_t)B * T, C = c->n_embd;
@@ -765,8 +905,6 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
                          is_classifier(c) ? c->num_labels : c->vocab_size, 1));
 
     const int save_from = targets != NULL ? lowest_trainable_block(m) : L;
-    m->has_targets = 0;
-    m->logits_valid = 0;
     RG_TRY(acts_prepare(m, B, T, save_from, targets != NULL));
     m->B = B;
     m->T = T;
@@ -798,12 +936,12 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     /* embeddings */
     const int learned = c->position == RG_POSITION_LEARNED;
     float *embedded = c->embed_norm ? m->emb : m->x0;
-    rg_embedding_forward(embedded, m->tokens, learned ? m->positions : NULL, m->types, GP(m, G_WTE),
-                         GP(m, G_WPE), GP(m, G_WTT), (int)N, (int)C);
+    m->ops->embedding_forward(embedded, m->tokens, learned ? m->positions : NULL, m->types, GP(m, G_WTE),
+                              GP(m, G_WPE), GP(m, G_WTT), (int)N, (int)C);
     if (c->embed_norm)
-        rg_layernorm_forward(m->x0, m->emb_mean, m->emb_rstd, m->emb, GP(m, G_EMB_LN_W),
-                             GP(m, G_EMB_LN_B), (int)N, (int)C, c->norm_eps);
-    rg_dropout_apply(m->x0, N * C, train ? c->embd_pdrop : 0.0f, rg_dropout_stream(seed, SITE_EMBEDDING));
+        m->ops->layernorm_forward(m->x0, m->emb_mean, m->emb_rstd, m->emb, GP(m, G_EMB_LN_W),
+                                  GP(m, G_EMB_LN_B), (int)N, (int)C, c->norm_eps);
+    m->ops->dropout_apply(m->x0, N * C, train ? c->embd_pdrop : 0.0f, rg_dropout_stream(seed, SITE_EMBEDDING));
 
     attention_source src = {NULL, m->key_mask, train, seed};
     for (int l = 0; l < L; l++) {
@@ -819,7 +957,7 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     }
 
     if (!is_classifier(c) && targets == NULL) {
-        rg_matmul_forward(m->logits, hidden, lm_head_weight(m), NULL, (int)N, (int)C, c->vocab_size);
+        m->ops->matmul_forward(m->logits, hidden, lm_head_weight(m), NULL, (int)N, (int)C, c->vocab_size);
     } else if (!is_classifier(c)) {
         /* position t predicts token t + 1 (Hugging Face shifts labels the same way);
          * only rows with a target go through the vocabulary-sized head */
@@ -840,25 +978,25 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
         double total = 0.0;
         m->loss_count = 0;
         if (rows > 0) {
-            rg_matmul_forward(m->logits, m->head_in, lm_head_weight(m), NULL, rows, (int)C, c->vocab_size);
-            total = rg_crossentropy_forward(m->lse, m->logits, m->loss_targets, rows, c->vocab_size, &m->loss_count);
+            m->ops->matmul_forward(m->logits, m->head_in, lm_head_weight(m), NULL, rows, (int)C, c->vocab_size);
+            total = m->ops->crossentropy_forward(m->lse, m->logits, m->loss_targets, rows, c->vocab_size, &m->loss_count);
         }
         m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
     } else {
         const int K = c->num_labels;
         for (int b = 0; b < B; b++)
             memcpy(m->cls_h0 + (size_t)b * C, hidden + (size_t)b * T * C, C * sizeof(float));
-        rg_matmul_forward(m->cls_pre, m->cls_h0, GP(m, G_CLS_PRE_W), GP(m, G_CLS_PRE_B), B, (int)C, (int)C);
+        m->ops->matmul_forward(m->cls_pre, m->cls_h0, GP(m, G_CLS_PRE_W), GP(m, G_CLS_PRE_B), B, (int)C, (int)C);
         if (c->head == RG_HEAD_CLS_DISTILBERT)
-            rg_relu_forward(m->cls_act, m->cls_pre, (size_t)B * C);
+            m->ops->relu_forward(m->cls_act, m->cls_pre, (size_t)B * C);
         else
-            rg_tanh_forward(m->cls_act, m->cls_pre, (size_t)B * C);
+            m->ops->tanh_forward(m->cls_act, m->cls_pre, (size_t)B * C);
         memcpy(m->cls_drop, m->cls_act, (size_t)B * C * sizeof(float));
-        rg_dropout_apply(m->cls_drop, (size_t)B * C, train ? c->cls_pdrop : 0.0f, rg_dropout_stream(seed, SITE_CLASSIFIER));
-        rg_matmul_forward(m->logits, m->cls_drop, GP(m, G_CLS_OUT_W), GP(m, G_CLS_OUT_B), B, (int)C, K);
+        m->ops->dropout_apply(m->cls_drop, (size_t)B * C, train ? c->cls_pdrop : 0.0f, rg_dropout_stream(seed, SITE_CLASSIFIER));
+        m->ops->matmul_forward(m->logits, m->cls_drop, GP(m, G_CLS_OUT_W), GP(m, G_CLS_OUT_B), B, (int)C, K);
         if (targets != NULL) {
             memcpy(m->targets, targets, (size_t)B * sizeof(int32_t));
-            double total = rg_crossentropy_forward(m->lse, m->logits, m->targets, B, K, &m->loss_count);
+            double total = m->ops->crossentropy_forward(m->lse, m->logits, m->targets, B, K, &m->loss_count);
             m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
         }
     }
@@ -887,6 +1025,35 @@ const float *rg_model_logits(const rg_model *model, int *rows, int *cols)
     return model->logits;
 }
 
+int rg_model_backward_ready(const rg_model *model)
+{
+    return model != NULL && model->has_targets && model->forward_version == model->trainable_version;
+}
+
+rg_status rg_model_set_ops(rg_model *model, const rg_ops_table *ops)
+{
+    if (model == NULL || !rg_ops_table_complete(ops))
+        return RG_ERR_INVALID_ARG;
+    if (model->has_targets)
+        return RG_ERR_STATE;
+    model->ops = ops;
+    return RG_OK;
+}
+
+rg_status rg_model_try_acquire(rg_model *model)
+{
+    if (model == NULL)
+        return RG_ERR_INVALID_ARG;
+    int expected = 0;
+    return atomic_compare_exchange_strong(&model->busy, &expected, 1) ? RG_OK : RG_ERR_STATE;
+}
+
+void rg_model_release(rg_model *model)
+{
+    if (model != NULL)
+        atomic_store(&model->busy, 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* backward                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -912,13 +1079,13 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
     memset(m->d_res, 0, (size_t)N * C * sizeof(float));
     if (!is_classifier(c)) {
         const int rows = m->n_loss_rows;
-        rg_crossentropy_backward(m->logits, m->lse, m->loss_targets, rows, c->vocab_size, scale);
+        m->ops->crossentropy_backward(m->logits, m->lse, m->loss_targets, rows, c->vocab_size, scale);
         const int need_head_in_grad = need_hidden_grad || GG(m, G_LNF_W) != NULL;
         float *d_rows = m->d_tmp2; /* (rows, C) gradient of the compact head input */
         if (need_head_in_grad)
             memset(d_rows, 0, (size_t)rows * C * sizeof(float));
-        rg_matmul_backward(need_head_in_grad ? d_rows : NULL, lm_head_grad(m), NULL, m->logits, m->head_in,
-                           lm_head_weight(m), rows, C, c->vocab_size);
+        m->ops->matmul_backward(need_head_in_grad ? d_rows : NULL, lm_head_grad(m), NULL, m->logits, m->head_in,
+                                lm_head_weight(m), rows, C, c->vocab_size);
         float *d_head_in = c->final_norm ? m->d_tmp : m->d_res; /* (N, C) */
         if (need_head_in_grad) {
             memset(d_head_in, 0, (size_t)N * C * sizeof(float));
@@ -931,19 +1098,19 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
     } else {
         const int K = c->num_labels;
         const size_t BC = (size_t)B * C;
-        rg_crossentropy_backward(m->logits, m->lse, m->targets, B, K, scale);
+        m->ops->crossentropy_backward(m->logits, m->lse, m->targets, B, K, scale);
         float *d_drop = m->d_tmp2, *d_pre = m->d_tmp;
         memset(d_drop, 0, BC * sizeof(float));
-        rg_matmul_backward(d_drop, GG(m, G_CLS_OUT_W), GG(m, G_CLS_OUT_B), m->logits, m->cls_drop, GP(m, G_CLS_OUT_W), B, C, K);
-        rg_dropout_apply(d_drop, BC, m->train ? c->cls_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_CLASSIFIER));
+        m->ops->matmul_backward(d_drop, GG(m, G_CLS_OUT_W), GG(m, G_CLS_OUT_B), m->logits, m->cls_drop, GP(m, G_CLS_OUT_W), B, C, K);
+        m->ops->dropout_apply(d_drop, BC, m->train ? c->cls_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_CLASSIFIER));
         memset(d_pre, 0, BC * sizeof(float));
         if (c->head == RG_HEAD_CLS_DISTILBERT)
-            rg_relu_backward(d_pre, m->cls_act, d_drop, BC);
+            m->ops->relu_backward(d_pre, m->cls_act, d_drop, BC);
         else
-            rg_tanh_backward(d_pre, m->cls_act, d_drop, BC);
+            m->ops->tanh_backward(d_pre, m->cls_act, d_drop, BC);
         float *d_h0 = m->d_tmp2;
         memset(d_h0, 0, BC * sizeof(float));
-        rg_matmul_backward(need_hidden_grad ? d_h0 : NULL, GG(m, G_CLS_PRE_W), GG(m, G_CLS_PRE_B), d_pre, m->cls_h0, GP(m, G_CLS_PRE_W), B, C, C);
+        m->ops->matmul_backward(need_hidden_grad ? d_h0 : NULL, GG(m, G_CLS_PRE_W), GG(m, G_CLS_PRE_B), d_pre, m->cls_h0, GP(m, G_CLS_PRE_W), B, C, C);
         for (int b = 0; b < B; b++)
             memcpy(m->d_res + (size_t)b * T * C, d_h0 + (size_t)b * C, C * sizeof(float));
     }
@@ -957,16 +1124,16 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
     }
 
     if (emb_train) {
-        rg_dropout_apply(m->d_res, (size_t)N * C, m->train ? c->embd_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_EMBEDDING));
+        m->ops->dropout_apply(m->d_res, (size_t)N * C, m->train ? c->embd_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_EMBEDDING));
         float *d_emb = m->d_res;
         if (c->embed_norm) {
             memset(m->d_tmp, 0, (size_t)N * C * sizeof(float));
-            rg_layernorm_backward(m->d_tmp, GG(m, G_EMB_LN_W), GG(m, G_EMB_LN_B), m->d_res, m->emb,
-                                  GP(m, G_EMB_LN_W), m->emb_mean, m->emb_rstd, N, C);
+            m->ops->layernorm_backward(m->d_tmp, GG(m, G_EMB_LN_W), GG(m, G_EMB_LN_B), m->d_res, m->emb,
+                                       GP(m, G_EMB_LN_W), m->emb_mean, m->emb_rstd, N, C);
             d_emb = m->d_tmp;
         }
-        rg_embedding_backward(GG(m, G_WTE), GG(m, G_WPE), GG(m, G_WTT), d_emb, m->tokens,
-                              c->position == RG_POSITION_LEARNED ? m->positions : NULL, m->types, N, C);
+        m->ops->embedding_backward(GG(m, G_WTE), GG(m, G_WPE), GG(m, G_WTT), d_emb, m->tokens,
+                                   c->position == RG_POSITION_LEARNED ? m->positions : NULL, m->types, N, C);
     }
     return RG_OK;
 }
@@ -986,12 +1153,17 @@ rg_status rg_model_cache_reset(rg_model *model, int B, int max_T)
         return RG_ERR_EMPTY;
     if (max_T > c->n_positions)
         return RG_ERR_SHAPE;
+    if ((int64_t)B * max_T > RG_MODEL_MAX_ROWS)
+        return RG_ERR_TOO_LARGE;
+    size_t n; /* L * B * NKV * max_T * HS */
+    if (!rg_size_mul((size_t)c->n_layer * (size_t)B, (size_t)c->n_kv_head, &n) ||
+        !rg_size_mul(n, (size_t)max_T * (size_t)c->head_dim, &n) || n > (size_t)RG_MODEL_MAX_ACTS)
+        return RG_ERR_TOO_LARGE;
     cache_free(model->cache);
     model->cache = NULL;
     rg_kv_cache *kv = calloc(1, sizeof(*kv));
     if (kv == NULL)
         return RG_ERR_NOMEM;
-    const size_t n = (size_t)c->n_layer * B * c->n_kv_head * max_T * c->head_dim;
     kv->k = malloc(n * sizeof(float));
     kv->v = malloc(n * sizeof(float));
     kv->key_mask = calloc((size_t)B * max_T, sizeof(int32_t));
@@ -1017,6 +1189,12 @@ void rg_model_cache_info(const rg_model *model, int *B, int *max_T, int *filled)
 rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32_t *mask, int T,
                                  float *logits)
 {
+    return rg_model_cache_forward_types(m, tokens, mask, NULL, T, logits);
+}
+
+rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const int32_t *mask,
+                                       const int32_t *token_types, int T, float *logits)
+{
     if (m == NULL || tokens == NULL || logits == NULL)
         return RG_ERR_INVALID_ARG;
     rg_kv_cache *kv = m->cache;
@@ -1024,14 +1202,18 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
         return RG_ERR_STATE;
     if (T <= 0)
         return RG_ERR_EMPTY;
-    if (kv->filled + T > kv->max_T)
+    if (T > kv->max_T - kv->filled) /* written so that it cannot overflow */
         return RG_ERR_SHAPE;
     const rg_model_config *c = &m->config;
-    const int B = kv->B, N = B * T, C = c->n_embd, L = c->n_layer;
+    if (token_types != NULL && c->type_vocab_size == 0)
+        return RG_ERR_INVALID_ARG;
+    const int B = kv->B, N = B * T, C = c->n_embd, L = c->n_layer; /* B * max_T <= RG_MODEL_MAX_ROWS */
     RG_TRY(check_ids(tokens, (size_t)N, c->vocab_size, 0));
+    if (token_types != NULL)
+        RG_TRY(check_ids(token_types, (size_t)N, c->type_vocab_size, 0));
 
     /* scratch: positions, x0, two ping-pong block sets, final rows */
-    carver sizing = {NULL, 0};
+    carver sizing = {NULL, 0, 0};
     rg_layer_acts sets[2];
     carve(&sizing, (size_t)N * C);
     carve(&sizing, (size_t)N * C);
@@ -1043,14 +1225,22 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
     carve(&sizing, (size_t)B * C);
     carve(&sizing, (size_t)B);
     carve(&sizing, (size_t)B);
+    if (sizing.overflow || sizing.used > (size_t)RG_MODEL_MAX_ACTS)
+        return RG_ERR_TOO_LARGE;
     float *block = malloc(sizing.used * sizeof(float));
-    int32_t *positions = malloc((size_t)N * sizeof(int32_t));
+    /* positions, then the token types the full forward would use (type 0 when none given) */
+    int32_t *positions = malloc(2 * (size_t)N * sizeof(int32_t));
     if (block == NULL || positions == NULL) {
         free(block);
         free(positions);
         return RG_ERR_NOMEM;
     }
-    carver cv = {block, 0};
+    int32_t *types = c->type_vocab_size > 0 ? positions + N : NULL;
+    if (types != NULL && token_types != NULL)
+        memcpy(types, token_types, (size_t)N * sizeof(int32_t));
+    else if (types != NULL)
+        memset(types, 0, (size_t)N * sizeof(int32_t));
+    carver cv = {block, 0, 0};
     float *x0 = carve(&cv, (size_t)N * C);
     float *emb = carve(&cv, (size_t)N * C);
     float *emb_mean = carve(&cv, (size_t)N);
@@ -1073,16 +1263,24 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
                 status = RG_ERR_SHAPE;
     if (status == RG_OK) {
         const int learned = c->position == RG_POSITION_LEARNED;
-        rg_embedding_forward(c->embed_norm ? emb : x0, tokens, learned ? positions : NULL, NULL,
-                             GP(m, G_WTE), GP(m, G_WPE), NULL, N, C);
+        m->ops->embedding_forward(c->embed_norm ? emb : x0, tokens, learned ? positions : NULL, types,
+                                  GP(m, G_WTE), GP(m, G_WPE), GP(m, G_WTT), N, C);
         if (c->embed_norm)
-            rg_layernorm_forward(x0, emb_mean, emb_rstd, emb, GP(m, G_EMB_LN_W), GP(m, G_EMB_LN_B), N, C, c->norm_eps);
+            m->ops->layernorm_forward(x0, emb_mean, emb_rstd, emb, GP(m, G_EMB_LN_W), GP(m, G_EMB_LN_B), N, C, c->norm_eps);
         attention_source src = {kv, NULL, 0, 0};
         const float *x = x0;
-        for (int l = 0; l < L; l++) {
-            block_forward(m, l, &sets[l % 2], x, B, T, positions, &src);
+        for (int l = 0; l < L && status == RG_OK; l++) {
+            /* a long prefill stops between layers; what it wrote lies past
+             * `filled`, so the cache is as before the call */
+            if (rg_interrupt_pending())
+                status = RG_ERR_INTERRUPTED;
+            else
+                block_forward(m, l, &sets[l % 2], x, B, T, positions, &src);
             x = layer_output(m, &sets[l % 2]);
         }
+    }
+    if (status == RG_OK) {
+        const float *x = layer_output(m, &sets[(L - 1) % 2]);
         for (int b = 0; b < B; b++)
             memcpy(last + (size_t)b * C, x + ((size_t)b * T + T - 1) * C, C * sizeof(float));
         const float *h = last;
@@ -1090,7 +1288,7 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
             norm_forward(m, last_norm, last_mean, last_rstd, last, GP(m, G_LNF_W), GP(m, G_LNF_B), B);
             h = last_norm;
         }
-        rg_matmul_forward(logits, h, lm_head_weight(m), NULL, B, C, c->vocab_size);
+        m->ops->matmul_forward(logits, h, lm_head_weight(m), NULL, B, C, c->vocab_size);
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++)
                 kv->n_real[b] += kv->key_mask[(size_t)b * kv->max_T + kv->filled + t];

@@ -25,16 +25,36 @@
  *   - Generation (causal models only) uses LEFT padding: rg_model_cache_reset,
  *     then rg_model_cache_forward with the padded prompts (B, T) and their
  *     mask, then one rg_model_cache_forward per new token (T = 1). Each call
- *     returns the logits of the last column (B, V).
+ *     returns the logits of the last column (B, V), equal to those of
+ *     rg_model_forward on the same tokens (token types included).
+ *
+ * Ops: every layer operation runs through model->ops (rg_backend.h), the CPU
+ * table of rg_ops.c unless rg_model_set_ops chose another.
+ * Sizes: every size is computed in size_t with overflow checks; a config or
+ * a batch beyond the RG_MODEL_MAX_* limits below is RG_ERR_TOO_LARGE, and
+ * rg_model_config_check says which dimension.
+ * Threads: one model serves one call at a time; callers that share a model
+ * between threads serialise through rg_model_try_acquire / rg_model_release.
  */
 #ifndef RG_MODEL_H
 #define RG_MODEL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rg_backend.h"
 #include "rg_common.h"
 #include "rg_params.h"
+
+/* Limits of a configuration and of a pass (RG_ERR_TOO_LARGE beyond them).
+ * Every size is computed in size_t with overflow checks; these bounds also
+ * keep each width, and each row count B*T, inside the int the ops take. */
+#define RG_MODEL_MAX_DIM ((int64_t)1 << 24)     /* any one config dimension, and widths such as (NH+2*NKV)*HS */
+#define RG_MODEL_MAX_TENSOR ((int64_t)1 << 32)  /* elements of one parameter tensor */
+#define RG_MODEL_MAX_PARAMS ((int64_t)1 << 33)  /* elements of the whole parameter block (32 GiB) */
+#define RG_MODEL_MAX_ROWS ((int64_t)1 << 30)    /* B * T of one pass, B * max_T of a cache */
+#define RG_MODEL_MAX_ACTS ((int64_t)1 << 34)    /* floats of one pass's activations, or of a cache */
 
 typedef enum rg_norm_kind { RG_NORM_LAYERNORM = 0, RG_NORM_RMSNORM = 1 } rg_norm_kind;
 typedef enum rg_position_kind { RG_POSITION_LEARNED = 0, RG_POSITION_ROPE = 1 } rg_position_kind;
@@ -119,7 +139,8 @@ typedef struct rg_model {
     int B, T;                    /* shape of the last forward */
     int n_saved_sets;            /* layer activation sets in the block */
     int lowest_saved_layer;      /* first layer whose activations were kept */
-    int has_targets;             /* last forward computed a loss: backward allowed */
+    int has_targets;             /* the last forward succeeded with a loss and nothing has
+                                    invalidated it since: backward allowed */
     int logits_valid;            /* logits hold the last forward's values */
     int train;                   /* last forward ran with dropout */
     uint64_t seed;               /* its dropout seed */
@@ -140,10 +161,39 @@ typedef struct rg_model {
     float *d_res, *d_tmp, *d_tmp2, *d_qkv, *d_atty, *d_fch, *d_fch_act; /* backward scratch */
 
     rg_kv_cache *cache;
+
+    const rg_ops_table *ops;     /* every layer op runs through this table (rg_backend.h) */
+    atomic_int busy;             /* rg_model_try_acquire / rg_model_release */
 } rg_model;
 
 rg_status rg_model_init(rg_model **out, const rg_model_config *config);
 void rg_model_free(rg_model *model);
+
+/* The check rg_model_init makes, with a sentence saying what is wrong
+ * written into message (message_size bytes, may be 0 / NULL): RG_OK, or
+ * RG_ERR_INVALID_ARG / RG_ERR_SHAPE / RG_ERR_TOO_LARGE. */
+rg_status rg_model_config_check(const rg_model_config *config, char *message, size_t message_size);
+
+/* The ops every later forward/backward/cache call runs on: rg_ops_cpu() by
+ * default. RG_ERR_INVALID_ARG for an incomplete table; RG_ERR_STATE while
+ * a forward's activations await their backward (they were made by the old
+ * table). */
+rg_status rg_model_set_ops(rg_model *model, const rg_ops_table *ops);
+
+/* Refusing concurrent calls: a caller that may be entered from several
+ * threads takes the model with rg_model_try_acquire before ANY call that
+ * reads or writes it (forward, backward, logits, cache_*, set_trainable,
+ * zero_grad, find_param, the table) and releases it after it is done with
+ * what the call returned (e.g. after copying rg_model_logits). Returns RG_OK
+ * when taken, RG_ERR_STATE when another holder has it. Not re-entrant. The
+ * other rg_model_* functions do not check it themselves. */
+rg_status rg_model_try_acquire(rg_model *model);
+void rg_model_release(rg_model *model);
+
+/* RG_OK when every parameter is finite; else RG_ERR_NONFINITE with
+ * *bad_tensor (may be NULL) the table index of the first tensor holding a
+ * NaN or infinity, so a loader can name it. */
+rg_status rg_model_check_finite(const rg_model *model, int *bad_tensor);
 
 /* A tensor of the table by internal name, or NULL. */
 const rg_param_info *rg_model_find_param(const rg_model *model, const char *name);
@@ -160,6 +210,10 @@ rg_status rg_model_forward(rg_model *model, const int32_t *tokens, const int32_t
                            const int32_t *token_types, const int32_t *targets, int B, int T,
                            int train, uint64_t seed, float *loss);
 
+/* 1 when rg_model_backward would run: the last forward succeeded with targets,
+ * no later call failed, and no backward or set_trainable has consumed it. */
+int rg_model_backward_ready(const rg_model *model);
+
 /* Logits of the last forward: LM (B*T, V) or classification (B, K). Valid
  * until the next forward or backward (the backward overwrites them). NULL
  * after an LM forward with targets: the LM head then runs only on the rows
@@ -167,7 +221,10 @@ rg_status rg_model_forward(rg_model *model, const int32_t *tokens, const int32_t
 const float *rg_model_logits(const rg_model *model, int *rows, int *cols);
 
 /* Adds loss_scale * gradient of the last forward's loss into model->grads
- * (trainable tensors only). */
+ * (trainable tensors only). RG_ERR_STATE unless the last rg_model_forward
+ * succeeded with targets: a forward that failed (bad input, interrupt, a
+ * non-finite loss) invalidates the previous pass, so its gradients can never
+ * be applied to another batch; one backward per forward. */
 rg_status rg_model_backward(rg_model *model, float loss_scale);
 
 void rg_model_zero_grad(rg_model *model);
@@ -175,9 +232,15 @@ void rg_model_zero_grad(rg_model *model);
 /* Generation with a key/value cache (causal models). */
 rg_status rg_model_cache_reset(rg_model *model, int B, int max_T);
 /* Appends T new columns per row (mask (B, T) or NULL = all real) and writes
- * the logits of the last column: logits (B, V). */
+ * the logits of the last column: logits (B, V). Polls rg_interrupt_pending()
+ * between layers: RG_ERR_INTERRUPTED leaves the cache as it was before the
+ * call (the same call may be made again). Any error appends nothing. */
 rg_status rg_model_cache_forward(rg_model *model, const int32_t *tokens, const int32_t *mask, int T,
                                  float *logits);
+/* The same with token types (B, T), or NULL = type 0, as rg_model_forward
+ * does; rg_model_cache_forward is this call with NULL types. */
+rg_status rg_model_cache_forward_types(rg_model *model, const int32_t *tokens, const int32_t *mask,
+                                       const int32_t *token_types, int T, float *logits);
 /* Columns filled so far, and the batch/capacity of the cache (0 when none). */
 void rg_model_cache_info(const rg_model *model, int *B, int *max_T, int *filled);
 

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rg_backend.h"
 #include "rg_rng.h"
 
 /* exp(x) for the hot loops (softmax, cross-entropy, GELU, SiLU): a
@@ -83,6 +84,17 @@ void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
 }
 
 /* ------------------------------------------------------------------------ */
+/* residual add                                                              */
+/* ------------------------------------------------------------------------ */
+
+void rg_add_inplace(float *out, const float *a, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++)
+        out[i] += a[i];
+}
+
+/* ------------------------------------------------------------------------ */
 /* linear layer                                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -117,7 +129,7 @@ static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const flo
 #pragma omp parallel if (flops > 2e6)
         {
             const int nth = omp_get_num_threads(), th = omp_get_thread_num();
-            const int lo = (int)((long)N * th / nth), hi = (int)((long)N * (th + 1) / nth);
+            const int lo = (int)((int64_t)N * th / nth), hi = (int)((int64_t)N * (th + 1) / nth);
             if (hi > lo)
                 for (int m = 0; m < M; m++)
                     scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, 1.0f, B + (size_t)lo * ldb, ldb,
@@ -133,18 +145,16 @@ static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const flo
      * dynamically, so a thread slowed by another process does not hold the
      * rest at the barrier; at least 64 rows/columns each to amortise packing. */
     const int threads = flops > 2e6 ? omp_get_max_threads() : 1;
-    const int units = (extent + 15) / 16;
+    const int64_t units = ((int64_t)extent + 15) / 16; /* int64: extent + 15 may not fit an int */
     int n_blocks = threads > 1 ? 4 * threads : 1;
     if (n_blocks > (units + 3) / 4)
-        n_blocks = (units + 3) / 4;
+        n_blocks = (int)((units + 3) / 4);
     if (n_blocks < 1)
         n_blocks = 1;
 #pragma omp parallel for schedule(dynamic, 1) if (n_blocks > 1)
     for (int block = 0; block < n_blocks; block++) {
-        const int lo = (int)((long)units * block / n_blocks) * 16;
-        int hi = (int)((long)units * (block + 1) / n_blocks) * 16;
-        if (hi > extent)
-            hi = extent;
+        const int64_t lo64 = units * block / n_blocks * 16, hi64 = units * (block + 1) / n_blocks * 16;
+        const int lo = (int)lo64, hi = (int)(hi64 < extent ? hi64 : extent);
         if (hi <= lo)
             continue;
         if (split_rows) {
@@ -163,7 +173,7 @@ static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const flo
  * its own partial row (contiguous, vectorised), then the partials added. */
 static void column_sums_add(float *sums, const float *x, int N, int OC)
 {
-    const int n_threads = (long)N * OC > 65536 ? omp_get_max_threads() : 1;
+    const int n_threads = (int64_t)N * OC > 65536 ? omp_get_max_threads() : 1;
     float *partial = n_threads > 1 ? calloc((size_t)n_threads * OC, sizeof(float)) : NULL;
     if (partial == NULL) {
         for (int n = 0; n < N; n++)
@@ -191,7 +201,7 @@ void rg_matmul_forward(float *out, const float *inp, const float *weight, const 
     gemm_blocks(0, 1, N, OC, IC, inp, IC, weight, IC, 0.0f, out, OC);
     if (bias == NULL)
         return;
-#pragma omp parallel for schedule(static) if ((long)N * OC > 65536)
+#pragma omp parallel for schedule(static) if ((int64_t)N * OC > 65536)
     for (int n = 0; n < N; n++) {
         float *row = out + (size_t)n * OC;
         for (int o = 0; o < OC; o++)
@@ -217,7 +227,7 @@ void rg_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
 void rg_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C, float eps)
 {
-#pragma omp parallel for schedule(static) if ((long)N * C > 32768)
+#pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -254,7 +264,7 @@ void rg_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
     int n_threads = 1;
     float *partial = (dweight || dbias) ? column_partials(C, 2, &n_threads) : NULL;
     const int serial = (dweight || dbias) && partial == NULL; /* no memory: one thread does all */
-#pragma omp parallel for schedule(static) if ((long)N * C > 32768 && !serial)
+#pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768 && !serial)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         const float *dy = dout + (size_t)n * C;
@@ -300,7 +310,7 @@ void rg_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
 void rg_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                         int C, float eps)
 {
-#pragma omp parallel for schedule(static) if ((long)N * C > 32768)
+#pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *y = out + (size_t)n * C;
@@ -320,7 +330,7 @@ void rg_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
     int n_threads = 1;
     float *partial = dweight ? column_partials(C, 1, &n_threads) : NULL;
     const int serial = dweight && partial == NULL;
-#pragma omp parallel for schedule(static) if ((long)N * C > 32768 && !serial)
+#pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768 && !serial)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         const float *dy = dout + (size_t)n * C;
@@ -399,7 +409,7 @@ void rg_gelu_erf_backward(float *dinp, const float *inp, const float *dout, size
 
 void rg_swiglu_forward(float *out, const float *inp, int N, int F)
 {
-#pragma omp parallel for schedule(static) if ((long)N * F > 16384)
+#pragma omp parallel for schedule(static) if ((int64_t)N * F > 16384)
     for (int n = 0; n < N; n++) {
         const float *gate = inp + (size_t)n * 2 * F;
         const float *up = gate + F;
@@ -413,7 +423,7 @@ void rg_swiglu_forward(float *out, const float *inp, int N, int F)
 
 void rg_swiglu_backward(float *dinp, const float *inp, const float *dout, int N, int F)
 {
-#pragma omp parallel for schedule(static) if ((long)N * F > 16384)
+#pragma omp parallel for schedule(static) if ((int64_t)N * F > 16384)
     for (int n = 0; n < N; n++) {
         const float *gate = inp + (size_t)n * 2 * F;
         const float *up = gate + F;
@@ -462,7 +472,7 @@ void rg_embedding_forward(float *out, const int32_t *tokens, const int32_t *posi
                           const int32_t *types, const float *wte, const float *wpe,
                           const float *wtt, int N, int C)
 {
-#pragma omp parallel for schedule(static) if ((long)N * C > 32768)
+#pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
     for (int n = 0; n < N; n++) {
         float *y = out + (size_t)n * C;
         const float *te = wte + (size_t)tokens[n] * C;
@@ -489,7 +499,7 @@ void rg_embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *d
 {
     const int block = 64;
     const int n_blocks = (C + block - 1) / block;
-#pragma omp parallel for schedule(static) if ((long)N * C > 32768)
+#pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
     for (int bi = 0; bi < n_blocks; bi++) {
         int c0 = bi * block, c1 = c0 + block < C ? c0 + block : C;
         for (int n = 0; n < N; n++) {
@@ -535,8 +545,8 @@ static void rope_rotate_head(float *head, int position, int HS, float theta, flo
 static void rope_apply(float *qkv, const int32_t *positions, int N, int NH, int NKV, int HS,
                        float theta, float direction)
 {
-    const int row = (NH + 2 * NKV) * HS;
-#pragma omp parallel for schedule(static) if ((long)N * row > 16384)
+    const size_t row = ((size_t)NH + 2 * (size_t)NKV) * (size_t)HS;
+#pragma omp parallel for schedule(static) if ((int64_t)N * row > 16384)
     for (int n = 0; n < N; n++) {
         for (int h = 0; h < NH + NKV; h++) /* q heads then k heads */
             rope_rotate_head(qkv + (size_t)n * row + (size_t)h * HS, positions[n], HS, theta,
@@ -631,7 +641,8 @@ void rg_attention_forward(float *out, float *att, const float *qkv, const int32_
                           int B, int T, int NH, int NKV, int HS, int causal, float attn_p,
                           uint64_t stream)
 {
-    const int row = (NH + 2 * NKV) * HS;
+    /* a BLAS leading dimension, so an int; rg_model bounds it by RG_MODEL_MAX_DIM */
+    const int row = (int)(((int64_t)NH + 2 * (int64_t)NKV) * HS);
     const int group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
     ensure_blas_single_threaded();
@@ -674,7 +685,7 @@ void rg_attention_forward(float *out, float *att, const float *qkv, const int32_
 void rg_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                            int B, int T, int NH, int NKV, int HS, float attn_p, uint64_t stream)
 {
-    const int row = (NH + 2 * NKV) * HS;
+    const int row = (int)(((int64_t)NH + 2 * (int64_t)NKV) * HS); /* BLAS leading dimension */
     const int group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
     const float keep_scale = attn_p > 0.0f ? 1.0f / (1.0f - attn_p) : 1.0f;
@@ -737,7 +748,7 @@ void rg_attention_cached_forward(float *out, const float *qkv, const float *k_ca
                                  const float *v_cache, const int32_t *key_mask, int B, int Tn,
                                  int S, int start, int NH, int NKV, int HS)
 {
-    const size_t row = (size_t)(NH + 2 * NKV) * HS;
+    const size_t row = ((size_t)NH + 2 * (size_t)NKV) * (size_t)HS;
     const int group = NH / NKV;
     const float scale = 1.0f / sqrtf((float)HS);
 #pragma omp parallel
@@ -812,4 +823,58 @@ void rg_crossentropy_backward(float *logits, const float *lse, const int32_t *ta
             x[v] = scale * fast_expf(x[v] - l);
         x[targets[n]] -= scale;
     }
+}
+
+/* ------------------------------------------------------------------------ */
+/* the CPU op table (rg_backend.h)                                           */
+/* ------------------------------------------------------------------------ */
+
+static const rg_ops_table cpu_ops = {
+    .name = "cpu",
+    .dropout_apply = rg_dropout_apply,
+    .add_inplace = rg_add_inplace,
+    .matmul_forward = rg_matmul_forward,
+    .matmul_backward = rg_matmul_backward,
+    .layernorm_forward = rg_layernorm_forward,
+    .layernorm_backward = rg_layernorm_backward,
+    .rmsnorm_forward = rg_rmsnorm_forward,
+    .rmsnorm_backward = rg_rmsnorm_backward,
+    .gelu_tanh_forward = rg_gelu_tanh_forward,
+    .gelu_tanh_backward = rg_gelu_tanh_backward,
+    .gelu_erf_forward = rg_gelu_erf_forward,
+    .gelu_erf_backward = rg_gelu_erf_backward,
+    .swiglu_forward = rg_swiglu_forward,
+    .swiglu_backward = rg_swiglu_backward,
+    .relu_forward = rg_relu_forward,
+    .relu_backward = rg_relu_backward,
+    .tanh_forward = rg_tanh_forward,
+    .tanh_backward = rg_tanh_backward,
+    .embedding_forward = rg_embedding_forward,
+    .embedding_backward = rg_embedding_backward,
+    .rope_forward = rg_rope_forward,
+    .rope_backward = rg_rope_backward,
+    .attention_forward = rg_attention_forward,
+    .attention_backward = rg_attention_backward,
+    .attention_cached_forward = rg_attention_cached_forward,
+    .crossentropy_forward = rg_crossentropy_forward,
+    .crossentropy_backward = rg_crossentropy_backward,
+};
+
+const rg_ops_table *rg_ops_cpu(void) { return &cpu_ops; }
+
+int rg_ops_table_complete(const rg_ops_table *t)
+{
+    if (t == NULL || t->name == NULL)
+        return 0;
+    /* every entry after the name is a function pointer: check them all, so an
+     * entry added to the struct is checked without editing this list */
+    const size_t first = offsetof(rg_ops_table, dropout_apply);
+    const size_t n = (sizeof(rg_ops_table) - first) / sizeof(void (*)(void));
+    for (size_t i = 0; i < n; i++) {
+        void (*fn)(void);
+        memcpy(&fn, (const char *)t + first + i * sizeof(fn), sizeof(fn));
+        if (fn == NULL)
+            return 0;
+    }
+    return 1;
 }

@@ -21,6 +21,11 @@ uint64_t rg_dropout_stream(uint64_t step_seed, uint64_t site_id);
  * is the backward (applied to the gradient). p == 0 leaves x untouched. */
 void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream);
 
+/* ---- residual add ---- */
+
+/* out (n,) += a (n,), element-wise. */
+void rg_add_inplace(float *out, const float *a, size_t n);
+
 /* ---- linear layer: out = inp @ weight^T + bias ---- */
 
 void rg_matmul_forward(float *out,          /* (N, OC) */

@@ -26,9 +26,10 @@ static rg_status check_config(const rg_adamw_config *c)
         return RG_ERR_INVALID_ARG;
     if (!(c->beta1 >= 0.0 && c->beta1 < 1.0 && c->beta2 >= 0.0 && c->beta2 < 1.0))
         return RG_ERR_INVALID_ARG;
-    if (!(isfinite(c->eps) && c->eps >= 0.0 && isfinite(c->weight_decay) && c->weight_decay >= 0.0))
+    /* eps > 0: with eps = 0 a zero gradient makes 0 / 0 = NaN parameters */
+    if (!(isfinite(c->eps) && c->eps > 0.0 && isfinite(c->weight_decay) && c->weight_decay >= 0.0))
         return RG_ERR_INVALID_ARG;
-    if (isnan(c->max_grad_norm))
+    if (!isfinite(c->max_grad_norm))
         return RG_ERR_INVALID_ARG;
     if (!(c->warmup_ratio >= 0.0 && c->warmup_ratio <= 1.0))
         return RG_ERR_INVALID_ARG;
@@ -108,7 +109,9 @@ rg_status rg_adamw_init(rg_adamw *opt, const rg_adamw_config *config, const rg_p
 
     opt->config = *config;
     /* HF: warmup_steps = ceil(total_steps * warmup_ratio). */
-    opt->warmup_steps = (int64_t)ceil((double)config->total_steps * config->warmup_ratio);
+    const double warmup = ceil((double)config->total_steps * config->warmup_ratio);
+    /* clamped in double: near INT64_MAX the product rounds up past what an int64 holds */
+    opt->warmup_steps = warmup >= (double)config->total_steps ? config->total_steps : (int64_t)warmup;
     opt->total = table->total;
     opt->segments = segments;
     opt->n_segments = n_trainable;
@@ -171,10 +174,10 @@ rg_status rg_adamw_grad_norm(const rg_adamw *opt, const float *grads, double *no
     for (int s = 0; s < opt->n_segments; s++) {
         const float *g = grads + opt->segments[s].offset; /* (numel,) */
         size_t numel = opt->segments[s].numel;
-        long n_chunks = (long)((numel + RG_NORM_CHUNK - 1) / RG_NORM_CHUNK);
+        const int64_t n_chunks = (int64_t)((numel + RG_NORM_CHUNK - 1) / RG_NORM_CHUNK);
         double *partials = opt->norm_partials;
 #pragma omp parallel for schedule(static) if (numel > RG_OPTIM_PARALLEL_MIN)
-        for (long c = 0; c < n_chunks; c++) {
+        for (int64_t c = 0; c < n_chunks; c++) {
             size_t begin = (size_t)c * RG_NORM_CHUNK;
             size_t end = begin + RG_NORM_CHUNK < numel ? begin + RG_NORM_CHUNK : numel;
             double sum = 0.0;
@@ -182,7 +185,7 @@ rg_status rg_adamw_grad_norm(const rg_adamw *opt, const float *grads, double *no
                 sum += (double)g[i] * (double)g[i];
             partials[c] = sum;
         }
-        for (long c = 0; c < n_chunks; c++)
+        for (int64_t c = 0; c < n_chunks; c++)
             total_sq += partials[c];
     }
     /* A NaN or inf gradient makes the sum NaN or inf; finite floats squared stay finite in double. */
@@ -198,6 +201,9 @@ rg_status rg_adamw_step(rg_adamw *opt, float *params, float *grads, double *lr_o
     if (opt == NULL || ((params == NULL || grads == NULL) && opt->state_numel > 0))
         return RG_ERR_INVALID_ARG;
     const rg_adamw_config *c = &opt->config;
+    RG_TRY(check_config(c)); /* the struct is public: a config changed after init is checked again */
+    if (opt->step == INT64_MAX)
+        return RG_ERR_TOO_LARGE; /* the step count would overflow */
 
     double norm = 0.0;
     RG_TRY(rg_adamw_grad_norm(opt, grads, &norm));
@@ -227,10 +233,10 @@ rg_status rg_adamw_step(rg_adamw *opt, float *params, float *grads, double *lr_o
         float *g = grads + seg->offset;     /* (numel,) */
         float *m = opt->m + seg->state_offset; /* (numel,) */
         float *v = opt->v + seg->state_offset; /* (numel,) */
-        long numel = (long)seg->numel;
+        const int64_t numel = (int64_t)seg->numel;
         int decay = seg->decay && c->weight_decay != 0.0;
 #pragma omp parallel for schedule(static) if (numel > RG_OPTIM_PARALLEL_MIN)
-        for (long i = 0; i < numel; i++) {
+        for (int64_t i = 0; i < numel; i++) {
             float grad = g[i] * clip_scale;
             float param = p[i];
             if (decay)
@@ -272,4 +278,18 @@ rg_status rg_adamw_load_state(rg_adamw *opt, int64_t step, const float *m, const
     }
     opt->step = step;
     return RG_OK;
+}
+
+rg_status rg_adamw_try_acquire(rg_adamw *opt)
+{
+    if (opt == NULL)
+        return RG_ERR_INVALID_ARG;
+    int expected = 0;
+    return atomic_compare_exchange_strong(&opt->busy, &expected, 1) ? RG_OK : RG_ERR_STATE;
+}
+
+void rg_adamw_release(rg_adamw *opt)
+{
+    if (opt != NULL)
+        atomic_store(&opt->busy, 0);
 }

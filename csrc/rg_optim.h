@@ -18,6 +18,7 @@
 #ifndef RG_OPTIM_H
 #define RG_OPTIM_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,7 +66,13 @@ typedef struct rg_adamw {
     int64_t step;               /* updates applied so far */
     double *norm_partials;      /* (max chunks of one segment,) scratch of the norm */
     size_t max_chunks;
+    atomic_int busy;            /* rg_adamw_try_acquire / rg_adamw_release */
 } rg_adamw;
+
+/* Hyperparameters: lr finite >= 0; beta1, beta2 in [0, 1); eps finite > 0;
+ * weight_decay finite >= 0; max_grad_norm finite (<= 0 disables clipping);
+ * warmup_ratio in [0, 1]; anything else is RG_ERR_INVALID_ARG, from init and
+ * again from every step. */
 
 /* Checks the config and the table (every tensor inside [0, table->total),
  * no two trainable tensors overlapping) and allocates zeroed moments. */
@@ -94,6 +101,12 @@ rg_status rg_adamw_step(rg_adamw *opt, float *params, float *grads, double *lr_o
 
 /* Restore a saved state: the step count and both moment blocks, each
  * (state_numel,). RG_ERR_SHAPE when the sizes differ from this optimizer's. */
+/* Refusing concurrent calls, as rg_model_try_acquire: RG_OK when taken,
+ * RG_ERR_STATE while another holder has it (step, grad_norm, load_state and
+ * reading m / v all need it). rg_adamw_init clears it. */
+rg_status rg_adamw_try_acquire(rg_adamw *opt);
+void rg_adamw_release(rg_adamw *opt);
+
 rg_status rg_adamw_load_state(rg_adamw *opt, int64_t step, const float *m, const float *v,
                               size_t state_numel);
 

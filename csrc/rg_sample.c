@@ -138,8 +138,8 @@ static int32_t sample_row(const float *row, int V, const rg_sample_config *confi
             if (row[i] != -INFINITY)
                 mass += exp(((double)row[i] - (double)max_logit) * inv_temperature);
         double needed = (double)config->top_p * mass;
-        for (int k = 256;; k *= 8) {
-            n = select_top(row, V, k < V ? k : V, work);
+        for (int64_t k = 256;; k *= 8) { /* int64: k * 8 passes INT_MAX for V > 2^28 */
+            n = select_top(row, V, k < V ? (int)k : V, work);
             double prefix = 0.0;
             for (int i = 0; i < n; i++) {
                 probs[i] = exp(((double)work[i].logit - (double)max_logit) * inv_temperature);
@@ -226,4 +226,26 @@ rg_status rg_sample_logits(const float *logits, int B, int V, const rg_sample_co
         free(probs);
     }
     return status;
+}
+
+rg_status rg_sample_check_ids(const int32_t *ids, int n_ids, int V)
+{
+    if (n_ids < 0 || (n_ids > 0 && ids == NULL) || V <= 0)
+        return RG_ERR_INVALID_ARG;
+    for (int i = 0; i < n_ids; i++)
+        if (ids[i] < 0 || ids[i] >= V)
+            return RG_ERR_LABEL_RANGE;
+    return RG_OK;
+}
+
+rg_status rg_sample_ban_tokens(float *logits, int B, int V, const int32_t *ids, int n_ids)
+{
+    if (logits == NULL || B < 0)
+        return RG_ERR_INVALID_ARG;
+    /* every id checked before any logit changes: a refused call leaves them all */
+    RG_TRY(rg_sample_check_ids(ids, n_ids, V));
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < n_ids; i++)
+            logits[(size_t)b * V + ids[i]] = -INFINITY;
+    return RG_OK;
 }

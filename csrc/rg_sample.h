@@ -45,4 +45,16 @@ static inline uint64_t rg_sample_counter(uint64_t step, uint64_t row)
 rg_status rg_sample_logits(const float *logits, int B, int V, const rg_sample_config *config,
                            int32_t *out);
 
+/* Stop tokens (eos ids). RG_OK when each of ids (n_ids,) is a token of a
+ * V-token vocabulary, RG_ERR_LABEL_RANGE when one is not (a negative id
+ * included: it must not wrap around to the last token, as a negative index
+ * in Python would), RG_ERR_INVALID_ARG for a null array or V <= 0. */
+rg_status rg_sample_check_ids(const int32_t *ids, int n_ids, int V);
+
+/* Forbids the tokens ids (n_ids,) in every row of logits (B, V), in place
+ * (-inf, which rg_sample_logits never draws): min_new_tokens before the
+ * first eos may be produced. Checks the ids as rg_sample_check_ids first and
+ * changes nothing when one is refused. */
+rg_status rg_sample_ban_tokens(float *logits, int B, int V, const int32_t *ids, int n_ids);
+
 #endif /* RG_SAMPLE_H */

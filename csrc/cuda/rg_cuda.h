@@ -6,6 +6,7 @@
 #ifndef RG_CUDA_H
 #define RG_CUDA_H
 
+#include "../rg_backend.h"
 #include "../rg_common.h"
 
 #ifdef __cplusplus
@@ -25,6 +26,12 @@ rg_status rg_cuda_axpy(float a, const float *x /* (n,) */, const float *y /* (n,
 
 /* Create and free a cuBLASLt handle: proves the library links and loads. */
 rg_status rg_cuda_cublaslt_probe(void);
+
+/* The CUDA op table for rg_model_set_ops (rg_backend.h), or NULL while this
+ * build has none: always NULL without CUDA, and NULL until every op has a
+ * CUDA implementation (csrc/cuda/<op>.cu, one file per op, each filling its
+ * entries in rg_cuda_ops.cu). */
+const rg_ops_table *rg_cuda_ops_table(void);
 
 #ifdef __cplusplus
 }

@@ -11,3 +11,5 @@ rg_status rg_cuda_axpy(float a, const float *x, const float *y, float *out, int6
 }
 
 rg_status rg_cuda_cublaslt_probe(void) { return RG_ERR_UNSUPPORTED; }
+
+const rg_ops_table *rg_cuda_ops_table(void) { return NULL; }

@@ -319,3 +319,24 @@ void test_metrics_perplexity_errors(void)
     RG_CHECK_STATUS(rg_metrics_perplexity_from_sum(1000.0, 1.0, &perplexity), RG_ERR_NONFINITE);
     RG_CHECK_STATUS(rg_metrics_perplexity_from_sum(1.0, 1.0, NULL), RG_ERR_INVALID_ARG);
 }
+
+/* Caller-given counts whose sum passes INT64_MAX, and a K whose K * K cells
+ * cannot be addressed, are refused (they were signed overflows). */
+void test_metrics_from_confusion_refuses_overflow(void)
+{
+    int64_t confusion[4] = {INT64_MAX / 2, INT64_MAX / 2, 5, 1};
+    double precision[2], recall[2], f1[2];
+    int64_t support[2];
+    rg_metrics_summary summary;
+    RG_CHECK_STATUS(rg_metrics_from_confusion(confusion, 2, precision, recall, f1, support, &summary),
+                    RG_ERR_TOO_LARGE);
+    confusion[2] = 0;
+    confusion[3] = 0; /* sum INT64_MAX - 1: fits; 2 tp + fp + fn does not */
+    RG_CHECK_STATUS(rg_metrics_from_confusion(confusion, 2, precision, recall, f1, support, &summary), RG_OK);
+    RG_CHECK_CLOSE(f1[0], 2.0 / 3.0, 1e-12);
+    RG_CHECK_CLOSE(summary.accuracy, 0.5, 1e-12);
+    /* K * K wraps a size_t: refused before a cell is read */
+    RG_CHECK_STATUS(rg_metrics_from_confusion(confusion, ((int64_t)1 << 32) + 1, precision, recall, f1, support,
+                                              &summary),
+                    RG_ERR_TOO_LARGE);
+}

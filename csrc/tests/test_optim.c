@@ -223,3 +223,76 @@ void test_optim_state_round_trip(void)
     rg_adamw_free(&a);
     rg_adamw_free(&b);
 }
+
+/* Issue #11: eps = 0 turned a zero gradient into NaN parameters (0 / 0);
+ * non-finite or negative hyperparameters are refused by init and by step. */
+void test_optim_refuses_zero_eps_and_nonfinite_hyperparameters(void)
+{
+    rg_param_table good = {three_tensors, 3, 10};
+    rg_adamw opt;
+    const rg_adamw_config config = seed_config();
+    const double bad_values[] = {0.0, -1e-8, NAN, INFINITY, -INFINITY};
+    for (int i = 0; i < 5; i++) {
+        rg_adamw_config bad = config;
+        bad.eps = bad_values[i];
+        RG_CHECK_STATUS(rg_adamw_init(&opt, &bad, &good), RG_ERR_INVALID_ARG);
+        if (i == 0)
+            continue; /* 0 is a fine value for the others */
+        bad = config;
+        bad.lr = bad_values[i];
+        RG_CHECK_STATUS(rg_adamw_init(&opt, &bad, &good), RG_ERR_INVALID_ARG);
+        bad = config;
+        bad.weight_decay = bad_values[i];
+        RG_CHECK_STATUS(rg_adamw_init(&opt, &bad, &good), RG_ERR_INVALID_ARG);
+        bad = config;
+        bad.beta2 = bad_values[i];
+        RG_CHECK_STATUS(rg_adamw_init(&opt, &bad, &good), RG_ERR_INVALID_ARG);
+        if (isfinite(bad_values[i]))
+            continue; /* a negative max_grad_norm disables clipping */
+        bad = config;
+        bad.max_grad_norm = bad_values[i];
+        RG_CHECK_STATUS(rg_adamw_init(&opt, &bad, &good), RG_ERR_INVALID_ARG);
+        bad = config;
+        bad.warmup_ratio = bad_values[i];
+        RG_CHECK_STATUS(rg_adamw_init(&opt, &bad, &good), RG_ERR_INVALID_ARG);
+    }
+    /* a config changed after init is refused by step, which then changes nothing */
+    float params[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, grads[10] = {0};
+    if (!RG_CHECK_STATUS(rg_adamw_init(&opt, &config, &good), RG_OK))
+        return;
+    opt.config.eps = 0.0;
+    RG_CHECK_STATUS(rg_adamw_step(&opt, params, grads, NULL, NULL), RG_ERR_INVALID_ARG);
+    RG_CHECK_EQ(opt.step, 0);
+    opt.config.eps = 1e-8;
+    RG_CHECK_STATUS(rg_adamw_step(&opt, params, grads, NULL, NULL), RG_OK);
+    for (int i = 0; i < 10; i++)
+        RG_CHECK(isfinite(params[i]));
+    /* a step count at the end of int64 is refused rather than wrapped */
+    RG_CHECK_STATUS(rg_adamw_load_state(&opt, INT64_MAX, opt.m, opt.v, opt.state_numel), RG_OK);
+    RG_CHECK_STATUS(rg_adamw_step(&opt, params, grads, NULL, NULL), RG_ERR_TOO_LARGE);
+    rg_adamw_free(&opt);
+    /* warmup near the end of int64 stays inside it */
+    rg_adamw_config huge = config;
+    huge.total_steps = INT64_MAX;
+    huge.warmup_ratio = 1.0;
+    if (RG_CHECK_STATUS(rg_adamw_init(&opt, &huge, &good), RG_OK)) {
+        RG_CHECK(opt.warmup_steps == INT64_MAX);
+        rg_adamw_free(&opt);
+    }
+}
+
+void test_optim_busy_flag(void)
+{
+    rg_param_table good = {three_tensors, 3, 10};
+    rg_adamw opt;
+    const rg_adamw_config config = seed_config();
+    if (!RG_CHECK_STATUS(rg_adamw_init(&opt, &config, &good), RG_OK))
+        return;
+    RG_CHECK_STATUS(rg_adamw_try_acquire(&opt), RG_OK);
+    RG_CHECK_STATUS(rg_adamw_try_acquire(&opt), RG_ERR_STATE);
+    rg_adamw_release(&opt);
+    RG_CHECK_STATUS(rg_adamw_try_acquire(&opt), RG_OK);
+    rg_adamw_release(&opt);
+    RG_CHECK_STATUS(rg_adamw_try_acquire(NULL), RG_ERR_INVALID_ARG);
+    rg_adamw_free(&opt);
+}

@@ -132,3 +132,34 @@ void test_sample_top_k_keeps_ties_with_the_kth(void)
     RG_CHECK(seen[0] > 0 && seen[1] > 0 && seen[2] > 0 && seen[3] > 0);
     RG_CHECK_EQ(seen[4], 0);
 }
+
+/* Issue #11: an eos id outside the vocabulary was silently ignored, and
+ * eos = -1 with min_new_tokens banned the LAST token (a negative index). */
+void test_sample_stop_ids_are_checked_and_banned(void)
+{
+    const int32_t inside[2] = {0, 4}, minus_one[1] = {-1}, past_end[2] = {1, 5};
+    RG_CHECK_STATUS(rg_sample_check_ids(inside, 2, 5), RG_OK);
+    RG_CHECK_STATUS(rg_sample_check_ids(minus_one, 1, 5), RG_ERR_LABEL_RANGE);
+    RG_CHECK_STATUS(rg_sample_check_ids(past_end, 2, 5), RG_ERR_LABEL_RANGE);
+    RG_CHECK_STATUS(rg_sample_check_ids(NULL, 0, 5), RG_OK);
+    RG_CHECK_STATUS(rg_sample_check_ids(NULL, 1, 5), RG_ERR_INVALID_ARG);
+    RG_CHECK_STATUS(rg_sample_check_ids(inside, -1, 5), RG_ERR_INVALID_ARG);
+
+    float logits[2 * 5] = {1, 2, 3, 4, 9, 9, 4, 3, 2, 1};
+    float copy[2 * 5];
+    memcpy(copy, logits, sizeof(logits));
+    /* refused ids change nothing: in particular the last token stays allowed */
+    RG_CHECK_STATUS(rg_sample_ban_tokens(logits, 2, 5, minus_one, 1), RG_ERR_LABEL_RANGE);
+    RG_CHECK(memcmp(logits, copy, sizeof(logits)) == 0);
+    RG_CHECK_STATUS(rg_sample_ban_tokens(logits, 2, 5, past_end, 2), RG_ERR_LABEL_RANGE);
+    RG_CHECK(memcmp(logits, copy, sizeof(logits)) == 0);
+    const int32_t eos[2] = {4, 0};
+    RG_CHECK_STATUS(rg_sample_ban_tokens(logits, 2, 5, eos, 2), RG_OK);
+    int32_t out[2];
+    rg_sample_config greedy = {.do_sample = 0, .temperature = 1.0f, .top_p = 1.0f};
+    RG_CHECK_STATUS(rg_sample_logits(logits, 2, 5, &greedy, out), RG_OK);
+    RG_CHECK_EQ(out[0], 3); /* 4 banned */
+    RG_CHECK_EQ(out[1], 1); /* 0 banned */
+    for (int b = 0; b < 2; b++)
+        RG_CHECK(logits[b * 5 + 4] == -INFINITY && logits[b * 5 + 0] == -INFINITY && logits[b * 5 + 2] == copy[b * 5 + 2]);
+}

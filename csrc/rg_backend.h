@@ -1,0 +1,99 @@
+/*
+ * rg_backend.h - the op table: the one seam through which rg_model.c runs
+ * every layer operation, so that a model's forward and backward can run on
+ * the CPU ops of rg_ops.c or on another implementation (CUDA, csrc/cuda/)
+ * without a line of rg_model.c knowing which.
+ *
+ * Each entry has exactly the signature and semantics of the rg_ops.h
+ * function of the same name (shapes, accumulation into gradients, NULL
+ * meaning "not needed"); rg_ops.h is the reference. A table must fill every
+ * entry (rg_ops_table_complete).
+ *
+ * Plugging in another backend: fill an rg_ops_table (csrc/cuda/ keeps one
+ * file per op and rg_cuda_ops_table() returns the table, NULL while it has
+ * none), then rg_model_set_ops(model, table). Today every pointer the model
+ * hands the ops is host memory (the parameter, gradient and activation
+ * blocks are malloc'ed); a device table also needs those blocks on the
+ * device, which is the next step and not this seam's business.
+ */
+#ifndef RG_BACKEND_H
+#define RG_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rg_ops_table {
+    const char *name; /* "cpu", "cuda", ... */
+
+    void (*dropout_apply)(float *x, size_t n, float p, uint64_t stream);
+    /* out (n,) += a (n,): the residual adds */
+    void (*add_inplace)(float *out, const float *a, size_t n);
+
+    void (*matmul_forward)(float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int IC, int OC);
+    void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC);
+
+    void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, int N, int C, float eps);
+    void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
+                               const float *inp, const float *weight, const float *mean,
+                               const float *rstd, int N, int C);
+    void (*rmsnorm_forward)(float *out, float *rstd, const float *inp, const float *weight, int N,
+                            int C, float eps);
+    void (*rmsnorm_backward)(float *dinp, float *dweight, const float *dout, const float *inp,
+                             const float *weight, const float *rstd, int N, int C);
+
+    void (*gelu_tanh_forward)(float *out, const float *inp, size_t n);
+    void (*gelu_tanh_backward)(float *dinp, const float *inp, const float *dout, size_t n);
+    void (*gelu_erf_forward)(float *out, const float *inp, size_t n);
+    void (*gelu_erf_backward)(float *dinp, const float *inp, const float *dout, size_t n);
+    void (*swiglu_forward)(float *out, const float *inp, int N, int F);
+    void (*swiglu_backward)(float *dinp, const float *inp, const float *dout, int N, int F);
+    void (*relu_forward)(float *out, const float *inp, size_t n);
+    void (*relu_backward)(float *dinp, const float *out, const float *dout, size_t n);
+    void (*tanh_forward)(float *out, const float *inp, size_t n);
+    void (*tanh_backward)(float *dinp, const float *out, const float *dout, size_t n);
+
+    void (*embedding_forward)(float *out, const int32_t *tokens, const int32_t *positions,
+                              const int32_t *types, const float *wte, const float *wpe,
+                              const float *wtt, int N, int C);
+    void (*embedding_backward)(float *dwte, float *dwpe, float *dwtt, const float *dout,
+                               const int32_t *tokens, const int32_t *positions,
+                               const int32_t *types, int N, int C);
+
+    void (*rope_forward)(float *qkv, const int32_t *positions, int N, int NH, int NKV, int HS,
+                         float theta);
+    void (*rope_backward)(float *dqkv, const int32_t *positions, int N, int NH, int NKV, int HS,
+                          float theta);
+
+    void (*attention_forward)(float *out, float *att, const float *qkv, const int32_t *key_mask,
+                              int B, int T, int NH, int NKV, int HS, int causal, float attn_p,
+                              uint64_t stream);
+    void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *att,
+                               int B, int T, int NH, int NKV, int HS, float attn_p,
+                               uint64_t stream);
+    void (*attention_cached_forward)(float *out, const float *qkv, const float *k_cache,
+                                     const float *v_cache, const int32_t *key_mask, int B, int Tn,
+                                     int S, int start, int NH, int NKV, int HS);
+
+    double (*crossentropy_forward)(float *lse, const float *logits, const int32_t *targets, int N,
+                                   int V, long *count);
+    void (*crossentropy_backward)(float *logits, const float *lse, const int32_t *targets, int N,
+                                  int V, float scale);
+} rg_ops_table;
+
+/* The CPU table: the functions of rg_ops.c. Static; never freed. */
+const rg_ops_table *rg_ops_cpu(void);
+
+/* 1 when every entry of the table is set (and it has a name), else 0. */
+int rg_ops_table_complete(const rg_ops_table *table);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RG_BACKEND_H */
