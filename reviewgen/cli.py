@@ -42,7 +42,8 @@ def _prepare(args) -> int:
 
     source = data.load_sample(args.input.split(":", 1)[1]) if args.input.startswith("sample:") else args.input
     prepared = data.prepare(source, args.scale, text_column=args.text_column,
-                            rating_column=args.rating_column, seed=args.seed, val_fraction=args.val_fraction)
+                            rating_column=args.rating_column, seed=args.seed, val_fraction=args.val_fraction,
+                            balance=not args.no_balance, allow_drop=args.allow_drop)
     print(prepared.report)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
@@ -73,7 +74,12 @@ def main(argv=None) -> int:
 
     prepare = commands.add_parser("prepare", help="clean, label, balance and split; print the stage report")
     prepare.add_argument("input", help="CSV, JSONL or Parquet file, or sample:imdb / sample:sst5")
-    prepare.add_argument("--scale", default="imdb10", help="rating scale: imdb10, sst5, stars5")
+    prepare.add_argument("--scale", default="imdb10",
+                         help="rating scale: imdb10, sst5, stars5, or a mapping such as "
+                              "'1-2:1,3-4:2,5-6:3,7-8:4,9-10:5' (whole-number ranges to labels)")
+    prepare.add_argument("--allow-drop", action="store_true",
+                         help="go on when many ratings fall off the scale or a label ends empty")
+    prepare.add_argument("--no-balance", action="store_true", help="keep every row instead of balancing labels")
     prepare.add_argument("--text-column", default="text")
     prepare.add_argument("--rating-column", default="rating")
     prepare.add_argument("--seed", type=int, default=0)

@@ -41,6 +41,8 @@ __all__ = [
     "DataFileError",
     "MissingColumnError",
     "NotEnoughDataError",
+    "ScaleMismatchError",
+    "parse_scale",
     "Scale",
     "SCALES",
     "register_scale",
@@ -103,6 +105,11 @@ class MissingColumnError(DataError):
 
 class NotEnoughDataError(DataError):
     """The data cannot supply the requested number of (balanced) rows."""
+
+
+class ScaleMismatchError(DataError):
+    """The rating scale does not fit the data: many ratings fall off it, or a
+    label that had rows ends with none. Pass ``allow_drop=True`` to accept."""
 
 
 # --------------------------------------------------------------------------
@@ -168,9 +175,50 @@ def register_scale(scale: Scale, *, replace: bool = False) -> Scale:
     return scale
 
 
+def parse_scale(spec: str) -> Scale:
+    """A scale from a mapping such as ``"1-2:1,3-4:2,5-6:3,7-8:4,9-10:5"``.
+
+    Each piece maps an inclusive range of whole-number ratings (``a-b``) or one
+    rating (``a``) to a label; the ranges must cover every whole rating from
+    the lowest to the highest exactly once, so no rating is silently dropped.
+    """
+    pieces = [piece.strip() for piece in str(spec).split(",") if piece.strip()]
+    if not pieces:
+        raise DataError(f"scale mapping {spec!r} is empty; write it like '1-2:1,3-4:2'")
+    table = {}
+    for piece in pieces:
+        match = re.fullmatch(r"(-?\d+)\s*(?:-\s*(-?\d+))?\s*:\s*(-?\d+)", piece)
+        if match is None:
+            raise DataError(
+                f"scale mapping {spec!r}: cannot read {piece!r}; each piece is 'low-high:label' "
+                "or 'rating:label' with whole numbers"
+            )
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) is not None else low
+        label = int(match.group(3))
+        if high < low:
+            raise DataError(f"scale mapping {spec!r}: range {low}-{high} runs backwards")
+        for rating in range(low, high + 1):
+            if rating in table:
+                raise DataError(f"scale mapping {spec!r}: rating {rating} is mapped twice")
+            table[rating] = label
+    lowest, highest = min(table), max(table)
+    gaps = [rating for rating in range(lowest, highest + 1) if rating not in table]
+    if gaps:
+        raise DataError(f"scale mapping {spec!r}: rating(s) {gaps[:5]} between {lowest} and "
+                        f"{highest} have no label")
+    lookup = np.array([table[rating] for rating in range(lowest, highest + 1)], dtype=np.int64)
+    labels = tuple(sorted(set(table.values())))
+    return Scale(str(spec), lowest, highest, lambda r: lookup[(r - lowest).astype(np.int64)],
+                 labels=labels)
+
+
 def get_scale(scale: Union[str, Scale]) -> Scale:
+    """A declared scale by name, a mapping string (see :func:`parse_scale`), or a Scale."""
     if isinstance(scale, Scale):
         return scale
+    if isinstance(scale, str) and ":" in scale and scale not in SCALES:
+        return parse_scale(scale)
     try:
         return SCALES[scale]
     except (KeyError, TypeError):
@@ -275,6 +323,8 @@ def _read_jsonl(path: str, text_column: str, rating_column: str) -> pd.DataFrame
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise DataFileError(path, f"line {line_number}: invalid JSON ({error.msg})") from None
+        except RecursionError:
+            raise DataFileError(path, f"line {line_number}: JSON nested too deeply to be a review record") from None
         if not isinstance(record, dict):
             raise DataFileError(
                 path, f"line {line_number}: expected a JSON object, got {type(record).__name__}"
@@ -300,9 +350,33 @@ def _read_parquet(path: str, text_column: str, rating_column: str) -> pd.DataFra
         raise DataFileError(path, f"not a readable Parquet file ({error})") from None
     _check_columns(path, schema_names, (text_column, rating_column))
     try:
-        return pd.read_parquet(path, columns=[text_column, rating_column])
+        frame = pd.read_parquet(path, columns=[text_column, rating_column])
     except (OSError, ValueError) as error:
         raise DataFileError(path, f"not a readable Parquet file ({error})") from None
+    _check_parquet_types(path, frame, text_column, rating_column)
+    return frame
+
+
+def _first_bad_value(values, allowed) -> object:
+    for value in values:
+        if value is not None and not (isinstance(value, float) and math.isnan(value)) \
+                and not isinstance(value, allowed):
+            return value
+    return None
+
+
+def _check_parquet_types(path: str, frame: pd.DataFrame, text_column: str, rating_column: str) -> None:
+    """Parquet columns are typed: a text column of numbers or a rating column of
+    lists is a wrong file, not rows to drop one by one."""
+    bad_text = _first_bad_value(frame[text_column].to_numpy(dtype=object), str)
+    if bad_text is not None:
+        raise DataFileError(path, f"column {text_column!r} holds {type(bad_text).__name__} values "
+                                  f"(e.g. {bad_text!r}), not text")
+    if not pd.api.types.is_numeric_dtype(frame[rating_column]) or pd.api.types.is_bool_dtype(frame[rating_column]):
+        bad_rating = _first_bad_value(frame[rating_column].to_numpy(dtype=object), (str, int, float))
+        if bad_rating is not None or pd.api.types.is_bool_dtype(frame[rating_column]):
+            kind = type(bad_rating).__name__ if bad_rating is not None else "bool"
+            raise DataFileError(path, f"column {rating_column!r} holds {kind} values, not ratings")
 
 
 def read_reviews(
@@ -819,6 +893,39 @@ def _balance_and_split(
     return PreparedData(train=train, val=val, cleaned=cleaned, report=report, scale=scale)
 
 
+# More than this share of ratings off the scale means the scale is wrong for the data.
+MAX_OFF_SCALE_FRACTION = 0.05
+
+
+def _check_usable(source: str, rows_read: int, cleaned: pd.DataFrame, dropped: pd.DataFrame,
+                  scale: Scale, allow_drop: bool) -> None:
+    """Stop before any long work when the data cannot be what the user meant."""
+    reasons = dropped["reason"].value_counts().to_dict()
+    if len(cleaned) == 0:
+        detail = ", ".join(f"{reason} {count:,}" for reason, count in reasons.items()) or "no data rows"
+        raise NotEnoughDataError(f"{source}: no usable rows (read {rows_read:,}; dropped: {detail})")
+    if allow_drop:
+        return
+    off_scale = int(reasons.get("rating_off_scale", 0))
+    if off_scale > MAX_OFF_SCALE_FRACTION * rows_read:
+        known = ", ".join(sorted(SCALES))
+        raise ScaleMismatchError(
+            f"{source}: {off_scale:,} of {rows_read:,} ratings ({off_scale / rows_read:.0%}) fall off "
+            f"scale {scale.name!r} ({scale.min_rating:g}-{scale.max_rating:g}); pick a scale that fits "
+            f"(declared: {known}; or a mapping such as '1-2:1,3-4:2,5-6:3,7-8:4,9-10:5'), "
+            "or pass allow_drop=True to drop them"
+        )
+    had_rows = dropped.loc[dropped["label"] >= 0, "label"].value_counts().to_dict()
+    kept = cleaned["label"].value_counts().to_dict()
+    emptied = sorted(int(label) for label, count in had_rows.items() if count and not kept.get(label))
+    if emptied:
+        raise ScaleMismatchError(
+            f"{source}: label(s) {emptied} had rows but none survived cleaning "
+            f"({', '.join(f'{label}: {had_rows[label]:,} dropped' for label in emptied)}); "
+            "pass allow_drop=True to go on without them"
+        )
+
+
 def prepare(
     source,
     scale: Union[str, Scale] = "imdb10",
@@ -830,8 +937,13 @@ def prepare(
     val_fraction: float = 0.1,
     balance: bool = True,
     drop_duplicates: bool = True,
+    allow_drop: bool = False,
 ) -> PreparedData:
     """Read (path or DataFrame), clean, label, balance and split in one call.
+
+    Raises :class:`NotEnoughDataError` when no row is usable and
+    :class:`ScaleMismatchError` when more than 5% of the ratings fall off the
+    scale or a label that had rows ends empty (unless ``allow_drop``).
 
     >>> prepared = prepare(load_sample("imdb"), scale="imdb10", seed=0)
     >>> print(prepared.report)            # doctest: +SKIP
@@ -839,6 +951,7 @@ def prepare(
     scale = get_scale(scale)
     frame, name = _load_frame(source, text_column, rating_column, format)
     cleaned, dropped = clean_reviews(frame, scale, drop_duplicates=drop_duplicates)
+    _check_usable(name, len(frame), cleaned, dropped, scale, allow_drop)
     return _balance_and_split(
         cleaned, dropped, scale, source=name, rows_read=len(frame), seed=seed,
         val_fraction=val_fraction, balance=balance, part="all",
@@ -856,15 +969,18 @@ def prepare_generator_and_classifier(
     seed: int = 0,
     val_fraction: float = 0.1,
     drop_duplicates: bool = True,
+    allow_drop: bool = False,
 ) -> tuple:
     """Clean once, split the kept rows into disjoint generator / classifier parts
     (stratified by label), then balance and split each: returns two PreparedData.
 
-    Drop counts in both reports describe the whole input.
+    Drop counts in both reports describe the whole input. The checks of
+    :func:`prepare` apply.
     """
     scale = get_scale(scale)
     frame, name = _load_frame(source, text_column, rating_column, format)
     cleaned, dropped = clean_reviews(frame, scale, drop_duplicates=drop_duplicates)
+    _check_usable(name, len(frame), cleaned, dropped, scale, allow_drop)
     generator_rows, classifier_rows = split_generator_classifier(
         cleaned, generator_fraction, seed=seed
     )

@@ -409,7 +409,8 @@ def test_prepare_from_each_format_gives_the_same_result(tmp_path):
     source.to_parquet(tmp_path / "a.parquet")
     reports = []
     for name in ("a.csv", "a.jsonl", "a.parquet"):
-        prepared = data.prepare(tmp_path / name, text_column="t", rating_column="r", val_fraction=0.0)
+        prepared = data.prepare(tmp_path / name, text_column="t", rating_column="r", val_fraction=0.0,
+                                allow_drop=True)  # label 1's only row is an insult
         reports.append(prepared.report)
         assert sorted(prepared.train["text"]) == ["Great film!", "Okay"]
     assert all(r.dropped == reports[0].dropped for r in reports)
@@ -478,13 +479,11 @@ def test_malformed_files_are_rejected(tmp_path):
         data.read_reviews(broken_gzip)
 
 
-def test_header_only_csv_prepares_to_empty_sets(tmp_path):
+def test_header_only_csv_is_refused_before_any_work(tmp_path):
     path = tmp_path / "header.csv"
     path.write_text("text,rating\n", encoding="utf-8")
-    prepared = data.prepare(path)
-    assert prepared.report.rows_read == 0
-    assert prepared.report.empty_labels == [1, 2, 3, 4, 5]
-    assert len(prepared.train) == 0 and len(prepared.val) == 0
+    with pytest.raises(data.NotEnoughDataError, match=r"header\.csv: no usable rows \(read 0"):
+        data.prepare(path)
 
 
 # ---------------------------------------------------------------- report
@@ -492,7 +491,7 @@ def test_header_only_csv_prepares_to_empty_sets(tmp_path):
 
 def test_report_is_readable_and_serialisable():
     texts = ["good one", "bad s**t", "meh", "x"]
-    prepared = data.prepare(frame(texts, [9, 1, "n/a", 3]), val_fraction=0.0)
+    prepared = data.prepare(frame(texts, [9, 1, "n/a", 3]), val_fraction=0.0, allow_drop=True)
     report = prepared.report
     as_dict = report.to_dict()
     assert json.loads(json.dumps(as_dict)) == as_dict
