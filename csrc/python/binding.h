@@ -67,14 +67,15 @@ void interruptible_end(void);
 /* The Model object (model.c), for generate.c and train.c. */
 typedef struct {
     PyObject_HEAD
-    rg_model *model;
-    int busy; /* a core call runs without the GIL: a second call must not start */
+    rg_model *model; /* its busy flag (rg_model_try_acquire) serialises calls from threads */
 } ModelObject;
 
 /* The rg_model inside a _core.Model, or NULL with a TypeError naming `what`. */
 rg_model *model_unwrap(PyObject *obj, const char *what);
-/* Marks the model busy; -1 with StateError when another call is running. */
+/* Takes the model's busy flag; -1 with StateError when another call (from
+ * any thread) holds it. Every method, getters included, enters and leaves. */
 int model_enter(ModelObject *self);
+void model_leave(ModelObject *self);
 PyArrayObject *model_int_array(PyObject *self, PyObject *obj, int ndim, const char *name);
 
 /* Generation methods of the Model type (generate.c), listed in model.c's method table. */

@@ -19,7 +19,7 @@ PyObject *model_reset_cache(ModelObject *self, PyObject *args, PyObject *kwargs)
     Py_BEGIN_ALLOW_THREADS
     status = rg_model_cache_reset(self->model, B, max_T);
     Py_END_ALLOW_THREADS
-    self->busy = 0;
+    model_leave(self);
     if (status == RG_ERR_SHAPE) {
         char message[128];
         PyOS_snprintf(message, sizeof(message), "reset_cache: max_length %d exceeds the model's %d positions",
@@ -33,8 +33,23 @@ PyObject *model_reset_cache(ModelObject *self, PyObject *args, PyObject *kwargs)
     Py_RETURN_NONE;
 }
 
-/* Appends (B, T) tokens to the cache and returns the last column's logits (B, V). */
+static PyObject *model_cached_step_locked(ModelObject *self, PyArrayObject *tokens, PyArrayObject *mask,
+                                         const char *what);
+
+/* Appends (B, T) tokens to the cache and returns the last column's logits (B, V).
+ * The busy flag covers the cache checks too: another thread's reset_cache
+ * must not resize the cache between the check and the forward. */
 static PyObject *model_cached_step(ModelObject *self, PyArrayObject *tokens, PyArrayObject *mask, const char *what)
+{
+    if (model_enter(self) < 0)
+        return NULL;
+    PyObject *result = model_cached_step_locked(self, tokens, mask, what);
+    model_leave(self);
+    return result;
+}
+
+static PyObject *model_cached_step_locked(ModelObject *self, PyArrayObject *tokens, PyArrayObject *mask,
+                                         const char *what)
 {
     int B, max_T, filled;
     rg_model_cache_info(self->model, &B, &max_T, &filled);
@@ -55,16 +70,19 @@ static PyObject *model_cached_step(ModelObject *self, PyArrayObject *tokens, PyA
     }
     npy_intp dims[2] = {B, self->model->config.vocab_size};
     PyObject *logits = PyArray_SimpleNew(2, dims, NPY_FLOAT32);
-    if (logits == NULL || model_enter(self) < 0) {
-        Py_XDECREF(logits);
+    if (logits == NULL)
         return NULL;
-    }
     rg_status status;
+    interruptible_begin(); /* a long prompt's prefill stops at a layer boundary on Ctrl-C */
     Py_BEGIN_ALLOW_THREADS
     status = rg_model_cache_forward(self->model, PyArray_DATA(tokens), mask ? PyArray_DATA(mask) : NULL, (int)T,
                                     PyArray_DATA((PyArrayObject *)logits));
     Py_END_ALLOW_THREADS
-    self->busy = 0;
+    interruptible_end();
+    if (status == RG_ERR_INTERRUPTED) {
+        Py_DECREF(logits);
+        return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, what);
+    }
     if (status != RG_OK) {
         Py_DECREF(logits);
         char message[160];
@@ -112,7 +130,10 @@ PyObject *model_decode_step(ModelObject *self, PyObject *args, PyObject *kwargs)
 PyObject *model_cache_info(ModelObject *self, PyObject *unused)
 {
     int B, max_T, filled;
+    if (model_enter(self) < 0)
+        return NULL;
     rg_model_cache_info(self->model, &B, &max_T, &filled);
+    model_leave(self);
     return Py_BuildValue("{s:i,s:i,s:i}", "batch_size", B, "max_length", max_T, "length", filled);
 }
 

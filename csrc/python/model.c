@@ -171,12 +171,16 @@ rg_model *model_unwrap(PyObject *obj, const char *what)
 
 int model_enter(ModelObject *self)
 {
-    if (self->busy) {
-        binding_raise_for(self, RG_ERR_STATE, "Model: another call on this model is running");
+    if (rg_model_try_acquire(self->model) != RG_OK) {
+        binding_raise_for(self, RG_ERR_STATE, "Model: another call on this model is running (from another thread?)");
         return -1;
     }
-    self->busy = 1;
     return 0;
+}
+
+void model_leave(ModelObject *self)
+{
+    rg_model_release(self->model);
 }
 
 static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -188,6 +192,10 @@ static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     rg_model_config config;
     if (model_config_from_dict(dict, &config) < 0)
         return NULL;
+    char refused[256];
+    rg_status checked = rg_model_config_check(&config, refused, sizeof(refused));
+    if (checked != RG_OK)
+        return binding_raise_status(binding_state_of_type(type), checked, refused);
     ModelObject *self = (ModelObject *)type->tp_alloc(type, 0);
     if (self == NULL)
         return NULL;
@@ -243,8 +251,12 @@ static PyObject *model_get_config(ModelObject *self, void *closure)
 
 static PyObject *model_get_trainable(ModelObject *self, void *closure)
 {
-    return Py_BuildValue("(is)", self->model->n_trainable_blocks,
-                         model_policy_names[self->model->head_policy]);
+    if (model_enter(self) < 0)
+        return NULL;
+    PyObject *result = Py_BuildValue("(is)", self->model->n_trainable_blocks,
+                                     model_policy_names[self->model->head_policy]);
+    model_leave(self);
+    return result;
 }
 
 static PyObject *model_get_activation_floats(ModelObject *self, void *closure)
@@ -252,7 +264,18 @@ static PyObject *model_get_activation_floats(ModelObject *self, void *closure)
     return PyLong_FromSize_t(self->model->acts_capacity);
 }
 
+static PyObject *model_param_table_locked(ModelObject *self);
+
 static PyObject *model_param_table(ModelObject *self, PyObject *unused)
+{
+    if (model_enter(self) < 0)
+        return NULL;
+    PyObject *result = model_param_table_locked(self);
+    model_leave(self);
+    return result;
+}
+
+static PyObject *model_param_table_locked(ModelObject *self)
 {
     const rg_param_table *table = &self->model->table;
     PyObject *list = PyList_New(table->count);
@@ -364,7 +387,7 @@ static PyObject *model_forward(ModelObject *self, PyObject *args, PyObject *kwar
                               (int)B, (int)T, train, (uint64_t)seed, &loss);
     Py_END_ALLOW_THREADS
     interruptible_end();
-    self->busy = 0;
+    model_leave(self);
     if (status == RG_ERR_LABEL_RANGE) {
         model_name_range_error((PyObject *)self, tokens, types);
         goto done;
@@ -393,7 +416,20 @@ done:
     return result;
 }
 
+static PyObject *model_logits_locked(ModelObject *self);
+
+/* The copy is made while the flag is held: a forward on another thread would
+ * otherwise reallocate the activations under the memcpy. */
 static PyObject *model_logits(ModelObject *self, PyObject *unused)
+{
+    if (model_enter(self) < 0)
+        return NULL;
+    PyObject *result = model_logits_locked(self);
+    model_leave(self);
+    return result;
+}
+
+static PyObject *model_logits_locked(ModelObject *self)
 {
     int rows, cols;
     const float *logits = rg_model_logits(self->model, &rows, &cols);
@@ -425,7 +461,7 @@ static PyObject *model_backward(ModelObject *self, PyObject *args, PyObject *kwa
     status = rg_model_backward(self->model, loss_scale);
     Py_END_ALLOW_THREADS
     interruptible_end();
-    self->busy = 0;
+    model_leave(self);
     if (status == RG_ERR_STATE)
         return binding_raise_for(self, status,
                                    "backward: needs a forward pass with targets first (one backward per forward, "
@@ -449,7 +485,7 @@ static PyObject *model_set_trainable(ModelObject *self, PyObject *args, PyObject
     if (model_enter(self) < 0)
         return NULL;
     rg_status status = rg_model_set_trainable(self->model, k, (rg_head_policy)policy);
-    self->busy = 0;
+    model_leave(self);
     if (status == RG_ERR_UNSUPPORTED)
         return binding_raise_for(self, status, "set_trainable: 'untie' needs a language-model head");
     if (status != RG_OK)
@@ -464,7 +500,7 @@ static PyObject *model_zero_grad(ModelObject *self, PyObject *unused)
     Py_BEGIN_ALLOW_THREADS
     rg_model_zero_grad(self->model);
     Py_END_ALLOW_THREADS
-    self->busy = 0;
+    model_leave(self);
     Py_RETURN_NONE;
 }
 
@@ -580,7 +616,7 @@ static PyObject *model_set_param(ModelObject *self, PyObject *args, PyObject *kw
     Py_BEGIN_ALLOW_THREADS
     status = rg_param_write(self->model->params, info, row_offset, &source);
     Py_END_ALLOW_THREADS
-    self->busy = 0;
+    model_leave(self);
     core_state *state = binding_state_of_type(Py_TYPE(self));
     if (status == RG_ERR_SHAPE)
         binding_raise(state, status, "set_param('%s'): %zd x %zd values at row %zd do not fit its "

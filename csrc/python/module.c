@@ -181,6 +181,7 @@ static const struct {
     {RG_ERR_STATE, "StateError", "A call the object's state does not allow."},
     {RG_ERR_CUDA, "CudaError", "A CUDA or cuBLASLt call failed."},
     {RG_ERR_UNSUPPORTED, "UnsupportedError", "Not provided by this build or configuration."},
+    {RG_ERR_TOO_LARGE, "TooLargeError", "A size beyond the core's limits (or whose arithmetic would overflow)."},
 };
 
 static PyObject *builtin_base_for(rg_status status)

@@ -17,7 +17,6 @@ typedef struct {
     PyObject_HEAD
     rg_adamw opt;
     int initialized;
-    int busy;                   /* a step is running with the GIL released */
     PyArrayObject *parameters;  /* (total,) float32, updated in place */
     PyArrayObject *gradients;   /* (total,) float32, zeroed where consumed */
 } AdamWObject;
@@ -319,31 +318,43 @@ error:
     return -1;
 }
 
-static int adamw_ready(AdamWObject *self)
+/* Takes the optimizer's busy flag (every method, getters included): 0 with
+ * StateError while a call from another thread holds it. */
+static int adamw_enter(AdamWObject *self)
 {
     if (!self->initialized) {
         PyErr_SetString(PyExc_RuntimeError, "AdamW: not initialised");
         return 0;
     }
-    if (self->busy) {
-        binding_raise_for(self, RG_ERR_STATE, "AdamW: another thread is stepping this optimizer");
+    if (rg_adamw_try_acquire(&self->opt) != RG_OK) {
+        binding_raise_for(self, RG_ERR_STATE, "AdamW: another call on this optimizer is running (from another thread?)");
         return 0;
     }
     return 1;
 }
 
-static PyObject *adamw_step(AdamWObject *self, PyObject *unused)
+/* A method whose body runs with the flag held. */
+#define ADAMW_METHOD(name, argtype)                                          \
+    static PyObject *name##_locked(AdamWObject *self, argtype);              \
+    static PyObject *name(AdamWObject *self, argtype arg)                    \
+    {                                                                        \
+        if (!adamw_enter(self))                                              \
+            return NULL;                                                     \
+        PyObject *result = name##_locked(self, arg);                         \
+        rg_adamw_release(&self->opt);                                        \
+        return result;                                                       \
+    }
+
+ADAMW_METHOD(adamw_step, PyObject *)
+
+static PyObject *adamw_step_locked(AdamWObject *self, PyObject *unused)
 {
-    if (!adamw_ready(self))
-        return NULL;
     double lr = 0.0, grad_norm = 0.0;
     rg_status status;
-    self->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     status = rg_adamw_step(&self->opt, PyArray_DATA(self->parameters), PyArray_DATA(self->gradients),
                            &lr, &grad_norm);
     Py_END_ALLOW_THREADS
-    self->busy = 0;
     if (status != RG_OK)
         return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status,
                         "AdamW.step (gradients; parameters left unchanged)");
@@ -351,26 +362,24 @@ static PyObject *adamw_step(AdamWObject *self, PyObject *unused)
                          (long long)self->opt.step);
 }
 
-static PyObject *adamw_grad_norm(AdamWObject *self, PyObject *unused)
+ADAMW_METHOD(adamw_grad_norm, PyObject *)
+
+static PyObject *adamw_grad_norm_locked(AdamWObject *self, PyObject *unused)
 {
-    if (!adamw_ready(self))
-        return NULL;
     double norm = 0.0;
     rg_status status;
-    self->busy = 1; /* the norm's scratch belongs to the optimizer */
     Py_BEGIN_ALLOW_THREADS
     status = rg_adamw_grad_norm(&self->opt, PyArray_DATA(self->gradients), &norm);
     Py_END_ALLOW_THREADS
-    self->busy = 0;
     if (status != RG_OK)
         return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "AdamW.grad_norm");
     return PyFloat_FromDouble(norm);
 }
 
-static PyObject *adamw_lr_at(AdamWObject *self, PyObject *arg)
+ADAMW_METHOD(adamw_lr_at, PyObject *)
+
+static PyObject *adamw_lr_at_locked(AdamWObject *self, PyObject *arg)
 {
-    if (!adamw_ready(self))
-        return NULL;
     long long step = PyLong_AsLongLong(arg);
     if (step == -1 && PyErr_Occurred())
         return NULL;
@@ -391,10 +400,10 @@ static PyObject *moment_copy(const float *block, size_t numel)
     return (PyObject *)array;
 }
 
-static PyObject *adamw_state(AdamWObject *self, PyObject *unused)
+ADAMW_METHOD(adamw_state, PyObject *)
+
+static PyObject *adamw_state_locked(AdamWObject *self, PyObject *unused)
 {
-    if (!adamw_ready(self))
-        return NULL;
     PyObject *m = moment_copy(self->opt.m, self->opt.state_numel);
     PyObject *v = m ? moment_copy(self->opt.v, self->opt.state_numel) : NULL;
     PyObject *result = v ? Py_BuildValue("{s:L,s:O,s:O}", "step", (long long)self->opt.step, "m", m,
@@ -405,10 +414,10 @@ static PyObject *adamw_state(AdamWObject *self, PyObject *unused)
     return result;
 }
 
-static PyObject *adamw_load_state(AdamWObject *self, PyObject *state_obj)
+ADAMW_METHOD(adamw_load_state, PyObject *)
+
+static PyObject *adamw_load_state_locked(AdamWObject *self, PyObject *state_obj)
 {
-    if (!adamw_ready(self))
-        return NULL;
     PyObject *step_obj = NULL, *m_obj = NULL, *v_obj = NULL;
     PyArrayObject *m = NULL, *v = NULL;
     PyObject *result = NULL;
@@ -458,24 +467,32 @@ done:
     return result;
 }
 
-static PyObject *adamw_get_step(AdamWObject *self, void *closure)
+ADAMW_METHOD(adamw_get_step, void *)
+
+static PyObject *adamw_get_step_locked(AdamWObject *self, void *closure)
 {
-    return adamw_ready(self) ? PyLong_FromLongLong(self->opt.step) : NULL;
+    return PyLong_FromLongLong(self->opt.step);
 }
 
-static PyObject *adamw_get_warmup_steps(AdamWObject *self, void *closure)
+ADAMW_METHOD(adamw_get_warmup_steps, void *)
+
+static PyObject *adamw_get_warmup_steps_locked(AdamWObject *self, void *closure)
 {
-    return adamw_ready(self) ? PyLong_FromLongLong(self->opt.warmup_steps) : NULL;
+    return PyLong_FromLongLong(self->opt.warmup_steps);
 }
 
-static PyObject *adamw_get_total_steps(AdamWObject *self, void *closure)
+ADAMW_METHOD(adamw_get_total_steps, void *)
+
+static PyObject *adamw_get_total_steps_locked(AdamWObject *self, void *closure)
 {
-    return adamw_ready(self) ? PyLong_FromLongLong(self->opt.config.total_steps) : NULL;
+    return PyLong_FromLongLong(self->opt.config.total_steps);
 }
 
-static PyObject *adamw_get_state_numel(AdamWObject *self, void *closure)
+ADAMW_METHOD(adamw_get_state_numel, void *)
+
+static PyObject *adamw_get_state_numel_locked(AdamWObject *self, void *closure)
 {
-    return adamw_ready(self) ? PyLong_FromSize_t(self->opt.state_numel) : NULL;
+    return PyLong_FromSize_t(self->opt.state_numel);
 }
 
 static int adamw_traverse(AdamWObject *self, visitproc visit, void *arg)

@@ -43,6 +43,7 @@ class _ModelConfigMethods:
     """Behaviour of ModelConfig; its fields come from CONFIG_FIELDS."""
 
     def __post_init__(self):
+        self._check_kinds()
         if self.n_head <= 0 or self.n_embd <= 0:
             raise ValueError("ModelConfig: n_head and n_embd must be positive")
         # 0 means "derive it", as in the field docs of the binding's table.
@@ -63,6 +64,31 @@ class _ModelConfigMethods:
             raise ValueError(f"ModelConfig: n_kv_head {self.n_kv_head} must divide n_head {self.n_head}")
         if self.head != "lm" and self.num_labels <= 0:
             raise ValueError("ModelConfig: classification heads need num_labels > 0")
+
+    def _check_kinds(self) -> None:
+        """Integers must be integers: 8.5, "8" or true for n_head are refused,
+        not rounded (a checkpoint with `n_head: true` once loaded as 1 head)."""
+        for spec in CONFIG_FIELDS:
+            name, kind = spec["name"], spec["kind"]
+            value = getattr(self, name)
+            if kind == "int":
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                    raise TypeError(f"ModelConfig: {name} must be an integer, got {value!r} "
+                                    f"({type(value).__name__})")
+                setattr(self, name, int(value))
+            elif kind == "flag":
+                if isinstance(value, (bool, np.bool_)) or (isinstance(value, (int, np.integer)) and value in (0, 1)):
+                    setattr(self, name, bool(value))
+                else:
+                    raise TypeError(f"ModelConfig: {name} must be true or false, got {value!r} "
+                                    f"({type(value).__name__})")
+            elif kind == "float":
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                    raise TypeError(f"ModelConfig: {name} must be a number, got {value!r} "
+                                    f"({type(value).__name__})")
+                setattr(self, name, float(value))
+            elif kind == "choice" and not isinstance(value, str):
+                raise TypeError(f"ModelConfig: {name} must be a string, got {value!r}")
 
     def to_dict(self) -> Dict[str, object]:
         """The dict that `_core.Model` takes (flags as 0/1)."""
