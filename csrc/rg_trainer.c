@@ -117,6 +117,7 @@ rg_trainer_config rg_trainer_config_default(void)
     c.trainable_blocks = -1;
     c.head_policy = RG_HEAD_POLICY_TRAIN;
     c.progress_every = 1;
+    c.keep_last_good = 1;
     return c;
 }
 
@@ -415,8 +416,9 @@ static rg_status trainer_setup(rg_trainer *t, const rg_trainer_config *config, c
     t->history = calloc((size_t)c->epochs, sizeof(rg_train_eval));
     const size_t state = t->opt.state_numel > 0 ? t->opt.state_numel : 1;
     t->best = malloc(state * sizeof(float));
-    t->prev = malloc(state * sizeof(float));
-    if (!t->b_tokens || !t->b_mask || !t->b_types || !t->b_targets || !t->history || !t->best || !t->prev)
+    t->prev = c->keep_last_good ? malloc(state * sizeof(float)) : NULL;
+    if (!t->b_tokens || !t->b_mask || !t->b_types || !t->b_targets || !t->history || !t->best ||
+        (c->keep_last_good && !t->prev))
         return RG_ERR_NOMEM;
     if (!t->is_lm && t->has_eval) {
         const size_t K = (size_t)t->K, n = (size_t)t->eval.N;
@@ -432,7 +434,8 @@ static rg_status trainer_setup(rg_trainer *t, const rg_trainer_config *config, c
             return RG_ERR_NOMEM;
     }
     t->order_epoch = -1;
-    trainable_save(t, t->prev);
+    if (t->prev)
+        trainable_save(t, t->prev);
     rg_model_zero_grad(t->model);
     return RG_OK;
 }
@@ -736,7 +739,8 @@ rg_status rg_trainer_resume(rg_trainer *t, const char *path)
     t->order_epoch = (int64_t)s[S_ORDER_EPOCH] == (int64_t)t->epoch ? t->epoch : -1;
     if (t->order_epoch >= 0)
         memcpy(t->order, order, (size_t)t->train.N * sizeof(int32_t));
-    trainable_save(t, t->prev);
+    if (t->prev)
+        trainable_save(t, t->prev);
     t->failed = 0;
     t->done = 0;
     memset(&t->result, 0, sizeof(t->result));
@@ -803,7 +807,8 @@ static void order_prepare(rg_trainer *t)
 static rg_status fail_nonfinite(rg_trainer *t, int batch, int in_eval)
 {
     rg_model_zero_grad(t->model);
-    trainable_load(t, t->prev);
+    if (t->prev)
+        trainable_load(t, t->prev);
     t->failed = 1;
     t->result.failed_epoch = t->epoch + 1;
     t->result.failed_step = t->opt.step + 1;
@@ -874,9 +879,10 @@ static rg_status epoch_train(rg_trainer *t)
         /* A non-finite gradient is found before the copy, so that `prev` still
          * holds the parameters before the last update that was applied. */
         double lr = 0.0, norm = 0.0;
-        rg_status status = rg_adamw_grad_norm(&t->opt, t->model->grads, &norm);
+        rg_status status = t->prev ? rg_adamw_grad_norm(&t->opt, t->model->grads, &norm) : RG_OK;
         if (status == RG_OK) {
-            trainable_save(t, t->prev);
+            if (t->prev)
+                trainable_save(t, t->prev);
             status = rg_adamw_step(&t->opt, t->model->params, t->model->grads, &lr, &norm);
         }
         if (status == RG_ERR_NONFINITE)

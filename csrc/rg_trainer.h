@@ -64,8 +64,14 @@
  * Non-finite loss or gradient: rg_trainer_run returns RG_ERR_NONFINITE, the
  * result names the epoch, update and micro-batch, the model gets back the
  * parameters it had before the last applied update (the last ones whose
- * every loss was finite: before each update the trainable tensors are copied
- * aside) and the trainer refuses to run on (RG_ERR_STATE).
+ * every loss was finite: with keep_last_good, before each update the
+ * trainable tensors are copied aside) and the trainer refuses to run on
+ * (RG_ERR_STATE). The gradients are zeroed; checkpoints on disk are untouched.
+ *
+ * Events: the rg_train_event and everything it points to are valid only
+ * during the callback. The callback runs on the thread of rg_trainer_run,
+ * between updates (never inside a forward or backward), so a binding may
+ * take its interpreter lock just for the call.
  */
 #ifndef RG_TRAINER_H
 #define RG_TRAINER_H
@@ -151,6 +157,10 @@ typedef struct rg_trainer_config {
     const int32_t *label_values; /* (num_labels,) strictly increasing metric value of each class, or NULL (copied) */
     const char *checkpoint_path; /* NULL: no checkpoint (copied) */
     int64_t save_steps;       /* > 0: also checkpoint after every save_steps-th update */
+    int keep_last_good;       /* 1: before each update the trainable tensors are copied aside
+                                 (state_numel floats, one memcpy per update) so that a non-finite
+                                 failure puts back the parameters before the last applied update;
+                                 0: no copy, a failure leaves those after the last applied update */
     int progress_every;       /* STEP events every k-th update (0 or 1: every update) */
     rg_train_progress_fn progress; /* may be NULL */
     void *progress_user;
@@ -159,7 +169,8 @@ typedef struct rg_trainer_config {
 
 /* A config with training.py's defaults (TrainingConfig): 5 epochs, batch 8,
  * accumulation 4, lr 5e-4, linear, warmup 0.1, wd 0.1, betas 0.95/0.999,
- * eps 1e-8, clip 1.0, seed 42, shuffle, trim, load best; no freezing. */
+ * eps 1e-8, clip 1.0, seed 42, shuffle, trim, load best, keep_last_good;
+ * no freezing, no checkpoint, no callback. */
 rg_trainer_config rg_trainer_config_default(void);
 
 typedef struct rg_train_result {

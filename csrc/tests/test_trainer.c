@@ -457,7 +457,7 @@ void test_trainer_progress_rate_bounded(void)
     unlink(path);
 }
 
-static void nonfinite_case(int64_t poison_step, int epoch, int64_t step, int batch, int in_eval)
+static void nonfinite_case(int64_t poison_step, int epoch, int64_t step, int batch, int in_eval, int keep)
 {
     rg_model_config mc = tiny_lm_config();
     rg_model *a = NULL;
@@ -471,6 +471,7 @@ static void nonfinite_case(int64_t poison_step, int epoch, int64_t step, int bat
     rec.snapshot = malloc(a->table.total * sizeof(float));
     rec.snapshot_step = poison_step - 1;
     rec.poison_step = poison_step; /* NaN weights from there on */
+    c.keep_last_good = keep;
     c.progress = record;
     c.progress_user = &rec;
     rg_trainer *t = NULL;
@@ -485,7 +486,10 @@ static void nonfinite_case(int64_t poison_step, int epoch, int64_t step, int bat
     snprintf(where, sizeof(where), "epoch %d", epoch);
     RG_CHECK(strstr(rg_trainer_message(t), where) != NULL);
     /* the weights before the last applied update = those after the one before */
-    RG_CHECK(memcmp(a->params, rec.snapshot, a->table.total * sizeof(float)) == 0);
+    if (keep)
+        RG_CHECK(memcmp(a->params, rec.snapshot, a->table.total * sizeof(float)) == 0);
+    else
+        RG_CHECK(isnan(a->params[0])); /* no copy kept: the (poisoned) weights stay */
     for (size_t i = 0; i < a->table.total; i++)
         if (a->grads[i] != 0.0f) {
             RG_CHECK(!"gradients left after the failure");
@@ -499,8 +503,9 @@ static void nonfinite_case(int64_t poison_step, int epoch, int64_t step, int bat
 
 void test_trainer_nonfinite_restores_last_good(void)
 {
-    nonfinite_case(3, 2, 4, 3, 0); /* update 4's first micro-batch (3 of epoch 2) */
-    nonfinite_case(2, 1, 3, 0, 1); /* the evaluation after epoch 1 */
+    nonfinite_case(3, 2, 4, 3, 0, 1); /* update 4's first micro-batch (3 of epoch 2) */
+    nonfinite_case(2, 1, 3, 0, 1, 1); /* the evaluation after epoch 1 */
+    nonfinite_case(3, 2, 4, 3, 0, 0); /* without keep_last_good */
 }
 
 void test_trainer_rejects_bad_input(void)
