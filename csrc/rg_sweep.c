@@ -303,6 +303,15 @@ static rg_status journal_open(rg_sweep *s)
         sweep_message(s, "%s: cannot open the journal (%s)", path, strerror(errno));
         return RG_ERR_IO;
     }
+    /* one process per journal: a second sweep appending to it would interleave records */
+    struct flock lock;
+    memset(&lock, 0, sizeof(lock));
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    if (fcntl(s->fd, F_SETLK, &lock) != 0) {
+        sweep_message(s, "%s: the journal is in use by another process", path);
+        return RG_ERR_STATE;
+    }
     unsigned char want[32], have[32];
     header_make(s, want);
     struct stat st;

@@ -16,7 +16,8 @@
  * runs with a valid record are done and are not run again; the file is cut
  * after the last valid record (a record torn by a kill, or damaged, and
  * everything after it, is dropped and those runs are redone). A journal of
- * another sweep is refused (RG_ERR_STATE). An interrupted run is never
+ * another sweep, or one another process holds open (an fcntl lock), is
+ * refused (RG_ERR_STATE). An interrupted run is never
  * journaled. Since every run is deterministic, a sweep killed at any point
  * and restarted ends with the same results as an uninterrupted one.
  *

@@ -681,6 +681,14 @@ rg_status rg_trainer_resume(rg_trainer *t, const char *path)
         status = RG_ERR_SHAPE;
         goto done;
     }
+    if (s[S_SEED] != t->config.seed || s[S_SHUFFLE] != (uint64_t)shuffle_mode(t)) {
+        snprintf(r.message, sizeof(r.message), "%s: made with seed %llu (shuffle mode %llu), this run has "
+                 "seed %llu (shuffle mode %d): the rest of the run would differ", path,
+                 (unsigned long long)s[S_SEED], (unsigned long long)s[S_SHUFFLE],
+                 (unsigned long long)t->config.seed, shuffle_mode(t));
+        status = RG_ERR_SHAPE;
+        goto done;
+    }
     if (s[S_EPOCH] > (uint64_t)t->config.epochs || s[S_BATCH] > (uint64_t)t->num_batches ||
         s[S_N_HISTORY] > (uint64_t)t->config.epochs || s[S_STEP] > (uint64_t)t->total_steps ||
         s[S_BEST_EPOCH] > s[S_N_HISTORY]) {

@@ -215,10 +215,13 @@ rg_status rg_trainer_run(rg_trainer *trainer);
  * into the model, the optimizer and the trainer. Everything is read and
  * verified before anything changes: on error the trainer is as before.
  * RG_ERR_IO, RG_ERR_CORRUPT (message names the section), RG_ERR_SHAPE (another
- * parameter layout, number of updates, batches or rows). */
+ * parameter layout or freezing, number of updates, epochs, batch size,
+ * accumulation, rows, seed or shuffle mode). Hyperparameters (lr, betas, ...)
+ * are not compared, as training.py does not. */
 rg_status rg_trainer_resume(rg_trainer *trainer, const char *path);
 
-/* Writes a checkpoint of the current state now (at an update boundary). */
+/* Writes a checkpoint of the current state now (between runs, or from a
+ * progress callback: both are update boundaries). */
 rg_status rg_trainer_save(rg_trainer *trainer, const char *path);
 
 /* Puts the best epoch's parameters into the model. RG_ERR_STATE when none. */

@@ -415,6 +415,12 @@ void test_trainer_corrupt_checkpoint_names_section(void)
     RG_CHECK_STATUS(rg_trainer_resume(w, path), RG_ERR_SHAPE);
     RG_CHECK_STATUS(rg_trainer_resume(w, "/nonexistent-dir-rg/none.ckpt"), RG_ERR_IO);
     rg_trainer_free(w);
+    other = c;
+    other.seed = c.seed + 1;
+    RG_CHECK_STATUS(rg_trainer_init(&w, b, &other, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_resume(w, path), RG_ERR_SHAPE);
+    RG_CHECK(strstr(rg_trainer_message(w), "seed") != NULL);
+    rg_trainer_free(w);
     rg_trainer_free(t);
     rg_trainer_free(u);
     free(before);
@@ -544,7 +550,7 @@ void test_trainer_rejects_bad_input(void)
  * made inside the eval callback, with the model's current weights; freezing. */
 typedef struct cls_check {
     rg_model *model;
-    const int32_t *tokens, *mask, *labels;
+    const int32_t *tokens, *mask, *types, *labels;
     const int32_t *values;
     int ok, evals;
 } cls_check;
@@ -567,7 +573,8 @@ static int cls_event(void *user, const rg_train_event *ev)
         while (w > 1 && k->mask[i * CT + w - 1] == 0)
             w--;
         float loss;
-        rg_model_forward(k->model, k->tokens + i * CT, k->mask + i * CT, NULL, k->labels + i, 1, w, 0, 0, &loss);
+        rg_model_forward(k->model, k->tokens + i * CT, k->mask + i * CT, k->types + i * CT, k->labels + i, 1, w, 0,
+                         0, &loss);
         int rows, cols;
         const float *logits = rg_model_logits(k->model, &rows, &cols);
         pred[i] = 0;
@@ -607,18 +614,24 @@ static int cls_event(void *user, const rg_train_event *ev)
 void test_trainer_classification_metrics_and_freezing(void)
 {
     rg_model_config mc = tiny_cls_config();
+    mc.type_vocab_size = 2; /* BERT-style segments */
     rg_model *m = NULL;
     if (!RG_CHECK(rg_model_init(&m, &mc) == RG_OK))
         return;
     int32_t tok[CN * CT], mask[CN * CT], labels[CN], etok[CE * CT], emask[CE * CT], elabels[CE];
+    int32_t types[CN * CT], etypes[CE * CT];
     tiny_rows(CN, CT, mc.vocab_size, 5, tok, mask);
     tiny_rows(CE, CT, mc.vocab_size, 9, etok, emask);
+    for (int i = 0; i < CN * CT; i++)
+        types[i] = (i % CT) >= 3;
+    for (int i = 0; i < CE * CT; i++)
+        etypes[i] = (i % CT) >= 2;
     for (int i = 0; i < CN; i++)
         labels[i] = tok[i * CT] % 3;
     for (int i = 0; i < CE; i++)
         elabels[i] = (i * 2) % 3;
     const int32_t values[3] = {1, 2, 5};
-    rg_train_data train = {tok, mask, NULL, labels, CN, CT}, eval = {etok, emask, NULL, elabels, CE, CT};
+    rg_train_data train = {tok, mask, types, labels, CN, CT}, eval = {etok, emask, etypes, elabels, CE, CT};
     rg_trainer_config c = rg_trainer_config_default();
     c.epochs = 2;
     c.train_batch_size = 4;
@@ -630,7 +643,7 @@ void test_trainer_classification_metrics_and_freezing(void)
     c.head_policy = RG_HEAD_POLICY_TRAIN;
     c.label_values = values;
     c.load_best_at_end = 0;
-    cls_check k = {m, etok, emask, elabels, values, 1, 0};
+    cls_check k = {m, etok, emask, etypes, elabels, values, 1, 0};
     c.progress = cls_event;
     c.progress_user = &k;
     const rg_param_info *wte = rg_model_find_param(m, "wte"), *block0 = rg_model_find_param(m, "h.0.qkv.w"),
