@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rg_sweep.h"
@@ -271,4 +272,33 @@ void test_sweep_integer_parameters_and_errors(void)
     c.base.head_policy = RG_HEAD_POLICY_UNTIE;
     RG_CHECK_STATUS(rg_sweep_init(&s, m, &c, d.samples, 1, NULL, 0), RG_ERR_UNSUPPORTED);
     rg_model_free(m);
+}
+
+void test_sweep_journal_locked_against_other_process(void)
+{
+    rg_model_config mc = tiny_lm_config();
+    rg_model *m = NULL;
+    if (!RG_CHECK(rg_model_init(&m, &mc) == RG_OK))
+        return;
+    sweep_data d;
+    sweep_data_make(&d, mc.vocab_size);
+    char path[512];
+    tiny_temp_path(path, sizeof(path), "locked.journal");
+    rg_sweep_config c = sweep_config();
+    c.journal_path = path;
+    rg_sweep *s = NULL;
+    RG_CHECK_STATUS(rg_sweep_init(&s, m, &c, d.samples, SAMPLES, NULL, 0), RG_OK);
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        rg_sweep *t = NULL;
+        rg_status status = rg_sweep_init(&t, m, &c, d.samples, SAMPLES, NULL, 0);
+        _exit(status == RG_ERR_STATE ? 0 : 1);
+    }
+    int wstatus = -1;
+    RG_CHECK(child > 0 && waitpid(child, &wstatus, 0) == child);
+    RG_CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+    rg_sweep_free(s);
+    rg_model_free(m);
+    unlink(path);
 }
