@@ -5,6 +5,8 @@
 
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -670,4 +672,100 @@ void test_trainer_classification_metrics_and_freezing(void)
     RG_CHECK_STATUS(rg_trainer_init(&t, m, &c, &train, &eval), RG_ERR_INVALID_ARG);
     free(before);
     rg_model_free(m);
+}
+
+/* A real SIGKILL: a child process (this test binary started again, so that
+ * no OpenMP state crosses a fork) trains and kills itself right after the
+ * checkpoint of update 3 is in place (no cleanup of any kind runs); the
+ * parent resumes from that file and must end bit-identical to a run that
+ * was never stopped. */
+static int kill_after_checkpoint(void *user, const rg_train_event *ev)
+{
+    (void)user;
+    if (ev->kind == RG_TRAIN_EVENT_CHECKPOINT && ev->step == 3)
+        raise(SIGKILL);
+    return 0;
+}
+
+static rg_trainer_config sigkill_config(const char *path)
+{
+    rg_trainer_config c = lm_config();
+    c.load_best_at_end = 1;
+    c.save_steps = 1;
+    c.checkpoint_path = path;
+    return c;
+}
+
+/* The child's part: does nothing unless started by the test below. */
+void test_trainer_zchild_sigkill(void)
+{
+    const char *path = getenv("RG_TEST_SIGKILL_CHECKPOINT");
+    if (path == NULL)
+        return;
+    rg_model_config mc = tiny_lm_config();
+    lm_data d;
+    lm_data_make(&d, mc.vocab_size);
+    rg_trainer_config c = sigkill_config(path);
+    c.progress = kill_after_checkpoint;
+    rg_model *m = NULL;
+    rg_trainer *t = NULL;
+    if (rg_model_init(&m, &mc) != RG_OK || rg_trainer_init(&t, m, &c, &d.train, &d.eval) != RG_OK)
+        _exit(2);
+    rg_trainer_run(t);
+    _exit(3); /* not reached when the kill happens */
+}
+
+extern char **environ;
+
+void test_trainer_sigkill_then_resume_bit_identical(void)
+{
+    rg_model_config mc = tiny_lm_config();
+    lm_data d;
+    lm_data_make(&d, mc.vocab_size);
+    char path[512], env[600], self[1024];
+    tiny_temp_path(path, sizeof(path), "sigkill.ckpt");
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (!RG_CHECK(n > 0))
+        return;
+    self[n] = 0;
+    snprintf(env, sizeof(env), "RG_TEST_SIGKILL_CHECKPOINT=%s", path);
+    char *child_env[64];
+    int k = 0;
+    child_env[k++] = env;
+    for (char **e = environ; *e != NULL && k < 63; e++)
+        if (strncmp(*e, "RG_TEST_SIGKILL_CHECKPOINT=", 27) != 0)
+            child_env[k++] = *e;
+    child_env[k] = NULL;
+    char *argv[] = {self, "test_trainer_zchild_sigkill", NULL};
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        execve(self, argv, child_env); /* exec right away: nothing of this process runs on */
+        _exit(4);
+    }
+    int wstatus = 0;
+    if (!RG_CHECK(child > 0 && waitpid(child, &wstatus, 0) == child))
+        return;
+    if (!RG_CHECK(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL))
+        fprintf(stderr, "    child: exited %d status %d, signal %d\n", WIFEXITED(wstatus), WEXITSTATUS(wstatus),
+                WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : 0);
+
+    rg_model *full = NULL, *resumed = NULL;
+    if (!RG_CHECK(rg_model_init(&full, &mc) == RG_OK && rg_model_init(&resumed, &mc) == RG_OK))
+        return;
+    rg_trainer *t_full = NULL, *t_resumed = NULL;
+    rg_trainer_config c = sigkill_config(path), fc = c;
+    fc.checkpoint_path = NULL;
+    RG_CHECK_STATUS(rg_trainer_init(&t_full, full, &fc, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_run(t_full), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t_resumed, resumed, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_resume(t_resumed, path), RG_OK);
+    RG_CHECK_EQ(rg_trainer_result(t_resumed)->global_step, 3);
+    RG_CHECK_STATUS(rg_trainer_run(t_resumed), RG_OK);
+    RG_CHECK(memcmp(resumed->params, full->params, full->table.total * sizeof(float)) == 0);
+    rg_trainer_free(t_full);
+    rg_trainer_free(t_resumed);
+    rg_model_free(full);
+    rg_model_free(resumed);
+    unlink(path);
 }
