@@ -4,6 +4,7 @@
 #include "tiny_model.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -299,6 +300,98 @@ void test_sweep_journal_locked_against_other_process(void)
     RG_CHECK(child > 0 && waitpid(child, &wstatus, 0) == child);
     RG_CHECK(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
     rg_sweep_free(s);
+    rg_model_free(m);
+    unlink(path);
+}
+
+/* A sweep killed with SIGKILL inside its third run (a child process: this
+ * binary started again), restarted from its journal: the same results as a
+ * sweep never stopped, and only the unfinished runs are trained again. */
+static int kill_inside_run3(void *user, const rg_train_event *ev)
+{
+    int *steps = user;
+    if (ev->kind == RG_TRAIN_EVENT_STEP && ++*steps == 10)
+        raise(SIGKILL);
+    return 0;
+}
+
+void test_sweep_zchild_sigkill(void)
+{
+    const char *path = getenv("RG_TEST_SWEEP_JOURNAL");
+    if (path == NULL)
+        return;
+    rg_model_config mc = tiny_lm_config();
+    rg_model *m = NULL;
+    sweep_data d;
+    sweep_data_make(&d, mc.vocab_size);
+    rg_sweep_config c = sweep_config();
+    int steps = 0;
+    c.journal_path = path;
+    c.base.progress = kill_inside_run3;
+    c.base.progress_user = &steps;
+    rg_sweep *s = NULL;
+    if (rg_model_init(&m, &mc) != RG_OK || rg_sweep_init(&s, m, &c, d.samples, SAMPLES, NULL, 0) != RG_OK)
+        _exit(2);
+    rg_sweep_run(s);
+    _exit(3);
+}
+
+extern char **environ;
+
+void test_sweep_sigkill_then_restart(void)
+{
+    char path[512], env[600], self[1024];
+    tiny_temp_path(path, sizeof(path), "killed.journal");
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (!RG_CHECK(n > 0))
+        return;
+    self[n] = 0;
+    snprintf(env, sizeof(env), "RG_TEST_SWEEP_JOURNAL=%s", path);
+    char *child_env[64];
+    int k = 0;
+    child_env[k++] = env;
+    for (char **e = environ; *e != NULL && k < 63; e++)
+        if (strncmp(*e, "RG_TEST_SWEEP_JOURNAL=", 22) != 0)
+            child_env[k++] = *e;
+    child_env[k] = NULL;
+    char *argv[] = {self, "test_sweep_zchild_sigkill", NULL};
+    fflush(NULL);
+    pid_t child = fork();
+    if (child == 0) {
+        execve(self, argv, child_env);
+        _exit(4);
+    }
+    int wstatus = 0;
+    if (!RG_CHECK(child > 0 && waitpid(child, &wstatus, 0) == child))
+        return;
+    RG_CHECK(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL);
+
+    rg_model_config mc = tiny_lm_config();
+    rg_model *m = NULL;
+    if (!RG_CHECK(rg_model_init(&m, &mc) == RG_OK))
+        return;
+    sweep_data d;
+    sweep_data_make(&d, mc.vocab_size);
+    rg_sweep_config c = sweep_config();
+    rg_sweep *full = NULL, *s = NULL;
+    RG_CHECK_STATUS(rg_sweep_init(&full, m, &c, d.samples, SAMPLES, NULL, 0), RG_OK);
+    RG_CHECK_STATUS(rg_sweep_run(full), RG_OK);
+    int trained = 0;
+    c.journal_path = path;
+    c.on_run = count_runs;
+    c.on_run_user = &trained;
+    RG_CHECK_STATUS(rg_sweep_init(&s, m, &c, d.samples, SAMPLES, NULL, 0), RG_OK);
+    RG_CHECK_STATUS(rg_sweep_run(s), RG_OK);
+    RG_CHECK_EQ(trained, 2); /* runs 1 and 2 came from the journal */
+    int nr = 0, nf = 0;
+    const rg_sweep_result *runs = rg_sweep_runs(s, &nr), *want = rg_sweep_runs(full, &nf);
+    RG_CHECK(runs[0].from_journal && runs[1].from_journal && !runs[2].from_journal);
+    for (int i = 0; i < nr && i < nf; i++)
+        RG_CHECK(runs[i].done &&
+                 same_history(runs[i].history, runs[i].n_epochs, want[i].history, want[i].n_epochs) &&
+                 runs[i].best_metric == want[i].best_metric);
+    rg_sweep_free(s);
+    rg_sweep_free(full);
     rg_model_free(m);
     unlink(path);
 }
