@@ -538,6 +538,14 @@ void test_trainer_rejects_bad_input(void)
     c.grad_accum = 0;
     RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL), RG_ERR_INVALID_ARG);
     c = lm_config();
+    c.checkpoint_path = "/nonexistent-dir-rg/run.ckpt"; /* checkpoints cannot be written */
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_run(t), RG_ERR_IO);
+    RG_CHECK(strstr(rg_trainer_message(t), "/nonexistent-dir-rg/run.ckpt") != NULL);
+    RG_CHECK_EQ(rg_trainer_result(t)->epochs_completed, 1); /* it stopped at the first checkpoint */
+    rg_trainer_free(t);
+    t = NULL;
+    c = lm_config();
     int32_t orders[3 * TN];
     for (int i = 0; i < 3 * TN; i++)
         orders[i] = i % TN;
@@ -768,4 +776,41 @@ void test_trainer_sigkill_then_resume_bit_identical(void)
     rg_model_free(full);
     rg_model_free(resumed);
     unlink(path);
+}
+
+/* Caller-given orders are used as given: the documented permutations give
+ * the RNG's run; identity orders give the unshuffled run. */
+void test_trainer_given_orders(void)
+{
+    rg_model_config mc = tiny_lm_config();
+    rg_model *m[4] = {NULL, NULL, NULL, NULL};
+    for (int i = 0; i < 4; i++)
+        if (!RG_CHECK(rg_model_init(&m[i], &mc) == RG_OK))
+            return;
+    lm_data d;
+    lm_data_make(&d, mc.vocab_size);
+    int32_t perms[3 * TN], identity[3 * TN];
+    for (int e = 0; e < 3; e++) {
+        doc_permutation(7, e, TN, perms + e * TN);
+        for (int i = 0; i < TN; i++)
+            identity[e * TN + i] = i;
+    }
+    rg_trainer_config c[4];
+    for (int i = 0; i < 4; i++)
+        c[i] = lm_config(); /* seed 7, shuffled */
+    c[1].orders = perms;
+    c[2].orders = identity;
+    c[3].shuffle = 0;
+    for (int i = 0; i < 4; i++) {
+        rg_trainer *t = NULL;
+        RG_CHECK_STATUS(rg_trainer_init(&t, m[i], &c[i], &d.train, &d.eval), RG_OK);
+        RG_CHECK_STATUS(rg_trainer_run(t), RG_OK);
+        rg_trainer_free(t);
+    }
+    const size_t bytes = m[0]->table.total * sizeof(float);
+    RG_CHECK(memcmp(m[0]->params, m[1]->params, bytes) == 0);
+    RG_CHECK(memcmp(m[2]->params, m[3]->params, bytes) == 0);
+    RG_CHECK(memcmp(m[0]->params, m[3]->params, bytes) != 0);
+    for (int i = 0; i < 4; i++)
+        rg_model_free(m[i]);
 }
