@@ -597,10 +597,12 @@ static rg_status run_one(rg_sweep *s, rg_sweep_result *run)
     config_with_value(&c, s->config.parameter, run->value);
     const owned_data *train = &s->train[run->sample_index], *eval = &s->eval[run->sample_index];
     rg_trainer *t = NULL;
-    rg_status status = rg_trainer_init(&t, s->model, &c, &train->view, eval->view.N > 0 ? &eval->view : NULL);
+    char why[RG_CKPT_MESSAGE_LEN];
+    rg_status status = rg_trainer_init(&t, s->model, &c, &train->view, eval->view.N > 0 ? &eval->view : NULL, why,
+                                       sizeof(why));
     if (status != RG_OK) {
         sweep_message(s, "value %g, sample %d: the trainer refused the run (%s)", run->value,
-                      run->sample_index + 1, rg_status_string(status));
+                      run->sample_index + 1, why);
         return status;
     }
     status = rg_trainer_run(t);

@@ -441,8 +441,11 @@ static rg_status trainer_setup(rg_trainer *t, const rg_trainer_config *config, c
 }
 
 rg_status rg_trainer_init(rg_trainer **out, rg_model *model, const rg_trainer_config *config,
-                          const rg_train_data *train, const rg_train_data *eval)
+                          const rg_train_data *train, const rg_train_data *eval, char *error,
+                          size_t error_len)
 {
+    if (error != NULL && error_len > 0)
+        error[0] = 0;
     if (out == NULL)
         return RG_ERR_INVALID_ARG;
     *out = NULL;
@@ -454,6 +457,8 @@ rg_status rg_trainer_init(rg_trainer **out, rg_model *model, const rg_trainer_co
     t->model = model;
     rg_status status = trainer_setup(t, config, train, eval);
     if (status != RG_OK) {
+        if (error != NULL && error_len > 0)
+            snprintf(error, error_len, "%s", t->message[0] ? t->message : rg_status_string(status));
         rg_trainer_free(t);
         return status;
     }

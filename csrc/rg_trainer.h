@@ -200,9 +200,11 @@ typedef struct rg_trainer rg_trainer;
  * Errors: RG_ERR_INVALID_ARG (a null pointer, a config value out of range),
  * RG_ERR_EMPTY (no training row), RG_ERR_SHAPE (T > n_positions, an order
  * that is not a permutation), RG_ERR_LABEL_RANGE (a token, type or target
- * outside its range), RG_ERR_NOMEM. */
+ * outside its range), RG_ERR_NOMEM. error (error_len bytes, may be NULL)
+ * receives why, as the object and its message are gone on failure. */
 rg_status rg_trainer_init(rg_trainer **out, rg_model *model, const rg_trainer_config *config,
-                          const rg_train_data *train, const rg_train_data *eval);
+                          const rg_train_data *train, const rg_train_data *eval, char *error,
+                          size_t error_len);
 void rg_trainer_free(rg_trainer *trainer);
 
 /* Runs the remaining micro-batches and epochs. RG_OK when the run finished

@@ -93,7 +93,7 @@ void test_sweep_runs_equal_lone_trainers(void)
         rg_trainer_config tc = c.base;
         tc.adamw.lr = lr_values[i / SAMPLES];
         rg_trainer *t = NULL;
-        RG_CHECK_STATUS(rg_trainer_init(&t, lone, &tc, &d.samples[i % SAMPLES].train, &d.samples[i % SAMPLES].eval), RG_OK);
+        RG_CHECK_STATUS(rg_trainer_init(&t, lone, &tc, &d.samples[i % SAMPLES].train, &d.samples[i % SAMPLES].eval, NULL, 0), RG_OK);
         RG_CHECK_STATUS(rg_trainer_run(t), RG_OK);
         int nh = 0;
         const rg_train_eval *h = rg_trainer_history(t, &nh);

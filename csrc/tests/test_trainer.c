@@ -222,7 +222,7 @@ void test_trainer_equals_hand_loop(void)
     c.progress = record;
     c.progress_user = &rec;
     rg_trainer *t = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t), RG_OK);
     double ref_steps[6], ref_eval[3];
     RG_CHECK(reference_lm_run(b, &d, &c, ref_steps, ref_eval, NULL));
@@ -262,7 +262,7 @@ void test_trainer_keeps_best_epoch(void)
     c.epochs = 4;
     c.load_best_at_end = 1;
     rg_trainer *t = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t), RG_OK);
     double steps[8], ev[4];
     float *epoch_params = malloc(4 * b->table.total * sizeof(float));
@@ -302,7 +302,7 @@ static void resume_case(int stop_kind, int64_t stop_step, int save_steps, int by
 
     c.checkpoint_path = path_full;
     rg_trainer *t_full = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t_full, full, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t_full, full, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t_full), RG_OK);
 
     volatile sig_atomic_t flag = 0;
@@ -317,7 +317,7 @@ static void resume_case(int stop_kind, int64_t stop_step, int save_steps, int by
     c.progress_user = &rec;
     c.stop_flag = &flag;
     rg_trainer *t_killed = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t_killed, killed, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t_killed, killed, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t_killed), RG_ERR_INTERRUPTED);
     rg_interrupt_clear();
     RG_CHECK(rg_trainer_result(t_killed)->interrupted);
@@ -328,7 +328,7 @@ static void resume_case(int stop_kind, int64_t stop_step, int save_steps, int by
     c.progress = NULL;
     c.stop_flag = NULL;
     rg_trainer *t_resumed = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t_resumed, resumed, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t_resumed, resumed, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_resume(t_resumed, path), RG_OK);
     RG_CHECK(rg_trainer_result(t_resumed)->global_step >= 1);
     RG_CHECK_STATUS(rg_trainer_run(t_resumed), RG_OK);
@@ -386,9 +386,9 @@ void test_trainer_corrupt_checkpoint_names_section(void)
     c.epochs = 1;
     c.checkpoint_path = path;
     rg_trainer *t = NULL, *u = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t), RG_OK);
-    RG_CHECK_STATUS(rg_trainer_init(&u, b, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&u, b, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     /* a byte inside PARAMS: file header, TRSTATE (32 + 256), TABLE (32 + 24 per tensor), PARAMS header */
     const off_t where = 32 + 32 + 256 + 32 + 24 * (off_t)a->table.count + 32 + 4 * 17 + 2;
     int fd = open(path, O_RDWR);
@@ -413,13 +413,13 @@ void test_trainer_corrupt_checkpoint_names_section(void)
     rg_trainer_config other = c;
     other.epochs = 2;
     rg_trainer *w = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&w, b, &other, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&w, b, &other, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_resume(w, path), RG_ERR_SHAPE);
     RG_CHECK_STATUS(rg_trainer_resume(w, "/nonexistent-dir-rg/none.ckpt"), RG_ERR_IO);
     rg_trainer_free(w);
     other = c;
     other.seed = c.seed + 1;
-    RG_CHECK_STATUS(rg_trainer_init(&w, b, &other, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&w, b, &other, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_resume(w, path), RG_ERR_SHAPE);
     RG_CHECK(strstr(rg_trainer_message(w), "seed") != NULL);
     rg_trainer_free(w);
@@ -452,7 +452,7 @@ void test_trainer_progress_rate_bounded(void)
     c.progress = record;
     c.progress_user = &rec;
     rg_trainer *t = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t), RG_OK);
     RG_CHECK_EQ(rec.steps, 6);
     RG_CHECK_EQ(rec.evals, 2);       /* history entries without eval data */
@@ -483,7 +483,7 @@ static void nonfinite_case(int64_t poison_step, int epoch, int64_t step, int bat
     c.progress = record;
     c.progress_user = &rec;
     rg_trainer *t = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t), RG_ERR_NONFINITE);
     const rg_train_result *r = rg_trainer_result(t);
     RG_CHECK_EQ(r->failed_epoch, epoch);
@@ -528,18 +528,18 @@ void test_trainer_rejects_bad_input(void)
     rg_trainer *t = NULL;
     rg_train_data bad = d.train;
     bad.N = 0;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &bad, NULL), RG_ERR_EMPTY);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &bad, NULL, NULL, 0), RG_ERR_EMPTY);
     bad = d.train;
     bad.T = 33;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &bad, NULL), RG_ERR_SHAPE);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &bad, NULL, NULL, 0), RG_ERR_SHAPE);
     d.tokens[5] = 13;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL), RG_ERR_LABEL_RANGE);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL, NULL, 0), RG_ERR_LABEL_RANGE);
     d.tokens[5] = 1;
     c.grad_accum = 0;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL), RG_ERR_INVALID_ARG);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL, NULL, 0), RG_ERR_INVALID_ARG);
     c = lm_config();
     c.checkpoint_path = "/nonexistent-dir-rg/run.ckpt"; /* checkpoints cannot be written */
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t), RG_ERR_IO);
     RG_CHECK(strstr(rg_trainer_message(t), "/nonexistent-dir-rg/run.ckpt") != NULL);
     RG_CHECK_EQ(rg_trainer_result(t)->epochs_completed, 1); /* it stopped at the first checkpoint */
@@ -551,7 +551,9 @@ void test_trainer_rejects_bad_input(void)
         orders[i] = i % TN;
     orders[TN + 4] = 0; /* epoch 1 repeats row 0 */
     c.orders = orders;
-    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL), RG_ERR_SHAPE);
+    char why[256];
+    RG_CHECK_STATUS(rg_trainer_init(&t, a, &c, &d.train, NULL, why, sizeof(why)), RG_ERR_SHAPE);
+    RG_CHECK(strstr(why, "orders: row 1") != NULL);
     RG_CHECK(t == NULL);
     rg_model_free(a);
 }
@@ -661,7 +663,7 @@ void test_trainer_classification_metrics_and_freezing(void)
     float *before = malloc(m->table.total * sizeof(float));
     memcpy(before, m->params, m->table.total * sizeof(float));
     rg_trainer *t = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t, m, &c, &train, &eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t, m, &c, &train, &eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t), RG_OK);
     RG_CHECK_EQ(k.evals, 2);
     RG_CHECK(k.ok);
@@ -673,11 +675,11 @@ void test_trainer_classification_metrics_and_freezing(void)
     rg_trainer_free(t);
     /* a classifier without targets, and unsorted label values, are refused */
     train.targets = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t, m, &c, &train, NULL), RG_ERR_INVALID_ARG);
+    RG_CHECK_STATUS(rg_trainer_init(&t, m, &c, &train, NULL, NULL, 0), RG_ERR_INVALID_ARG);
     train.targets = labels;
     const int32_t unsorted[3] = {2, 1, 5};
     c.label_values = unsorted;
-    RG_CHECK_STATUS(rg_trainer_init(&t, m, &c, &train, &eval), RG_ERR_INVALID_ARG);
+    RG_CHECK_STATUS(rg_trainer_init(&t, m, &c, &train, &eval, NULL, 0), RG_ERR_INVALID_ARG);
     free(before);
     rg_model_free(m);
 }
@@ -717,7 +719,7 @@ void test_trainer_zchild_sigkill(void)
     c.progress = kill_after_checkpoint;
     rg_model *m = NULL;
     rg_trainer *t = NULL;
-    if (rg_model_init(&m, &mc) != RG_OK || rg_trainer_init(&t, m, &c, &d.train, &d.eval) != RG_OK)
+    if (rg_model_init(&m, &mc) != RG_OK || rg_trainer_init(&t, m, &c, &d.train, &d.eval, NULL, 0) != RG_OK)
         _exit(2);
     rg_trainer_run(t);
     _exit(3); /* not reached when the kill happens */
@@ -764,9 +766,9 @@ void test_trainer_sigkill_then_resume_bit_identical(void)
     rg_trainer *t_full = NULL, *t_resumed = NULL;
     rg_trainer_config c = sigkill_config(path), fc = c;
     fc.checkpoint_path = NULL;
-    RG_CHECK_STATUS(rg_trainer_init(&t_full, full, &fc, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t_full, full, &fc, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_run(t_full), RG_OK);
-    RG_CHECK_STATUS(rg_trainer_init(&t_resumed, resumed, &c, &d.train, &d.eval), RG_OK);
+    RG_CHECK_STATUS(rg_trainer_init(&t_resumed, resumed, &c, &d.train, &d.eval, NULL, 0), RG_OK);
     RG_CHECK_STATUS(rg_trainer_resume(t_resumed, path), RG_OK);
     RG_CHECK_EQ(rg_trainer_result(t_resumed)->global_step, 3);
     RG_CHECK_STATUS(rg_trainer_run(t_resumed), RG_OK);
@@ -803,7 +805,7 @@ void test_trainer_given_orders(void)
     c[3].shuffle = 0;
     for (int i = 0; i < 4; i++) {
         rg_trainer *t = NULL;
-        RG_CHECK_STATUS(rg_trainer_init(&t, m[i], &c[i], &d.train, &d.eval), RG_OK);
+        RG_CHECK_STATUS(rg_trainer_init(&t, m[i], &c[i], &d.train, &d.eval, NULL, 0), RG_OK);
         RG_CHECK_STATUS(rg_trainer_run(t), RG_OK);
         rg_trainer_free(t);
     }
