@@ -370,6 +370,8 @@ static rg_status trainer_setup(rg_trainer *t, const rg_trainer_config *config, c
     t->order = malloc((size_t)t->train.N * sizeof(int32_t));
     if (t->order == NULL)
         return RG_ERR_NOMEM;
+    for (int64_t i = 0; i < t->train.N; i++) /* defined bytes even in a checkpoint saved before any run */
+        t->order[i] = (int32_t)i;
     if (c->orders != NULL) {
         t->orders = copy_ints(c->orders, (size_t)c->epochs * (size_t)t->train.N);
         unsigned char *seen = malloc((size_t)t->train.N);
