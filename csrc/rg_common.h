@@ -34,6 +34,8 @@ typedef enum rg_status {
     RG_ERR_UNSUPPORTED,    /* a feature this build or this config does not provide */
     RG_ERR_INTERRUPTED,    /* rg_interrupt_request() stopped a long call at a safe point */
     RG_ERR_TOO_LARGE,      /* a size whose arithmetic overflows or exceeds the core's limits */
+    RG_ERR_IO,             /* a file could not be created, written, synced, renamed or read */
+    RG_ERR_CORRUPT,        /* a file's magic, checksum or structure is wrong (truncated, altered) */
     RG_STATUS_COUNT
 } rg_status;
 

@@ -182,6 +182,8 @@ static const struct {
     {RG_ERR_CUDA, "CudaError", "A CUDA or cuBLASLt call failed."},
     {RG_ERR_UNSUPPORTED, "UnsupportedError", "Not provided by this build or configuration."},
     {RG_ERR_TOO_LARGE, "TooLargeError", "A size beyond the core's limits (or whose arithmetic would overflow)."},
+    {RG_ERR_IO, "CoreIOError", "A file the core writes or reads could not be created, written, synced or renamed."},
+    {RG_ERR_CORRUPT, "CorruptFileError", "A file whose magic, checksum or structure is wrong (truncated or altered)."},
 };
 
 static PyObject *builtin_base_for(rg_status status)
@@ -190,6 +192,7 @@ static PyObject *builtin_base_for(rg_status status)
     case RG_ERR_STATE: return PyExc_RuntimeError;
     case RG_ERR_CUDA: return PyExc_RuntimeError;
     case RG_ERR_UNSUPPORTED: return PyExc_NotImplementedError;
+    case RG_ERR_IO: return PyExc_OSError;
     default: return PyExc_ValueError;
     }
 }
