@@ -23,6 +23,8 @@ const char *rg_status_string(rg_status status)
     case RG_ERR_CUDA: return "CUDA error";
     case RG_ERR_UNSUPPORTED: return "unsupported by this build or configuration";
     case RG_ERR_INTERRUPTED: return "interrupted";
+    case RG_ERR_IO: return "file input/output error";
+    case RG_ERR_CORRUPT: return "corrupt file (bad magic, checksum or structure)";
     default: return "unknown status";
     }
 }

@@ -33,6 +33,8 @@ typedef enum rg_status {
     RG_ERR_CUDA,           /* a CUDA or cuBLASLt call failed */
     RG_ERR_UNSUPPORTED,    /* a feature this build or this config does not provide */
     RG_ERR_INTERRUPTED,    /* rg_interrupt_request() stopped a long call at a safe point */
+    RG_ERR_IO,             /* a file could not be created, written, synced, renamed or read */
+    RG_ERR_CORRUPT,        /* a file's magic, checksum or structure is wrong (truncated, altered) */
     RG_STATUS_COUNT
 } rg_status;
 
