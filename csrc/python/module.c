@@ -181,6 +181,8 @@ static const struct {
     {RG_ERR_STATE, "StateError", "A call the object's state does not allow."},
     {RG_ERR_CUDA, "CudaError", "A CUDA or cuBLASLt call failed."},
     {RG_ERR_UNSUPPORTED, "UnsupportedError", "Not provided by this build or configuration."},
+    {RG_ERR_IO, "CoreIOError", "A file could not be created, written, synced, renamed or read."},
+    {RG_ERR_CORRUPT, "CorruptFileError", "A file's magic, checksum or structure is wrong."},
 };
 
 static PyObject *builtin_base_for(rg_status status)
@@ -189,6 +191,7 @@ static PyObject *builtin_base_for(rg_status status)
     case RG_ERR_STATE: return PyExc_RuntimeError;
     case RG_ERR_CUDA: return PyExc_RuntimeError;
     case RG_ERR_UNSUPPORTED: return PyExc_NotImplementedError;
+    case RG_ERR_IO: return PyExc_OSError;
     default: return PyExc_ValueError;
     }
 }
@@ -196,7 +199,8 @@ static PyObject *builtin_base_for(rg_status status)
 static int core_add_areas(PyObject *module)
 {
     int (*const areas[])(PyObject *) = {binding_add_cuda, binding_add_metrics, binding_add_model,
-                                        binding_add_generate, binding_add_train};
+                                        binding_add_generate, binding_add_train,
+                                        binding_add_trainer, binding_add_sweep};
     for (size_t i = 0; i < sizeof(areas) / sizeof(areas[0]); i++)
         if (areas[i](module) < 0)
             return -1;
