@@ -643,7 +643,7 @@ static PyType_Slot model_type_slots[] = {
     {Py_tp_dealloc, model_dealloc},
     {Py_tp_methods, model_methods},
     {Py_tp_getset, model_getset},
-    {Py_tp_doc, "Model(config: dict): the generic transformer of the C core (see reviewgen.models)."},
+    {Py_tp_doc, "Model(config: dict): the generic transformer of the C core (see reviewgen.core.models)."},
     {0, NULL}
 };
 

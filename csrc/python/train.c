@@ -214,7 +214,7 @@ static int adamw_init(AdamWObject *self, PyObject *args, PyObject *kwargs)
     static char *keywords[] = {"parameters", "gradients", "table", "lr", "betas", "eps",
                                "weight_decay", "max_grad_norm", "warmup_ratio", "total_steps",
                                "schedule", NULL};
-    PyObject *params_obj, *grads_obj, *table_obj;
+    PyObject *params_obj, *grads_obj = NULL, *table_obj = NULL;
     rg_adamw_config config = {.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8,
                               .weight_decay = 0.01, .max_grad_norm = 0.0, .warmup_ratio = 0.0,
                               .total_steps = 0, .schedule = RG_SCHEDULE_CONSTANT};
@@ -224,7 +224,7 @@ static int adamw_init(AdamWObject *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_RuntimeError, "AdamW: already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|d(dd)ddddLs:AdamW", keywords, &params_obj,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOd(dd)ddddLs:AdamW", keywords, &params_obj,
                                      &grads_obj, &table_obj, &config.lr, &config.beta1,
                                      &config.beta2, &config.eps, &config.weight_decay,
                                      &config.max_grad_norm, &config.warmup_ratio, &total_steps,
@@ -264,12 +264,26 @@ static int adamw_init(AdamWObject *self, PyObject *args, PyObject *kwargs)
         return -1;
     }
 
-    PyArrayObject *params = rg_array_out(params_obj, NPY_FLOAT32, "parameters");
-    if (params == NULL)
+    /* A _core.Model brings its own blocks and table: nothing to marshal. */
+    const rg_model *model = NULL;
+    if (grads_obj == NULL && table_obj == NULL) {
+        if ((model = model_unwrap(params_obj, "AdamW(model)")) == NULL) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "AdamW: give a _core.Model, or parameters, gradients and table");
+            return -1;
+        }
+    } else if (grads_obj == NULL || table_obj == NULL) {
+        PyErr_SetString(PyExc_TypeError, "AdamW: parameters need their gradients and table");
         return -1;
-    PyArrayObject *grads = rg_array_out(grads_obj, NPY_FLOAT32, "gradients");
+    }
+    PyObject *params_view = model ? PyObject_GetAttrString(params_obj, "parameters") : Py_NewRef(params_obj);
+    PyObject *grads_view = model ? PyObject_GetAttrString(params_obj, "gradients") : Py_NewRef(grads_obj);
+    PyArrayObject *params = params_view ? rg_array_out(params_view, NPY_FLOAT32, "parameters") : NULL;
+    PyArrayObject *grads = grads_view && params ? rg_array_out(grads_view, NPY_FLOAT32, "gradients") : NULL;
+    Py_XDECREF(params_view);
+    Py_XDECREF(grads_view);
     if (grads == NULL) {
-        Py_DECREF(params);
+        Py_XDECREF(params);
         return -1;
     }
     if (PyArray_NDIM(params) != 1 || PyArray_NDIM(grads) != 1 ||
@@ -284,9 +298,9 @@ static int adamw_init(AdamWObject *self, PyObject *args, PyObject *kwargs)
         goto error;
     }
     rg_param_table table = {0};
-    if (param_table_from_python(table_obj, (size_t)PyArray_DIM(params, 0), &table) < 0)
+    if (model == NULL && param_table_from_python(table_obj, (size_t)PyArray_DIM(params, 0), &table) < 0)
         goto error;
-    rg_status status = rg_adamw_init(&self->opt, &config, &table);
+    rg_status status = rg_adamw_init(&self->opt, &config, model ? &model->table : &table);
     PyMem_Free(table.tensors);
     if (status != RG_OK) {
         if (status == RG_ERR_SHAPE)
@@ -516,11 +530,12 @@ static PyGetSetDef adamw_getset[] = {
 };
 
 static PyType_Slot adamw_slots[] = {
-    {Py_tp_doc, "AdamW(parameters, gradients, table, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, "
+    {Py_tp_doc, "AdamW(model | parameters, gradients, table, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, "
                 "weight_decay=0.01, max_grad_norm=0.0, warmup_ratio=0.0, total_steps=0, "
                 "schedule='constant')\n\n"
                 "torch.optim.AdamW with clip_grad_norm_ and the Hugging Face schedules over a "
-                "flat parameter block. table: list of dicts with 'offset', 'numel' or 'shape', "
+                "flat parameter block: a _core.Model's own (its table as the core holds it), or "
+                "arrays with a table: list of dicts with 'offset', 'numel' or 'shape', "
                 "'decay' (default True) and 'trainable' (default True); only trainable tensors "
                 "are updated and get moment buffers."},
     {Py_tp_new, PyType_GenericNew},

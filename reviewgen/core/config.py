@@ -50,6 +50,23 @@ SCHEDULES = ("linear", "constant", "constant_with_warmup")
 HEAD_POLICIES = ("frozen", "train", "untie")
 
 
+def read_json_object(path: str | os.PathLike, what: str = "a JSON object",
+                     error: type = ValueError) -> dict:
+    """The JSON object in a file; `error` (naming the file) when it cannot be read,
+    is not valid JSON, or holds something else than an object."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        raise error(f"cannot read {path}: not valid JSON ({problem})") from None
+    except OSError as problem:
+        raise error(f"cannot read {path}: {problem.strerror}") from None
+    if not isinstance(values, dict):
+        raise error(f"{path}: expected {what}")
+    return values
+
+
 class JsonConfig:
     """JSON round trip for the config dataclasses (one file per experiment).
 
@@ -94,17 +111,7 @@ class JsonConfig:
     @classmethod
     def load(cls, path: str | os.PathLike):
         """Read a config written by :meth:`save` (or by hand)."""
-        path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
-        except OSError as error:
-            raise ValueError(f"{path}: cannot read the config ({error.strerror})") from None
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a JSON object of {cls.__name__} fields")
-        return cls.from_dict(values)
+        return cls.from_dict(read_json_object(path, f"a JSON object of {cls.__name__} fields"))
 
 
 @dataclass

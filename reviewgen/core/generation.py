@@ -7,7 +7,7 @@ token, until every row has produced an end-of-text token or
 ``max_new_tokens``.
 
 It needs only the small :class:`Decoder` protocol, which
-:class:`reviewgen.models.Model` provides:
+:class:`reviewgen.core.models.Model` provides:
 
 * ``reset_cache(batch_size, max_length)``: an empty cache for B rows;
 * ``forward_logits(tokens (B, T) int32, attention_mask (B, T) int32)``:

@@ -1,7 +1,8 @@
 """The generic transformer of the C core, seen from Python.
 
-`ModelConfig` mirrors `rg_model_config` (csrc/rg_model.h); the table of which
-value each model family uses is docs/model_layout.md. `Model` wraps the core
+`ModelConfig` is built from the binding's table of `rg_model_config`'s fields
+(`_core.config_fields()`, csrc/python/model.c); what each model family sets is
+its module in reviewgen/weights/ (docs/model_layout.md). `Model` wraps the core
 object `reviewgen._core.Model`: one flat parameter block, one flat gradient
 block, forward/backward for training, and a key/value cache for generation.
 
@@ -226,7 +227,7 @@ class Model:
                         pad_id: int = 0, eos_id: Optional[int] = None) -> List[List[int]]:
         """Greedy decoding of a batch of prompts (lists of ids); returns the new ids per
         prompt (stopping after eos_id when given). The sampling generator lives in
-        reviewgen.generation; this is the reference path used by the tests."""
+        reviewgen.core.generation; this is the reference path used by the tests."""
         prompts = [list(p) for p in prompts]
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("greedy_generate: every prompt needs at least one token")

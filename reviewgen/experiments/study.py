@@ -8,7 +8,7 @@ config file reproduces one run:
     reviewgen study baseline --config experiments/minilm_sst5.json --out results/minilm_sst5
     reviewgen study sweep --config my_sweep.json --out runs/sweep
 
-Notebooks load the JSON results and plot them (reviewgen.plots).
+Notebooks load the JSON results and plot them (reviewgen.experiments.plots).
 """
 from __future__ import annotations
 

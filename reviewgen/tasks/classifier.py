@@ -12,7 +12,7 @@ stands for ``labels[k]``. When the checkpoint has no head of its own and no
 labels were given, the first :meth:`Classifier.train` call takes the label
 set from the data, so an empty class (IMDb has no label 3) gets no output.
 
-Training goes through the shared :class:`reviewgen.training.Trainer`; the
+Training goes through the shared :class:`reviewgen.core.training.Trainer`; the
 layer freezing (``TrainingConfig.trainable_blocks``) is the core's
 ``set_trainable``.
 """

@@ -9,9 +9,9 @@
 Training texts are the data pipeline's ``generator_text`` column
 (``Review of {label}. {text}``); each gets the end-of-text token appended so
 that the model learns where a review ends, and generation stops there.
-Training goes through the shared :class:`reviewgen.training.Trainer` (the
+Training goes through the shared :class:`reviewgen.core.training.Trainer` (the
 layer freezing is ``TrainingConfig.trainable_blocks``); sampling is
-:func:`reviewgen.generation.generate`.
+:func:`reviewgen.core.generation.generate`.
 """
 from __future__ import annotations
 

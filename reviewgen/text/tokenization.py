@@ -27,6 +27,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from ..core.config import read_json_object
+
 try:
     import tokenizers
     from tokenizers.implementations import BertWordPieceTokenizer
@@ -171,14 +173,7 @@ def _require_tokenizers() -> None:
 
 
 def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            value = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TokenizerError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(value, dict):
-        raise TokenizerError(f"{path} does not hold a JSON object")
-    return value
+    return read_json_object(path, error=TokenizerError)
 
 
 def _validate_max_length(max_length) -> int:

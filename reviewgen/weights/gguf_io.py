@@ -13,6 +13,7 @@ columns comes back as (out, in), as torch.nn.Linear stores it.
 
 from __future__ import annotations
 
+import mmap
 import os
 from typing import Any
 
@@ -153,8 +154,12 @@ class GGUFFile:
             raise WeightsError(
                 f"tensor {name!r} in {self.path}: {values.size} values decoded, shape {shape} expected"
             )
-        # np.array copies: the result must not alias the read-only memory map.
-        return np.array(values.reshape(shape), dtype=np.float32, order="C", copy=True)
+        values = values.reshape(shape)
+        # Dequantized blocks are already a new array; a float tensor may still be a
+        # view of the read-only memory map, and only then is a copy made.
+        owned = values.dtype == np.float32 and values.flags.c_contiguous and values.flags.writeable \
+            and not isinstance(values.base, np.memmap) and _owns_memory(values)
+        return values if owned else np.array(values, dtype=np.float32, order="C", copy=True)
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {name: self.tensor(name) for name in self._tensors}
@@ -169,6 +174,16 @@ class GGUFFile:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _owns_memory(array: np.ndarray) -> bool:
+    """True unless the array's memory belongs to a memory map (directly or through views)."""
+    base = array
+    while base is not None:
+        if isinstance(base, (np.memmap, memoryview, mmap.mmap)):
+            return False
+        base = getattr(base, "base", None)
+    return True
 
 
 def read_gguf(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

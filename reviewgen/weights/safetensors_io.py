@@ -22,6 +22,7 @@ from typing import Dict
 
 import numpy as np
 
+from ..core.config import read_json_object
 from .checkpoint import BFloat16Array, WeightsError
 
 __all__ = ["read_config", "read_safetensors", "read_weights", "save_safetensors"]
@@ -69,14 +70,7 @@ def read_config(directory: str) -> dict:
     path = os.path.join(directory, "config.json")
     if not os.path.isfile(path):
         raise WeightsError(f"{directory} has no config.json")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise WeightsError(f"cannot read {path}: {error}") from None
-    if not isinstance(config, dict):
-        raise WeightsError(f"{path} does not hold a JSON object")
-    return config
+    return read_json_object(path, error=WeightsError)
 
 
 def read_weights(directory: str) -> Dict[str, np.ndarray]:

@@ -305,3 +305,32 @@ def test_optimizer_keeps_the_arrays_alive_and_releases_them():
     del opt
     gc.collect()
     assert all(ref() is None for ref in alive)
+
+
+def test_adamw_over_a_model_uses_the_cores_own_table():
+    """AdamW(model) takes the blocks and table the core holds: the same updates as the
+    arrays-and-table form, frozen tensors (set_trainable) untouched."""
+    from reviewgen.core.models import Model, ModelConfig
+
+    config = ModelConfig(vocab_size=13, n_positions=8, n_layer=2, n_head=2, n_embd=8)
+    models = [Model(config), Model(config)]
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 13, (2, 6)).astype(np.int32)
+    optimizers = []
+    for model in models:
+        model.set_trainable(1, "train")
+        model.forward(tokens, targets=tokens)
+        model.backward()
+    optimizers.append(_core.AdamW(models[0].core, **SEED_HPARAMS))
+    optimizers.append(_core.AdamW(models[1].parameters, models[1].gradients, models[1].param_table(),
+                                  **SEED_HPARAMS))
+    before = models[0].parameters.copy()
+    for optimizer in optimizers:
+        optimizer.step()
+    np.testing.assert_array_equal(models[0].parameters, models[1].parameters)
+    frozen = [e for e in models[0].param_table() if not e["trainable"]]
+    assert frozen and all(np.array_equal(models[0].param(e["name"]), before[e["offset"]:e["offset"] + e["numel"]]
+                                         .reshape(e["shape"])) for e in frozen)
+    assert not np.array_equal(models[0].parameters, before)
+    with pytest.raises(TypeError, match="gradients and table"):
+        _core.AdamW(models[0].parameters)

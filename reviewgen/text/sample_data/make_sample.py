@@ -2,7 +2,7 @@
 
 Not imported by the package. Run from the repository root:
 
-    python reviewgen/sample_data/make_sample.py [--data /work/shared/data]
+    python reviewgen/text/sample_data/make_sample.py [--data /work/shared/data]
 
 IMDb: 375 reviews of each of the 8 ratings present in aclImdb train.csv
 (1-4, 7-10) = 3,000 rows. SST-5: 200 sentences of each rating 0-4 from
