@@ -54,8 +54,7 @@ def judge_and_real(seed=0, real_per_label=100):
         os.replace(path + ".tmp", path)
     test = pd.read_csv(os.path.join(IMDB, "test.csv"))
     test["label"] = np.ceil(test["rating"] / 2).astype(int)
-    real = (test.groupby("label", group_keys=False)
-            .apply(lambda g: g.sample(real_per_label, random_state=seed)).reset_index(drop=True))
+    real = test.groupby("label").sample(real_per_label, random_state=seed).reset_index(drop=True)
     return judge, D.clean_texts(real["text"]), real["label"].tolist()
 
 
