@@ -21,7 +21,8 @@ What each column means (per label, and over all texts in the "all" row):
 * ``distinct_1`` / ``distinct_2``: distinct unigrams / bigrams over all tokens;
   ``repeated_4gram``: share of texts with some word 4-gram twice or more;
   ``self_bleu``: mean BLEU-4 of each text against the others of the group
-  (1 = all the same);
+  (1 = all the same); ``real_repeated_4gram`` / ``real_distinct_2``: the same
+  on the length-matched real reviews (the reference);
 * ``words_mean`` / ``real_words_mean`` and ``length_ks``: mean word counts and
   the Kolmogorov-Smirnov distance between the two length distributions;
 * ``copied_12gram``: share of texts that share a span of 12 words with a
@@ -383,6 +384,9 @@ def evaluate_generated(texts: Sequence[str], labels: Sequence[int], real_texts: 
         row["distinct_1"] = distinct_n(group, 1)
         row["distinct_2"] = distinct_n(group, 2)
         row["repeated_4gram"] = repeated_ngram_share(group, 4)
+        refs = [t for t, m in zip(ref_texts, mask) if m]
+        row["real_repeated_4gram"] = repeated_ngram_share(refs, 4)
+        row["real_distinct_2"] = distinct_n(refs, 2)
         row["self_bleu"] = self_bleu(group, seed=seed)
         real_lengths = [len(real_texts[i].split()) for i in np.flatnonzero(real_mask)]
         row["words_mean"] = float(gen_lengths[mask].mean())

@@ -20,7 +20,7 @@ Dropped before the classifier is asked, in this order, each with its reason:
 ``empty`` (fewer than ``min_words`` words), ``copy`` (shares a span of
 ``copy_span`` words with a training text, or equals one), ``duplicate`` (the
 same words as a review already kept, or word-trigram Jaccard similarity of at
-least ``near_duplicate`` with one). Then ``label`` (the rule fails),
+least ``near_duplicate`` with one). Then ``mismatch`` (the label rule fails),
 ``threshold``, and ``top_n`` (passed, but not among the best N) or ``surplus``
 (passed in a round that brought more than ``keep_per_label``; the most
 confident are kept).
@@ -42,7 +42,7 @@ from .evaluation import SpanIndex, words
 __all__ = ["FilterConfig", "ReviewFilter", "FilterResult", "generate_filtered", "EmbeddingClassifier", "REASONS"]
 
 RULES = ("exact", "near", "any")
-REASONS = ("empty", "copy", "duplicate", "label", "threshold", "top_n", "surplus")
+REASONS = ("empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus")
 
 
 @dataclass
@@ -142,9 +142,9 @@ class ReviewFilter:
             elif self._is_duplicate(key, _shingles(tokens)):
                 row["reason"] = "duplicate"
             elif cfg.rule == "exact" and guess != label:
-                row["reason"] = "label"
+                row["reason"] = "mismatch"
             elif cfg.rule == "near" and abs(float(guess) - float(label)) > cfg.near_distance:
-                row["reason"] = "label"
+                row["reason"] = "mismatch"
             elif row["wanted_probability"] < cfg.threshold:
                 row["reason"] = "threshold"
             if not row["reason"]:
@@ -167,10 +167,13 @@ class FilterResult:
 
 def generate_filtered(generate: Callable[[object, int, int], List[str]], labels: Sequence,
                       review_filter: ReviewFilter, *, keep_per_label: int = 20, batch_per_label: int = 20,
-                      max_rounds: int = 3, log: Optional[Callable[[str], None]] = None) -> FilterResult:
+                      max_rounds: int = 3, log: Optional[Callable[[str], None]] = None,
+                      keep_surplus: bool = False) -> FilterResult:
     """For each label, call ``generate(label, n, round)`` (round 1, 2, ...) and filter
     until ``keep_per_label`` reviews pass (with top_n: until top_n pass, then the
-    best top_n are kept) or ``max_rounds`` rounds ran."""
+    best top_n are kept) or ``max_rounds`` rounds ran. keep_surplus keeps every
+    review that passed, even beyond keep_per_label (the seed's rule with
+    keep_per_label=1: a new round only while a label has kept nothing)."""
     import pandas as pd
 
     if keep_per_label < 1 or batch_per_label < 1 or max_rounds < 1:
@@ -197,8 +200,12 @@ def generate_filtered(generate: Callable[[object, int, int], List[str]], labels:
             if len(passed) >= target:
                 break
         passed.sort(key=lambda r: -r["wanted_probability"])
-        keep, extra = (passed[:top_n], passed[top_n:]) if top_n else (passed[:keep_per_label],
-                                                                      passed[keep_per_label:])
+        if top_n:
+            keep, extra = passed[:top_n], passed[top_n:]
+        elif keep_surplus:
+            keep, extra = passed, []
+        else:
+            keep, extra = passed[:keep_per_label], passed[keep_per_label:]
         for row in extra:
             row["reason"] = "top_n" if top_n else "surplus"  # passed, but beyond the N kept
             review_filter.forget(row["text"])

@@ -35,7 +35,7 @@ def test_reasons_in_order():
              "stars4 a different film entirely here",                  # label
              "stars5 another very different review text"]              # kept
     rows = flt.check(texts, [5] * len(texts))
-    assert [r["reason"] for r in rows] == ["empty", "copy", "", "duplicate", "duplicate", "label", ""]
+    assert [r["reason"] for r in rows] == ["empty", "copy", "", "duplicate", "duplicate", "mismatch", ""]
     assert rows[5]["predicted"] == 4 and rows[2]["probability"] == pytest.approx(0.7)
     again = flt.check(["stars5 another very different review text"], [5])  # remembered across calls
     assert again[0]["reason"] == "duplicate"
@@ -44,7 +44,7 @@ def test_reasons_in_order():
 def test_near_rule_threshold_and_bad_input():
     near = ReviewFilter(KeywordClassifier(), FilterConfig(rule="near", near_duplicate=1.0))
     rows = near.check(["stars4 one two three four", "stars2 one two three five", "stars1 x y z w v"], [5, 5, 2])
-    assert [r["reason"] for r in rows] == ["", "label", ""]
+    assert [r["reason"] for r in rows] == ["", "mismatch", ""]
     strict = ReviewFilter(KeywordClassifier(), FilterConfig(threshold=0.8))
     rows = strict.check(["stars5 one two three four", "stars5 sure one two three four five"], [5, 5])
     assert [r["reason"] for r in rows] == ["threshold", ""]
@@ -78,12 +78,12 @@ def test_regenerates_until_enough_are_kept_and_counts_add_up():
     result = generate_filtered(generate, [5, 1], flt, keep_per_label=3, batch_per_label=4, max_rounds=3)
     counts = result.counts
     assert counts.loc[5, "generated"] == 12 and counts.loc[5, "kept"] == 2
-    assert counts.loc[5, "label"] == 6 and counts.loc[5, "duplicate"] == 4
+    assert counts.loc[5, "mismatch"] == 6 and counts.loc[5, "duplicate"] == 4
     assert counts.loc[1, "kept"] == 3 and counts.loc[1, "generated"] == 4 and counts.loc[1, "surplus"] == 1
     assert [c for c in calls if c[0] == 1] == [(1, 4, 1)]  # enough after one round
     for label in (5, 1):
         row = counts.loc[label]
-        assert row["generated"] == row["kept"] + row[["empty", "copy", "duplicate", "label", "threshold",
+        assert row["generated"] == row["kept"] + row[["empty", "copy", "duplicate", "mismatch", "threshold",
                                                       "top_n", "surplus"]].sum()
     assert counts.loc["all", "generated"] == 16
     assert len(result.accepted) == 5 and len(result.accepted) + len(result.rejected) == 16

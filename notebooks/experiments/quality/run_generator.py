@@ -126,7 +126,7 @@ def main(path):
     minutes = (time.time() - t0) / 60
     line = (f"| {cfg['name']} | {cfg['note']} | {minutes_train:.1f} train + {minutes_gen:.1f} gen ({minutes:.1f} all) | "
             f"{a.judge_exact:.2f} / {a.judge_near:.2f} (real {a.real_exact:.2f} / {a.real_near:.2f}) | "
-            f"{a.mauve:.2f} (real {a.mauve_real:.2f}) | {a.repeated_4gram:.2f} | {a.copied_12gram:.2f} | "
+            f"{a.mauve:.2f} (real {a.mauve_real:.2f}) | {a.repeated_4gram:.2f} (real {a.real_repeated_4gram:.2f}) | {a.copied_12gram:.2f} | "
             f"{a.distinct_2:.2f} | {a.self_bleu:.2f} | {a.words_mean:.0f} | {a.perplexity:.1f} |")
     log = os.path.join(RESULTS, "LOG.md")
     if not os.path.exists(log):
