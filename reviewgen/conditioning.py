@@ -33,6 +33,8 @@ __all__ = ["ReviewOfFormat", "ChatFormat", "format_for", "PromptedLMBatches", "e
 
 # The rating in words, for a 1-5 scale (ceil(stars / 2) for IMDB's 1-10).
 RATING_WORDS: Dict[int, str] = {1: "terrible", 2: "bad", 3: "mediocre", 4: "good", 5: "excellent"}
+# A representative IMDB 10-point rating of each 1-5 label (IMDB's label k holds ratings 2k-1 and 2k).
+STARS_10: Dict[int, int] = {1: 1, 2: 3, 3: 5, 4: 8, 5: 10}
 DEFAULT_INSTRUCTION = ("Write a short IMDB user review of a movie you found {word}, {label} out of "
                        "{scale} stars. Only the review.")
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -75,7 +77,9 @@ class ChatFormat:
             raise ValueError(f"no rating word for label {label!r} (known: {sorted(words)})") from None
 
     def user_turn(self, label) -> str:
-        return self.instruction.format(word=self.rating_word(label), label=label, scale=self.scale)
+        """The instruction with {word}, {label}, {scale} and {stars} (the 10-point rating) filled in."""
+        return self.instruction.format(word=self.rating_word(label), label=label, scale=self.scale,
+                                       stars=STARS_10.get(int(label), label))
 
     def prompt(self, label) -> str:
         system = DEFAULT_SYSTEM if self.system is None else self.system

@@ -75,6 +75,7 @@ class DemoConfig(JsonConfig):
     no_repeat_ngram_size: int = 0
     classifier_recipe: str = "finetune"  # "finetune" (encoder + head in the core) or "embedding"
     classifier_pooling: str = "mean"     # embedding recipe: "mean" or "cls"
+    classifier_tfidf_weight: float = 0.0  # embedding recipe: weight of a TF-IDF + LR head in the average
     keep_per_label: int = 0              # 0: the seed's rule (stop at the first round that keeps any)
     filter_rule: str = "exact"           # "exact", "near" or "any"
     filter_threshold: float = 0.0
@@ -156,7 +157,8 @@ def _train_classifier(cfg: DemoConfig, labels, clf_train, clf_eval, out_dir, log
 
         encoder = SentenceEncoder.from_pretrained(_resolve(cfg.classifier), max_length=cfg.classifier_max_length,
                                                   pooling=cfg.classifier_pooling)
-        classifier = EmbeddingClassifier(encoder, seed=cfg.seed).fit(texts, targets)
+        classifier = EmbeddingClassifier(encoder, seed=cfg.seed,
+                                         tfidf_weight=cfg.classifier_tfidf_weight).fit(texts, targets)
         result = None
     elif cfg.classifier_recipe == "finetune":
         classifier = Classifier.from_pretrained(_resolve(cfg.classifier), labels=labels,
@@ -313,7 +315,8 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
             config=_training_config("generator", cfg, cfg.generator_epochs, cfg.generator_learning_rate),
             output_dir=os.path.join(out_dir, "generator_checkpoints"),
             progress=_progress_printer("generator", log), review_only=bool(cfg.review_only_loss))
-    after = review_loss(generator, fmt, gen_eval["text"].tolist(), gen_eval["label"].tolist())
+    after = review_loss(generator, fmt, gen_eval["text"].tolist(), gen_eval["label"].tolist()) \
+        if len(gen_train) else before
     log(f"generator perplexity after fine-tuning: {after['perplexity']:.2f}"
         + ("" if len(gen_train) else " (no fine-tuning: generator_train_rows is 0)"))
     summary["generator"] = {"format": fmt.name, "prompt_example": fmt.prompt(labels[-1]), "before": before,

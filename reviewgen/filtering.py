@@ -224,12 +224,21 @@ def generate_filtered(generate: Callable[[object, int, int], List[str]], labels:
 class EmbeddingClassifier:
     """Frozen sentence embeddings (:class:`reviewgen.embeddings.SentenceEncoder`,
     mean-pooled MiniLM by default) and a multinomial logistic-regression head
-    (scikit-learn), with C chosen by cross-validation on the training rows."""
+    (scikit-learn), with C chosen by cross-validation on the training rows.
 
-    def __init__(self, encoder, Cs: Sequence[float] = (0.25, 1.0, 4.0, 16.0, 64.0), cv: int = 5, seed: int = 0):
+    tfidf_weight > 0 adds a second head, TF-IDF (word 1-2-grams) + logistic
+    regression on the same rows, and averages the two heads' probabilities
+    with that weight on the TF-IDF one."""
+
+    def __init__(self, encoder, Cs: Sequence[float] = (0.25, 1.0, 4.0, 16.0, 64.0), cv: int = 5, seed: int = 0,
+                 tfidf_weight: float = 0.0):
+        if not 0.0 <= float(tfidf_weight) <= 1.0:
+            raise ValueError(f"tfidf_weight must lie in [0, 1], got {tfidf_weight!r}")
         self.encoder = encoder
         self.Cs, self.cv, self.seed = list(Cs), int(cv), int(seed)
+        self.tfidf_weight = float(tfidf_weight)
         self.head = None
+        self.tfidf = None
         self.labels: list = []
 
     def fit(self, texts: Sequence[str], labels: Sequence) -> "EmbeddingClassifier":
@@ -250,6 +259,15 @@ class EmbeddingClassifier:
             self.head = LogisticRegression(C=self.Cs[0], max_iter=3000, random_state=self.seed)
         self.head.fit(features, labels)
         self.labels = [v.item() if hasattr(v, "item") else v for v in self.head.classes_]
+        if self.tfidf_weight > 0:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.pipeline import make_pipeline
+
+            self.tfidf = make_pipeline(
+                TfidfVectorizer(ngram_range=(1, 2), min_df=2 if len(texts) >= 50 else 1, sublinear_tf=True,
+                                max_features=50000, strip_accents="unicode"),
+                LogisticRegression(C=2.0, max_iter=2000, random_state=self.seed))
+            self.tfidf.fit(texts, labels)
         return self
 
     @property
@@ -262,7 +280,10 @@ class EmbeddingClassifier:
         texts = list(texts)
         if not texts:
             return np.zeros((0, len(self.labels)))
-        return self.head.predict_proba(self.encoder.encode(texts))
+        probs = self.head.predict_proba(self.encoder.encode(texts))
+        if self.tfidf is not None:
+            probs = (1 - self.tfidf_weight) * probs + self.tfidf_weight * self.tfidf.predict_proba(texts)
+        return probs
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         probs = self.predict_proba(texts)

@@ -115,3 +115,20 @@ def test_embedding_classifier_on_a_tiny_encoder(tmp_path):
     assert clf.evaluate(TEXTS, LABELS)["accuracy"] >= 0.9
     with pytest.raises(RuntimeError):
         EmbeddingClassifier(encoder).predict_proba(["x"])
+
+
+def test_embedding_classifier_with_a_tfidf_head(tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("transformers")
+    from test_classifier import LABELS, TEXTS, _tiny_distilbert
+    from reviewgen.embeddings import SentenceEncoder
+
+    encoder = SentenceEncoder.from_pretrained(str(_tiny_distilbert(tmp_path / "enc")), max_length=16)
+    alone = EmbeddingClassifier(encoder, Cs=[1.0]).fit(TEXTS, LABELS)
+    both = EmbeddingClassifier(encoder, Cs=[1.0], tfidf_weight=0.5).fit(TEXTS, LABELS)
+    only = EmbeddingClassifier(encoder, Cs=[1.0], tfidf_weight=1.0).fit(TEXTS, LABELS)
+    np.testing.assert_allclose(both.predict_proba(TEXTS),
+                               0.5 * alone.predict_proba(TEXTS) + 0.5 * only.predict_proba(TEXTS), rtol=1e-6)
+    assert not np.allclose(alone.predict_proba(TEXTS), only.predict_proba(TEXTS))
+    with pytest.raises(ValueError, match="tfidf_weight"):
+        EmbeddingClassifier(encoder, tfidf_weight=2.0)

@@ -31,7 +31,7 @@ IMDB = os.environ.get("IMDB_DIR", os.path.join(ROOT, "..", "shared", "data", "im
 RESULTS = os.path.join(ROOT, "notebooks", "results", "quality")
 CACHE = os.path.join(RESULTS, ".cache")
 
-DEFAULTS = dict(name="run", format="chat", instruction=None, system=None, train_rows=0, max_words=0,
+DEFAULTS = dict(name="run", format="chat", instruction=None, system=None, words=None, train_rows=0, max_words=0,
                 epochs=1, lr=1e-4, blocks=4, batch_size=8, grad_accum=1, max_length=160, review_only=True,
                 warmup_ratio=0.1, per_label=25, max_new_tokens=120, min_new_tokens=0, temperature=0.8,
                 top_k=0, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, seed=0, note="")
@@ -76,6 +76,8 @@ def main(path):
     base = Generator.from_pretrained("smollm2", max_length=256)
     if cfg["format"] == "chat":
         kw = {k: cfg[k] for k in ("instruction", "system") if cfg[k] is not None}
+        if cfg["words"]:
+            kw["words"] = {int(k): v for k, v in cfg["words"].items()}
         fmt = ChatFormat(**kw)
     else:
         fmt = ReviewOfFormat()
