@@ -25,12 +25,15 @@ def _config(tiny_gpt2_dir, classifier_dir):
 
 def test_demo_writes_accepted_and_rejected_reviews(tiny_gpt2_dir, tmp_path):
     cfg = _config(tiny_gpt2_dir, _tiny_distilbert(tmp_path / "clf"))
+    # the seed's recipe and rule: a fine-tuned classifier, a new round only while a label kept nothing
+    cfg.classifier_recipe, cfg.keep_per_label, cfg.near_duplicate = "finetune", 0, 1.0
     lines = []
     summary = run_demo(cfg, str(tmp_path / "out"), log=lines.append)
     accepted = pd.read_csv(tmp_path / "out" / "accepted.csv")
     rejected = pd.read_csv(tmp_path / "out" / "rejected.csv")
     assert (accepted["label"] == accepted["predicted"]).all()
-    assert (rejected["label"] != rejected["predicted"]).all()
+    assert (rejected[rejected["reason"] == "mismatch"]["label"]
+            != rejected[rejected["reason"] == "mismatch"]["predicted"]).all()
     assert summary["generated"]["count"] == len(accepted) + len(rejected)
     assert sorted(set(accepted["label"]) | set(rejected["label"])) == [1, 2, 4, 5]  # label 3 is empty
     both = pd.concat([accepted, rejected])
@@ -58,8 +61,7 @@ def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_d
     pytest.importorskip("sklearn")
     pytest.importorskip("mauve")
     cfg = _config(tiny_gpt2_dir, _tiny_distilbert(tmp_path / "clf"))
-    cfg.classifier_recipe = "embedding"
-    cfg.review_only_loss = 1
+    assert cfg.classifier_recipe == "embedding" and cfg.review_only_loss == 1  # the defaults
     cfg.keep_per_label = 2
     cfg.max_new_tokens = 12
     cfg.repetition_penalty = 1.2
