@@ -1,7 +1,7 @@
 """Which filter rule keeps reviews the independent judge agrees with? Offline, on the
 reviews a run already generated (notebooks/results/quality/<run>/generated.csv):
-the demo's embedding classifier (frozen MiniLM mean-pooled + LR on the bundled sample's
-classifier part) scores them, each rule keeps some, the external judge scores those.
+the demo's classifier (frozen MiniLM mean-pooled 256 tokens + LR, averaged with TF-IDF + LR,
+weight 0.5, on the bundled sample's classifier part) scores them, each rule keeps some, the external judge scores those.
 
     PYTHONPATH=. python notebooks/experiments/quality/simulate_filter.py e02_chat_untrained_controls [...]
 """
@@ -20,9 +20,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run_generator import RESULTS, judge_and_real  # noqa: E402
 
 
-def main(runs, max_length=128):
+def main(runs, max_length=256, tfidf_weight=0.5):
     _, part = D.prepare_generator_and_classifier(D.load_sample("imdb"), "imdb10", seed=0, val_fraction=0.1)
-    clf = EmbeddingClassifier(SentenceEncoder.from_pretrained("minilm", max_length=max_length)).fit(
+    clf = EmbeddingClassifier(SentenceEncoder.from_pretrained("minilm", max_length=max_length),
+                              tfidf_weight=tfidf_weight).fit(
         part.train["text"].tolist(), part.train["label"].tolist())
     judge, _, _ = judge_and_real()
     rows = []
