@@ -100,7 +100,7 @@ def test_scale_from_a_mapping_string():
 
 
 def test_cli_prepare_refuses_a_scale_that_does_not_fit_and_takes_a_mapping(tmp_path, capsys):
-    from reviewgen.__main__ import main
+    from reviewgen.cli import main
 
     path = _csv(tmp_path / "ten.csv", [row for r in range(1, 11) for row in _reviews(4, r)])
     assert main(["prepare", str(path), "--scale", "sst5"]) == 2
