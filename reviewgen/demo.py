@@ -70,7 +70,7 @@ class DemoConfig(JsonConfig):
     # reviews need every batch to be an update to move at all.
     gradient_accumulation_steps: int = 1
     per_label: int = 24                  # reviews generated per round and label (the seed: 20)
-    max_rounds: int = 3                  # rounds per label until keep_per_label are kept
+    max_rounds: int = 4                  # rounds per label until keep_per_label are kept
     max_new_tokens: int = 120
     temperature: float = 0.8
     top_k: int = 0
@@ -87,7 +87,7 @@ class DemoConfig(JsonConfig):
     classifier_tfidf_weight: float = 0.5  # embedding recipe: weight of a TF-IDF + LR head in the average
     keep_per_label: int = 10             # regenerate until this many are kept; 0: the seed's rule
     filter_rule: str = "exact"           # "exact", "near" or "any"
-    filter_threshold: float = 0.0
+    filter_threshold: float = 0.4        # the classifier's probability of the wanted label must reach it
     filter_top_n: int = 0
     near_duplicate: float = 0.5
     quality: int = 1                     # 1: write the quality table (reviewgen.evaluation)
