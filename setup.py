@@ -3,9 +3,10 @@
 The pure-C core (csrc/*.c) and the binding (csrc/python/*.c, one file per area)
 compile with the system C compiler; matrix products go to OpenBLAS from the
 scipy-openblas32 wheel. The CUDA sources (csrc/cuda/*.cu) are compiled with
-nvcc and linked with cuBLASLt when nvcc and cuBLASLt are found, or when
-REVIEWGEN_CUDA=1 forces it (REVIEWGEN_CUDA=0 turns it off). The build prints
-which path it took; reviewgen.has_cuda() says it at run time.
+nvcc into a library of their own, reviewgen._rgcuda (cudart and cuBLASLt),
+when nvcc and cuBLASLt are found, or when REVIEWGEN_CUDA=1 forces it
+(REVIEWGEN_CUDA=0 turns it off); the core opens it on first use. The build
+prints which path it took; reviewgen.has_cuda() says it at run time.
 """
 import glob
 import os
@@ -97,25 +98,31 @@ def _cuda_plan():
             "cublaslt_lib": lib_dir, "cublaslt_so": os.path.basename(sorted(libs)[-1])}
 
 
+CUDA_EXTENSION = "reviewgen._rgcuda"
+
+
 class BuildExtWithCuda(build_ext):
-    """Compiles csrc/cuda/*.cu with nvcc into objects linked into _core."""
+    """Builds the CUDA library (csrc/cuda/*.cu, nvcc, cudart and cuBLASLt) as a
+    shared object of its own beside _core. The core opens it with dlopen on
+    first use (csrc/cuda/rg_cuda_loader.c), so a CPU-only session never maps
+    cuBLASLt; the package tells the core where it is at import."""
 
     def build_extension(self, ext):
-        plan = _cuda_plan()
-        if plan is not None:
-            cuda_objects = self._compile_cuda(plan)
-            ext.extra_objects = list(ext.extra_objects or []) + cuda_objects
-            ext.sources = [s for s in ext.sources if not s.endswith("rg_cuda_stub.c")]
-            ext.define_macros = list(ext.define_macros or []) + [("RG_WITH_CUDA", "1")]
-            cudart_dir = os.path.join(plan["home"], "lib64")
-            ext.library_dirs = list(ext.library_dirs or []) + [cudart_dir, plan["cublaslt_lib"]]
-            # cudart is linked statically so that import works on machines without
-            # the toolkit; cuBLASLt is a shared library found through the rpath.
-            ext.extra_link_args = list(ext.extra_link_args or []) + [
-                "-l:libcudart_static.a", "-l:" + plan["cublaslt_so"], "-ldl", "-lrt", "-lpthread",
-                "-lstdc++", "-Wl,-rpath," + plan["cublaslt_lib"],
-                "-Wl,-rpath,$ORIGIN/../nvidia/cu13/lib"]
-        super().build_extension(ext)
+        if ext.name != CUDA_EXTENSION:
+            return super().build_extension(ext)
+        plan = ext.cuda_plan
+        objects = self._compile_cuda(plan)
+        target = self.get_ext_fullpath(ext.name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        cudart_dir = os.path.join(plan["home"], "lib64")
+        # cudart is linked statically so that the library opens on machines
+        # without the toolkit; cuBLASLt is a shared library found through the rpath.
+        cmd = ["g++", "-shared", "-o", target] + objects + [
+            "-L" + cudart_dir, "-L" + plan["cublaslt_lib"], "-l:libcudart_static.a",
+            "-l:" + plan["cublaslt_so"], "-ldl", "-lrt", "-lpthread",
+            "-Wl,-rpath," + plan["cublaslt_lib"], "-Wl,-rpath,$ORIGIN/../nvidia/cu13/lib"]
+        _log("link " + os.path.basename(target))
+        subprocess.check_call(cmd)
 
     def _compile_cuda(self, plan):
         out_dir = os.path.join(self.build_temp, "cuda")
@@ -130,7 +137,8 @@ class BuildExtWithCuda(build_ext):
         for source in sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu"))):
             obj = os.path.join(out_dir, os.path.basename(source) + ".o")
             cmd = [plan["nvcc"], "-c", source, "-o", obj, "-O3", "-std=c++17",
-                   "-Xcompiler", "-fPIC", "-I" + CSRC, "-I" + os.path.join(CSRC, "cuda"),
+                   "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+                   "-I" + CSRC, "-I" + os.path.join(CSRC, "cuda"),
                    "-I" + plan["cublaslt_include"]] + gencode
             _log("nvcc " + os.path.basename(source))
             subprocess.check_call(cmd)
@@ -138,19 +146,30 @@ class BuildExtWithCuda(build_ext):
         return objects
 
 
+def _cuda_extension():
+    """The CUDA library as an extension entry (so setuptools installs and
+    copies it like _core), or None for a CPU-only build."""
+    plan = _cuda_plan()
+    if plan is None:
+        return None
+    ext = Extension(CUDA_EXTENSION, sources=sorted(glob.glob(os.path.join(CSRC, "cuda", "*.cu"))))
+    ext.cuda_plan = plan
+    return ext
+
+
 def _extension():
     import numpy
 
     blas_include, blas_lib_dir, blas_lib = _openblas()
     sources = sorted(glob.glob(os.path.join(CSRC, "*.c")))
-    sources += [os.path.join(CSRC, "cuda", "rg_cuda_stub.c")]
+    sources += [os.path.join(CSRC, "cuda", "rg_cuda_loader.c")]
     sources += sorted(glob.glob(os.path.join(CSRC, "python", "*.c")))
     return Extension(
         "reviewgen._core",
         sources=sources,
         include_dirs=[CSRC, os.path.join(CSRC, "cuda"), numpy.get_include(), blas_include],
         library_dirs=[blas_lib_dir],
-        libraries=[blas_lib],
+        libraries=[blas_lib, "dl", "pthread"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=["-O3", "-std=c11", "-fopenmp", "-Wall", "-Wextra",
                             "-Wno-unused-parameter"] + (["-march=x86-64-v3"] if _x86_v3() else []),
@@ -173,4 +192,5 @@ def _x86_v3():
     return False
 
 
-setup(ext_modules=[_extension()], cmdclass={"build_ext": BuildExtWithCuda})
+setup(ext_modules=[ext for ext in (_extension(), _cuda_extension()) if ext is not None],
+      cmdclass={"build_ext": BuildExtWithCuda})

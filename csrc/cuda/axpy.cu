@@ -1,7 +1,7 @@
 // axpy.cu - placeholder op proving the CUDA toolchain end to end; real ops
 // (matmul through cuBLASLt, attention, norms) each get a file of their own.
 #include <cuda_runtime.h>
-#include "rg_cuda.h"
+#include "rg_cuda_backend.h"
 
 __global__ static void axpy_kernel(float a, const float *x, const float *y, float *out, int64_t n)
 {
@@ -10,9 +10,7 @@ __global__ static void axpy_kernel(float a, const float *x, const float *y, floa
         out[i] = a * x[i] + y[i];
 }
 
-extern "C" int rg_cuda_compiled(void) { return 1; }
-
-extern "C" int rg_cuda_device_count(void)
+extern "C" int rgcu_device_count(void)
 {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess) {
@@ -22,13 +20,13 @@ extern "C" int rg_cuda_device_count(void)
     return count;
 }
 
-extern "C" rg_status rg_cuda_axpy(float a, const float *x, const float *y, float *out, int64_t n)
+extern "C" rg_status rgcu_axpy(float a, const float *x, const float *y, float *out, int64_t n)
 {
     if (n < 0 || (n > 0 && (!x || !y || !out)))
         return RG_ERR_INVALID_ARG;
     if (n == 0)
         return RG_OK;
-    if (rg_cuda_device_count() == 0)
+    if (rgcu_device_count() == 0)
         return RG_ERR_CUDA;
     size_t bytes = (size_t)n * sizeof(float);
     float *dx = NULL, *dy = NULL, *dout = NULL;

@@ -4,9 +4,9 @@
 // its forward and backward with the rg_ops.h signature; this file gathers
 // them into one rg_ops_table. Until every entry is filled the table is not
 // offered (rg_model_set_ops refuses an incomplete table), so NULL is returned.
-#include "rg_cuda.h"
+#include "rg_cuda_backend.h"
 
-extern "C" const rg_ops_table *rg_cuda_ops_table(void)
+extern "C" const rg_ops_table *rgcu_ops_table(void)
 {
     return NULL; // no op ported yet: the CPU table of rg_ops.c serves every model
 }

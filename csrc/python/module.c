@@ -229,8 +229,6 @@ static int core_exec(PyObject *module)
         if (PyModule_AddObjectRef(module, status_exceptions[i].name, cls) < 0)
             return -1;
     }
-    if (PyModule_AddIntConstant(module, "CUDA_COMPILED", rg_cuda_compiled()) < 0)
-        return -1;
     return core_add_areas(module);
 }
 

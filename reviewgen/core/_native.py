@@ -1,4 +1,5 @@
-"""Loads the compiled core, reviewgen._core, with the OpenBLAS it links against.
+"""Loads the compiled core, reviewgen._core, with the OpenBLAS it links against,
+and tells it where its CUDA library is.
 
 The extension is linked against the scipy-openblas32 wheel's shared library.
 Its rpath finds it in a regular site-packages layout; loading it here first,
@@ -23,5 +24,24 @@ except (ImportError, OSError):  # the rpath may still find it
     pass
 
 from .. import _core  # noqa: E402
+
+
+def _locate_cuda_library() -> None:
+    """Tell the core where the CUDA library built beside it is, if it was.
+
+    Nothing is opened here: cuBLASLt alone is about 180 MB resident, so the
+    core opens the library on the first call that needs a GPU.
+    """
+    from importlib.machinery import EXTENSION_SUFFIXES
+
+    folder = os.path.dirname(os.path.abspath(_core.__file__))
+    for suffix in EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "_rgcuda" + suffix)
+        if os.path.exists(path):
+            _core.cuda_set_library(path)
+            return
+
+
+_locate_cuda_library()
 
 __all__ = ["_core"]
