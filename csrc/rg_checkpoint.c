@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "rg_checkpoint.h"
+#include "rg_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -92,44 +93,6 @@ static char *copy_string(const char *s)
     return copy;
 }
 
-/* Writes everything, retrying on EINTR and short writes. */
-static int write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t done = write(fd, p, chunk);
-        if (done < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += done;
-        n -= (size_t)done;
-    }
-    return 0;
-}
-
-/* 1: all n bytes read; 0: the file ended first; -1: an error. */
-static int read_all(int fd, void *data, size_t n)
-{
-    char *p = data;
-    while (n > 0) {
-        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : n;
-        ssize_t done = read(fd, p, chunk);
-        if (done < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (done == 0)
-            return 0;
-        p += done;
-        n -= (size_t)done;
-    }
-    return 1;
-}
-
 /* The directory part of a path ("." when there is none). */
 static char *directory_of(const char *path)
 {
@@ -194,7 +157,7 @@ rg_status rg_ckpt_writer_open(rg_ckpt_writer *w, const char *path, uint32_t kind
     memcpy(header + 8, fields, 16);
     uint64_t h = rg_hash64(header, 24, 0);
     memcpy(header + 24, &h, 8);
-    if (write_all(w->fd, header, sizeof(header)) != 0) {
+    if (rg_io_write_all(w->fd, header, sizeof(header)) != 0) {
         set_message(w->message, "%s: cannot write (%s)", w->tmp_path, strerror(errno));
         rg_ckpt_writer_abort(w);
         return RG_ERR_IO;
@@ -213,7 +176,7 @@ rg_status rg_ckpt_writer_section(rg_ckpt_writer *w, const char *tag, const void 
     memcpy(header + 16, &payload_hash, 8);
     uint64_t h = rg_hash64(header, 24, 0);
     memcpy(header + 24, &h, 8);
-    if (write_all(w->fd, header, sizeof(header)) != 0 || (bytes > 0 && write_all(w->fd, data, bytes) != 0)) {
+    if (rg_io_write_all(w->fd, header, sizeof(header)) != 0 || (bytes > 0 && rg_io_write_all(w->fd, data, bytes) != 0)) {
         set_message(w->message, "%s: cannot write section %s (%s)", w->path, tag, strerror(errno));
         rg_ckpt_writer_abort(w);
         return RG_ERR_IO;
@@ -293,7 +256,7 @@ rg_status rg_ckpt_reader_open(rg_ckpt_reader *r, const char *path, uint32_t expe
         return RG_ERR_IO;
     }
     unsigned char header[32];
-    int got = read_all(r->fd, header, sizeof(header));
+    int got = rg_io_read_all(r->fd, header, sizeof(header));
     if (got < 0) {
         set_message(r->message, "%s: cannot read (%s)", path, strerror(errno));
         return RG_ERR_IO;
@@ -336,7 +299,7 @@ rg_status rg_ckpt_reader_next(rg_ckpt_reader *r)
     memcpy(previous, r->tag, sizeof(previous));
     r->payload_pending = 0;
     unsigned char header[32];
-    int got = read_all(r->fd, header, sizeof(header));
+    int got = rg_io_read_all(r->fd, header, sizeof(header));
     if (got < 0) {
         set_message(r->message, "%s: cannot read (%s)", r->path, strerror(errno));
         return RG_ERR_IO;
@@ -371,7 +334,7 @@ rg_status rg_ckpt_reader_payload(rg_ckpt_reader *r, void *dst, size_t bytes)
         return RG_ERR_SHAPE;
     }
     r->payload_pending = 0;
-    int got = bytes > 0 ? read_all(r->fd, dst, bytes) : 1;
+    int got = bytes > 0 ? rg_io_read_all(r->fd, dst, bytes) : 1;
     if (got < 0) {
         set_message(r->message, "%s: section %s: cannot read (%s)", r->path, r->tag, strerror(errno));
         return RG_ERR_IO;

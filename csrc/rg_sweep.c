@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "rg_sweep.h"
+#include "rg_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,15 +61,14 @@ static void sweep_message(rg_sweep *s, const char *format, ...)
 /* data copies                                                               */
 /* ------------------------------------------------------------------------ */
 
+/* A copy of src, or NULL for a NULL src; *failed is set when out of memory. */
 static int32_t *dup_ints(const int32_t *src, size_t n, int *failed)
 {
     if (src == NULL)
         return NULL;
-    int32_t *dst = malloc((n > 0 ? n : 1) * sizeof(int32_t));
+    int32_t *dst = rg_ints_dup(src, n);
     if (dst == NULL)
         *failed = 1;
-    else if (n > 0)
-        memcpy(dst, src, n * sizeof(int32_t));
     return dst;
 }
 
@@ -158,41 +158,6 @@ static uint64_t sweep_fingerprint(const rg_sweep *s, int is_lm)
     uint64_t h = rg_hash64(f, k * sizeof(uint64_t), 3);
     free(f);
     return h;
-}
-
-static int write_all(int fd, const void *data, size_t n)
-{
-    const char *p = data;
-    while (n > 0) {
-        ssize_t done = write(fd, p, n);
-        if (done < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += done;
-        n -= (size_t)done;
-    }
-    return 0;
-}
-
-static int read_at(int fd, void *data, size_t n, off_t at)
-{
-    char *p = data;
-    while (n > 0) {
-        ssize_t done = pread(fd, p, n, at);
-        if (done < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (done == 0)
-            return 0;
-        p += done;
-        n -= (size_t)done;
-        at += done;
-    }
-    return 1;
 }
 
 static void header_make(const rg_sweep *s, unsigned char header[32])
@@ -322,19 +287,19 @@ static rg_status journal_open(rg_sweep *s)
     off_t size = st.st_size;
     if (size < 32) {
         /* new, or a header torn at creation: only our own prefix may be rewritten */
-        if (size > 0 && (read_at(s->fd, have, (size_t)size, 0) != 1 ||
+        if (size > 0 && (rg_io_read_at(s->fd, have, (size_t)size, 0) != 1 ||
                          memcmp(have, journal_magic, (size_t)(size < 8 ? size : 8)) != 0)) {
             sweep_message(s, "%s: not a sweep journal", path);
             return RG_ERR_CORRUPT;
         }
-        if (ftruncate(s->fd, 0) != 0 || write_all(s->fd, want, 32) != 0 || fsync(s->fd) != 0) {
+        if (ftruncate(s->fd, 0) != 0 || rg_io_write_all(s->fd, want, 32) != 0 || fsync(s->fd) != 0) {
             sweep_message(s, "%s: cannot write the journal header (%s)", path, strerror(errno));
             return RG_ERR_IO;
         }
         sync_directory(path);
         return RG_OK;
     }
-    if (read_at(s->fd, have, 32, 0) != 1) {
+    if (rg_io_read_at(s->fd, have, 32, 0) != 1) {
         sweep_message(s, "%s: cannot read (%s)", path, strerror(errno));
         return RG_ERR_IO;
     }
@@ -353,7 +318,7 @@ static rg_status journal_open(rg_sweep *s)
     unsigned char *payload = NULL;
     for (;;) {
         uint32_t head[2];
-        if (at + 8 > size || read_at(s->fd, head, 8, at) != 1 || head[0] != RECORD_MAGIC ||
+        if (at + 8 > size || rg_io_read_at(s->fd, head, 8, at) != 1 || head[0] != RECORD_MAGIC ||
             head[1] < RECORD_HEAD || (off_t)head[1] + 16 > size - at)
             break;
         unsigned char *grown = realloc(payload, head[1]);
@@ -361,7 +326,7 @@ static rg_status journal_open(rg_sweep *s)
             break;
         payload = grown;
         uint64_t recorded;
-        if (read_at(s->fd, payload, head[1], at + 8) != 1 || read_at(s->fd, &recorded, 8, at + 8 + head[1]) != 1 ||
+        if (rg_io_read_at(s->fd, payload, head[1], at + 8) != 1 || rg_io_read_at(s->fd, &recorded, 8, at + 8 + head[1]) != 1 ||
             rg_hash64(payload, head[1], 0) != recorded || !record_apply(s, payload, head[1]))
             break;
         at += 16 + (off_t)head[1];
@@ -409,7 +374,7 @@ static rg_status journal_append(rg_sweep *s, const rg_sweep_result *run)
     off_t end = lseek(s->fd, 0, SEEK_END);
     rg_status status = RG_OK;
     /* one write, then fsync: a kill leaves at most one torn record, cut at the next init */
-    if (end < 0 || write_all(s->fd, rec, payload + 16) != 0 || fsync(s->fd) != 0) {
+    if (end < 0 || rg_io_write_all(s->fd, rec, payload + 16) != 0 || fsync(s->fd) != 0) {
         sweep_message(s, "%s: cannot append to the journal (%s)", s->journal_path, strerror(errno));
         if (end >= 0 && ftruncate(s->fd, end) != 0) {
             /* the next init cuts the partial record anyway */

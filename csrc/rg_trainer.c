@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "rg_trainer.h"
+#include "rg_io.h"
 
 #include <limits.h>
 #include <math.h>
@@ -167,14 +168,6 @@ static rg_status ids_check(const int32_t *ids, size_t n, int32_t limit, int allo
     return RG_OK;
 }
 
-static int32_t *copy_ints(const int32_t *src, size_t n)
-{
-    int32_t *dst = malloc((n > 0 ? n : 1) * sizeof(int32_t));
-    if (dst != NULL && n > 0)
-        memcpy(dst, src, n * sizeof(int32_t));
-    return dst;
-}
-
 static rg_status data_copy(rg_trainer *t, data_set *d, const rg_train_data *src, const char *what)
 {
     const rg_model_config *c = &t->model->config;
@@ -202,14 +195,14 @@ static rg_status data_copy(rg_trainer *t, data_set *d, const rg_train_data *src,
     }
     d->N = src->N;
     d->T = src->T;
-    d->tokens = copy_ints(src->tokens, NT);
+    d->tokens = rg_ints_dup(src->tokens, NT);
     d->row_width = malloc((size_t)src->N * sizeof(int32_t));
     if (src->attention_mask)
-        d->mask = copy_ints(src->attention_mask, NT);
+        d->mask = rg_ints_dup(src->attention_mask, NT);
     if (src->token_types)
-        d->types = copy_ints(src->token_types, NT);
+        d->types = rg_ints_dup(src->token_types, NT);
     if (src->targets)
-        d->targets = copy_ints(src->targets, t->is_lm ? NT : (size_t)src->N);
+        d->targets = rg_ints_dup(src->targets, t->is_lm ? NT : (size_t)src->N);
     if (d->tokens == NULL || d->row_width == NULL || (src->attention_mask && d->mask == NULL) ||
         (src->token_types && d->types == NULL) || (src->targets && d->targets == NULL))
         return RG_ERR_NOMEM;
@@ -373,7 +366,7 @@ static rg_status trainer_setup(rg_trainer *t, const rg_trainer_config *config, c
     for (int64_t i = 0; i < t->train.N; i++) /* defined bytes even in a checkpoint saved before any run */
         t->order[i] = (int32_t)i;
     if (c->orders != NULL) {
-        t->orders = copy_ints(c->orders, (size_t)c->epochs * (size_t)t->train.N);
+        t->orders = rg_ints_dup(c->orders, (size_t)c->epochs * (size_t)t->train.N);
         unsigned char *seen = malloc((size_t)t->train.N);
         if (t->orders == NULL || seen == NULL) {
             free(seen);
