@@ -295,7 +295,7 @@ static void params_init_default(rg_model *m)
     }
 }
 
-rg_status rg_model_init(rg_model **out, const rg_model_config *config)
+static rg_status model_create(rg_model **out, const rg_model_config *config, int initialize)
 {
     if (out == NULL || config == NULL)
         return RG_ERR_INVALID_ARG;
@@ -322,20 +322,33 @@ rg_status rg_model_init(rg_model **out, const rg_model_config *config)
     /* A tied head may be untied later: keep room for lm_head.w after the table
      * so the blocks never move (views of them stay valid). */
     m->reserve = m->tied ? (size_t)config->vocab_size * config->n_embd : 0;
-    m->params = malloc((counting.total + m->reserve) * sizeof(float));
+    /* calloc: a blank model's zero pages are only touched when written */
+    m->params = initialize ? malloc((counting.total + m->reserve) * sizeof(float))
+                           : calloc(counting.total + m->reserve, sizeof(float));
     m->grads = calloc(counting.total + m->reserve, sizeof(float));
     if (m->table.tensors == NULL || m->params == NULL || m->grads == NULL) {
         rg_model_free(m);
         return RG_ERR_NOMEM;
     }
     table_build(m, &m->table);
-    params_init_default(m);
+    if (initialize)
+        params_init_default(m);
     m->n_trainable_blocks = -1;
     m->head_policy = RG_HEAD_POLICY_TRAIN;
     m->ops = rg_ops_cpu();
     atomic_init(&m->busy, 0);
     *out = m;
     return RG_OK;
+}
+
+rg_status rg_model_init(rg_model **out, const rg_model_config *config)
+{
+    return model_create(out, config, 1);
+}
+
+rg_status rg_model_init_blank(rg_model **out, const rg_model_config *config)
+{
+    return model_create(out, config, 0);
 }
 
 static void cache_free(rg_kv_cache *cache)

@@ -1,6 +1,6 @@
 /*
- * model.c - the Model type of reviewgen._core: _core.Model(config: dict), the
- * generic transformer of rg_model.h. Arrays handed out by .parameters /
+ * model.c - the Model type of reviewgen._core: _core.Model(config: dict, *,
+ * initialize=True), the generic transformer of rg_model.h. Arrays handed out by .parameters /
  * .gradients are views whose base is the Model, so the model outlives them;
  * untying the head never moves the blocks. The key/value-cache methods live in
  * generate.c.
@@ -185,9 +185,10 @@ void model_leave(ModelObject *self)
 
 static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"config", NULL};
+    static char *keywords[] = {"config", "initialize", NULL};
     PyObject *dict;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:Model", keywords, &dict))
+    int initialize = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$p:Model", keywords, &dict, &initialize))
         return NULL;
     rg_model_config config;
     if (model_config_from_dict(dict, &config) < 0)
@@ -201,7 +202,7 @@ static PyObject *model_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     rg_status status;
     Py_BEGIN_ALLOW_THREADS
-    status = rg_model_init(&self->model, &config);
+    status = initialize ? rg_model_init(&self->model, &config) : rg_model_init_blank(&self->model, &config);
     Py_END_ALLOW_THREADS
     if (status != RG_OK) {
         Py_DECREF(self);

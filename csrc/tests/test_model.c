@@ -941,3 +941,26 @@ void test_model_check_finite_names_the_tensor(void)
     RG_CHECK_STATUS(rg_model_check_finite(NULL, &bad), RG_ERR_INVALID_ARG);
     rg_model_free(m);
 }
+
+/* A blank model has the same table and zero parameters; the default one is
+ * not all zero (so the two really differ). */
+void test_model_init_blank_is_zero(void)
+{
+    rg_model_config c = tiny_config(FAMILY_GPT2);
+    rg_model *blank = NULL, *drawn = NULL;
+    if (!RG_CHECK(rg_model_init_blank(&blank, &c) == RG_OK) || !RG_CHECK(rg_model_init(&drawn, &c) == RG_OK)) {
+        rg_model_free(blank);
+        rg_model_free(drawn);
+        return;
+    }
+    RG_CHECK(blank->table.total == drawn->table.total);
+    size_t blank_nonzero = 0, drawn_nonzero = 0;
+    for (size_t i = 0; i < blank->table.total; i++) {
+        blank_nonzero += blank->params[i] != 0.0f;
+        drawn_nonzero += drawn->params[i] != 0.0f;
+    }
+    RG_CHECK(blank_nonzero == 0);
+    RG_CHECK(drawn_nonzero > blank->table.total / 2);
+    rg_model_free(blank);
+    rg_model_free(drawn);
+}

@@ -137,9 +137,11 @@ def _int32(array, name: str) -> np.ndarray:
 class Model:
     """A transformer held by the C core. See the module docstring for conventions."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, *, initialize: bool = True):
+        """`initialize=False` leaves every parameter 0, for loaders that write
+        them all (the random draw would cost more than the load)."""
         self.config = config
-        self._core = _core.Model(config.to_dict())
+        self._core = _core.Model(config.to_dict(), initialize=initialize)
         self._refresh_table()
 
     # -- parameters ---------------------------------------------------------

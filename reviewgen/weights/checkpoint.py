@@ -101,7 +101,7 @@ class Checkpoint(LabelMapping):
 
     def build_model(self) -> Model:
         """A core Model holding these weights (each block written once, by the core)."""
-        model = Model(self.config)
+        model = Model(self.config, initialize=False)  # write_into fills every tensor or raises
         self.write_into(model)
         return model
 
