@@ -60,6 +60,8 @@ def read_json_object(path: str | os.PathLike, what: str = "a JSON object",
             values = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as problem:
         raise error(f"cannot read {path}: not valid JSON ({problem})") from None
+    except RecursionError:
+        raise error(f"cannot read {path}: its JSON is nested too deeply") from None
     except OSError as problem:
         raise error(f"cannot read {path}: {problem.strerror}") from None
     if not isinstance(values, dict):

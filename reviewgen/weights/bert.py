@@ -29,9 +29,10 @@ import numpy as np
 
 from ..core.models import Model, ModelConfig
 from ..text.tokenization import copy_tokenizer_files
-from .checkpoint import SPECIAL_TOKEN_KEYS, Checkpoint, UnsupportedModelError, WeightsError
+from .checkpoint import (SPECIAL_TOKEN_KEYS, Checkpoint, UnsupportedModelError, WeightsError, config_errors,
+                         config_int)
 from .hub import resolve
-from .safetensors_io import read_config, read_weights, save_safetensors
+from .safetensors_io import read_config, read_weights, save_safetensors, weights_path
 
 __all__ = [
     "ENCODER_FAMILIES",
@@ -137,7 +138,7 @@ def encoder_config_from_hf(hf: Mapping[str, Any], num_labels: int = DEFAULT_NUM_
         hidden_dropout = float(hf.get("hidden_dropout_prob", 0.1))
         classifier_dropout = hf.get("classifier_dropout")
         values = dict(
-            type_vocab_size=int(hf.get("type_vocab_size", 2)),
+            type_vocab_size=config_int(hf, "type_vocab_size", 2, minimum=0),
             norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
             activation=_activation(hf, "hidden_act"), head="cls_bert",
             embd_pdrop=hidden_dropout, resid_pdrop=hidden_dropout,
@@ -382,7 +383,9 @@ def load_encoder(path_or_id: str, num_labels: Optional[int] = None, labels: Opti
     """
     directory = resolve(path_or_id, directory=True)
     hf = read_config(directory)
-    family = family_of(hf)
+    config_path = os.path.join(directory, "config.json")
+    with config_errors(config_path):
+        family = family_of(hf)
     if labels is not None:
         labels = _check_labels(list(labels))
         if num_labels is not None and num_labels != len(labels):
@@ -392,32 +395,47 @@ def load_encoder(path_or_id: str, num_labels: Optional[int] = None, labels: Opti
                                    or num_labels < 1):
         raise WeightsError(f"num_labels must be a positive integer, got {num_labels!r}")
 
+    # A first pass with a placeholder class count checks the config before the weights are read.
+    with config_errors(config_path):
+        probe = encoder_config_from_hf(hf, num_labels=num_labels or DEFAULT_NUM_LABELS)
     state = read_weights(directory)
-    # A first pass with a placeholder class count finds the checkpoint's head size.
-    probe = encoder_config_from_hf(hf, num_labels=num_labels or DEFAULT_NUM_LABELS)
-    tensors, head_found, ignored = hf_to_internal(family, state, probe)
+    weights_file = weights_path(directory)
+    try:
+        tensors, head_found, ignored = hf_to_internal(family, state, probe)
+    except WeightsError as error:
+        raise WeightsError(f"{weights_file}: {error} (for the model {config_path} describes)") from None
     stored_classes = tensors["cls.out.w"][0][1].shape[0] if "cls.out" in head_found else None
     if num_labels is None:
         num_labels = stored_classes or DEFAULT_NUM_LABELS
-    config = encoder_config_from_hf(hf, num_labels=int(num_labels))
+    with config_errors(config_path):
+        config = encoder_config_from_hf(hf, num_labels=int(num_labels))
 
     to_init = [name for name in ("cls.pre", "cls.out") if name not in head_found]
     if stored_classes is not None and stored_classes != num_labels:
         to_init.append("cls.out")
         head_found = tuple(n for n in head_found if n != "cls.out")
     if to_init:
-        initializer_range = float(hf.get("initializer_range", 0.02))
-        fresh = init_classifier_head(config, seed, to_init, initializer_range)
+        with config_errors(config_path):
+            initializer_range = float(hf.get("initializer_range", 0.02))
+            fresh = init_classifier_head(config, seed, to_init, initializer_range)
         tensors.update({name: [("(initialised)", value)] for name, value in fresh.items()})
 
     if labels is None:
         stored = _labels_from_hf(hf) if "cls.out" in head_found else None
         labels = stored if stored is not None and len(stored) == num_labels else list(range(1, num_labels + 1))
     special = {k: int(hf[k]) for k in SPECIAL_TOKEN_KEYS if isinstance(hf.get(k), int)}
-    return Checkpoint(family, config, tensors, f"{family} checkpoint {directory}", dict(hf), special,
+    files = {}
+    for blocks in tensors.values():
+        for origin, _ in blocks:
+            files[origin] = weights_file
+    for key, path in getattr(state, "files", {}).items():  # shards: the file of each tensor
+        for origin in files:
+            if key == origin or key.endswith("." + origin):
+                files[origin] = path
+    return Checkpoint(family, config, tensors, f"{family} checkpoint {weights_file}", dict(hf), special,
                       tokenizer_dir=os.path.abspath(directory), labels=list(labels),
                       initialized=tuple(n for n in ("cls.pre", "cls.out") if n in to_init),
-                      ignored_keys=ignored)
+                      ignored_keys=ignored, files=files, config_source=config_path)
 
 
 # ---------------------------------------------------------------------------

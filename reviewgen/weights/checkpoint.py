@@ -11,16 +11,18 @@ the core's own parameter table.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .._core import NonFiniteError, ShapeError
+from .._core import CoreError, NonFiniteError, ShapeError
 from ..core.models import Model, ModelConfig
 
 __all__ = ["WeightsError", "UnsupportedModelError", "BFloat16Array", "as_float32", "Checkpoint",
-           "SPECIAL_TOKEN_KEYS", "stack_blocks", "LabelMapping"]
+           "SPECIAL_TOKEN_KEYS", "stack_blocks", "LabelMapping", "config_int", "config_errors",
+           "minimum_parameters"]
 
 # The names of the special token ids, as Hugging Face's config.json spells them.
 SPECIAL_TOKEN_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
@@ -32,6 +34,51 @@ class WeightsError(ValueError):
 
 class UnsupportedModelError(WeightsError):
     """The checkpoint is readable but describes a model reviewgen's core cannot run."""
+
+
+_REQUIRED = object()
+
+
+def config_int(hf: Mapping[str, Any], key: str, default: Any = _REQUIRED, minimum: Optional[int] = 1,
+               where: str = "config.json") -> int:
+    """An integer field of a config.json, strictly: 8.5, "8", true and null are refused, not coerced."""
+    if key not in hf or (hf[key] is None and default is not _REQUIRED):
+        if default is _REQUIRED:
+            raise WeightsError(f"{where} lacks {key!r}")
+        return default
+    value = hf[key]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise WeightsError(f"{where}: {key} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise WeightsError(f"{where}: {key} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+@contextlib.contextmanager
+def config_errors(path: str) -> Iterator[None]:
+    """Any error translating a config (a WeightsError, a ModelConfig TypeError/ValueError,
+    a missing key) becomes a WeightsError naming `path`."""
+    try:
+        yield
+    except UnsupportedModelError as error:
+        if path in str(error):
+            raise
+        raise UnsupportedModelError(f"{path}: {error}") from None
+    except (WeightsError, CoreError, KeyError, IndexError, TypeError, ValueError, ZeroDivisionError,
+            OverflowError) as error:
+        if isinstance(error, WeightsError) and path in str(error):
+            raise
+        detail = f"lacks {error.args[0]!r}" if isinstance(error, KeyError) else str(error)
+        raise WeightsError(f"{path}: {detail}") from None
+
+
+def minimum_parameters(config: ModelConfig) -> int:
+    """A lower bound on the number of parameters of a model of `config` (the token
+    embedding and each block's attention and MLP weights), to compare with what a file
+    holds before anything is allocated."""
+    attention = config.n_embd * config.n_head * config.head_dim * 2
+    mlp = config.n_embd * config.n_inner * 2
+    return config.vocab_size * config.n_embd + config.n_layer * (attention + mlp)
 
 
 class BFloat16Array(np.ndarray):
@@ -85,6 +132,8 @@ class Checkpoint(LabelMapping):
     labels: the label value of each class (classifiers).
     initialized: head tensors created here rather than read (classifiers).
     ignored_keys: tensors of the file that were not used.
+    files: file tensor name -> the path of the file holding it, for messages.
+    config_source: the file the configuration was read from (config.json, the GGUF).
     """
 
     family: str
@@ -98,10 +147,28 @@ class Checkpoint(LabelMapping):
     labels: list = field(default_factory=list)
     initialized: tuple = ()
     ignored_keys: tuple = ()
+    files: Dict[str, str] = field(default_factory=dict)
+    config_source: Optional[str] = None
+
+    def _where(self, origin: str) -> str:
+        return self.files.get(origin) or self.source
 
     def build_model(self) -> Model:
-        """A core Model holding these weights (each block written once, by the core)."""
-        model = Model(self.config, initialize=False)  # write_into fills every tensor or raises
+        """A core Model holding these weights (each block written once, by the core).
+
+        Before the model is allocated, the configuration must not describe more
+        parameters than the file holds values (a corrupt n_layer or n_embd fails
+        here, fast, instead of allocating gigabytes)."""
+        held = sum(int(block.size) for blocks in self.tensors.values() for _, block in blocks)
+        needed = minimum_parameters(self.config)
+        config_source = self.config_source or self.source
+        if needed > held:
+            raise WeightsError(f"{config_source}: the configuration describes at least {needed:,} parameters, "
+                               f"but {self.source} holds only {held:,} values")
+        try:
+            model = Model(self.config, initialize=False)  # write_into fills every tensor or raises
+        except (CoreError, ValueError, TypeError) as error:
+            raise WeightsError(f"{config_source}: the core refuses the configuration: {error}") from None
         self.write_into(model)
         return model
 
@@ -111,7 +178,14 @@ class Checkpoint(LabelMapping):
         missing = [name for name in table if name not in self.tensors]
         unexpected = [name for name in self.tensors if name not in table]
         if missing or unexpected:
-            raise WeightsError(f"{self.source}: parameters missing {missing[:8]}, unexpected {unexpected[:8]}")
+            described = f" for the model {self.config_source} describes" if self.config_source else ""
+            raise WeightsError(f"{self.source}: parameters missing {missing[:8]}, unexpected {unexpected[:8]}"
+                               f"{described}")
+        for name, blocks in self.tensors.items():
+            for origin, block in blocks:
+                if not isinstance(block, np.ndarray) or block.dtype.kind != "f" and not isinstance(block, BFloat16Array):
+                    raise WeightsError(f"{self._where(origin)}: tensor {origin!r} holds "
+                                       f"values of dtype {getattr(block, 'dtype', type(block).__name__)}, not floats")
         for name, blocks in self.tensors.items():
             shape = tuple(table[name]["shape"])
             row = 0
@@ -119,12 +193,12 @@ class Checkpoint(LabelMapping):
                 try:
                     model.set_param(name, block, row, bfloat16=isinstance(block, BFloat16Array))
                 except NonFiniteError:
-                    raise WeightsError(f"{self.source}: tensor {origin!r} holds NaN or Inf") from None
+                    raise WeightsError(f"{self._where(origin)}: tensor {origin!r} holds NaN or Inf") from None
                 except (ShapeError, ValueError) as error:
-                    raise WeightsError(f"{self.source}: tensor {origin!r} has shape {tuple(block.shape)}, "
+                    raise WeightsError(f"{self._where(origin)}: tensor {origin!r} has shape {tuple(block.shape)}, "
                                        f"which does not fit {name} {shape} at row {row} ({error})") from None
                 except TypeError as error:
-                    raise WeightsError(f"{self.source}: tensor {origin!r}: {error}") from None
+                    raise WeightsError(f"{self._where(origin)}: tensor {origin!r}: {error}") from None
                 row += len(block)
             if row != shape[0]:
                 raise WeightsError(f"{self.source}: {name} received {row} rows, its shape is {shape}")

@@ -21,9 +21,9 @@ import numpy as np
 
 from ..core.models import Model, ModelConfig
 from ..text.tokenization import copy_tokenizer_files
-from .checkpoint import Checkpoint, UnsupportedModelError, WeightsError
+from .checkpoint import Checkpoint, UnsupportedModelError, WeightsError, config_errors, config_int
 from .hub import resolve
-from .safetensors_io import read_config, read_weights, save_safetensors
+from .safetensors_io import read_config, read_weights, save_safetensors, weights_path
 
 
 # internal block tensor -> (HF name inside transformer.h.L, transposed from Conv1D)
@@ -37,6 +37,8 @@ _BLOCK_TENSORS = {
 }
 _GLOBAL_TENSORS = {"wte": "wte.weight", "wpe": "wpe.weight", "lnf.w": "ln_f.weight",
                    "lnf.b": "ln_f.bias"}
+# Buffers older GPT-2 files store (the causal mask); derived, not learned.
+_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
 def gpt2_config_from_hf(hf: Dict[str, object]) -> ModelConfig:
@@ -49,11 +51,11 @@ def gpt2_config_from_hf(hf: Dict[str, object]) -> ModelConfig:
                             ("reorder_and_upcast_attn", False)):
         if bool(hf.get(flag, supported)) != supported:
             raise UnsupportedModelError(f"GPT-2 config {flag}={hf[flag]!r} is not supported by the core")
-    n_embd = int(hf["n_embd"])
+    n_embd = config_int(hf, "n_embd")
     return ModelConfig(
-        vocab_size=int(hf["vocab_size"]), n_positions=int(hf["n_positions"]),
-        n_layer=int(hf["n_layer"]), n_head=int(hf["n_head"]), n_embd=n_embd,
-        n_inner=int(hf.get("n_inner") or 4 * n_embd),
+        vocab_size=config_int(hf, "vocab_size"), n_positions=config_int(hf, "n_positions"),
+        n_layer=config_int(hf, "n_layer"), n_head=config_int(hf, "n_head"), n_embd=n_embd,
+        n_inner=config_int(hf, "n_inner", 4 * n_embd),
         norm="layernorm", norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
         pre_norm=True, embed_norm=False, final_norm=True, position="learned",
         activation="gelu_tanh", causal=True, bias=True, head="lm",
@@ -66,19 +68,29 @@ def load_gpt2(source: str) -> Checkpoint:
     """The GPT-2 checkpoint of a Hugging Face directory (config.json + model.safetensors), or hub id."""
     directory = resolve(source, directory=True)
     hf_config = read_config(directory)
+    config_path = os.path.join(directory, "config.json")
+    with config_errors(config_path):
+        config = gpt2_config_from_hf(hf_config)
+    weights = read_weights(directory)
     # GPT2LMHeadModel saves under "transformer."; the original GPT2Model files do not.
-    state = {name[len("transformer."):] if name.startswith("transformer.") else name: value
-             for name, value in read_weights(directory).items()}
+    state, files = {}, {}
+    for name, value in weights.items():
+        short = name[len("transformer."):] if name.startswith("transformer.") else name
+        state[short], files[short] = value, weights.files.get(name, weights_path(directory))
     head = state.pop("lm_head.weight", None)
-    config = gpt2_config_from_hf(hf_config)
-    if head is not None and "wte.weight" in state and np.array_equal(head, state["wte.weight"]):
+    if head is not None and "wte.weight" in state and head.shape == state["wte.weight"].shape \
+            and np.array_equal(head, state["wte.weight"]):
         head = None  # a tied checkpoint that stored the head twice
     config.tie_word_embeddings = head is None
-    source = f"GPT-2 checkpoint {directory}"
+    source = f"GPT-2 checkpoint {weights_path(directory)}"
+    used = {"lm_head.weight"}
 
     def block(name: str, conv1d: bool = False):
         if name not in state:
-            raise WeightsError(f"{source} lacks tensor {name!r}")
+            raise WeightsError(f"{source} lacks tensor {name!r} (needed by the model {config_path} describes)")
+        if conv1d and state[name].ndim != 2:
+            raise WeightsError(f"{files[name]}: tensor {name!r} has shape {state[name].shape}, expected 2 dimensions")
+        used.add(name)
         return name, state[name].T if conv1d else state[name]
 
     tensors = {internal: [block(hf_name)] for internal, hf_name in _GLOBAL_TENSORS.items()}
@@ -87,9 +99,18 @@ def load_gpt2(source: str) -> Checkpoint:
             tensors[f"h.{layer}.{internal}"] = [block(f"h.{layer}.{hf_name}", conv1d)]
     if head is not None:
         tensors["lm_head.w"] = [("lm_head.weight", head)]
+    unexpected = sorted(k for k in set(state) - used if not k.endswith(_BUFFER_SUFFIXES))
+    if unexpected:
+        raise WeightsError(f"{source}: unexpected tensors for a GPT-2 model: {unexpected[:8]}")
     eos = hf_config.get("eos_token_id")
-    special = {"eos_token_id": int(eos[0] if isinstance(eos, list) else eos)} if eos is not None else {}
-    return Checkpoint("gpt2", config, tensors, source, hf_config, special, tokenizer_dir=directory)
+    if isinstance(eos, list) and eos:
+        eos = eos[0]
+    if eos is not None and (isinstance(eos, bool) or not isinstance(eos, int) or eos < 0):
+        raise WeightsError(f"{config_path}: eos_token_id must be a token id, got {hf_config['eos_token_id']!r}")
+    special = {"eos_token_id": eos} if eos is not None else {}
+    files["lm_head.weight"] = files.get("lm_head.weight", weights_path(directory))
+    return Checkpoint("gpt2", config, tensors, source, hf_config, special, tokenizer_dir=directory,
+                      files=files, config_source=config_path)
 
 
 def _hf_config_for(model: Model, base: Optional[dict]) -> dict:

@@ -20,11 +20,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..core.models import Model, ModelConfig
-from .checkpoint import SPECIAL_TOKEN_KEYS, Checkpoint, WeightsError
+from .checkpoint import (SPECIAL_TOKEN_KEYS, Checkpoint, WeightsError, config_errors, config_int,
+                         minimum_parameters)
 from .gguf_io import GGUFFile
 from .gguf_tokenizer import tokenizer_from_gguf
 from .hub import resolve
-from .safetensors_io import read_config, read_weights, save_safetensors
+from .safetensors_io import read_config, read_weights, save_safetensors, weights_path
 
 __all__ = [
     "load_gguf_llama",
@@ -102,13 +103,17 @@ def hf_config_from_config(config: ModelConfig, special_tokens: Mapping[str, int]
     return hf
 
 
-def _gguf_int(f: GGUFFile, key: str, default: Any = None) -> int:
+def _gguf_int(f: GGUFFile, key: str, default: Any = None, minimum: int = 1) -> int:
     value = f.get(key, default) if default is not None else f.require(key)
     if isinstance(value, list):
         # Some files store per-layer values (e.g. head_count_kv); the core needs one.
         if not value or any(v != value[0] for v in value):
-            raise WeightsError(f"GGUF key {key!r} varies per layer ({value}); not supported")
+            raise WeightsError(f"GGUF {f.path}: key {key!r} varies per layer ({value[:8]}); not supported")
         value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise WeightsError(f"GGUF {f.path}: key {key!r} must be an integer, got {value!r}")
+    if value < minimum:
+        raise WeightsError(f"GGUF {f.path}: key {key!r} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -116,6 +121,8 @@ def _gguf_float(f: GGUFFile, key: str, default: float | None = None) -> float:
     """A float32 metadata value as the shortest decimal that rounds to it (1e-05, not 9.99999974e-06),
     so GGUF and config.json sources of one model give equal configs."""
     value = f.get(key, default) if default is not None else f.require(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise WeightsError(f"GGUF {f.path}: key {key!r} must be a number, got {value!r}")
     return float(str(np.float32(value)))
 
 
@@ -147,6 +154,8 @@ def config_from_gguf(f: GGUFFile) -> ModelConfig:
     if vocab_size is None:
         tokens = f.get("tokenizer.ggml.tokens")
         vocab_size = len(tokens) if tokens else f.tensor_shape("token_embd.weight")[0]
+    else:
+        vocab_size = _gguf_int(f, p + "vocab_size")
     return _llama_config(
         vocab_size=vocab_size,
         n_positions=_gguf_int(f, p + "context_length"),
@@ -195,24 +204,24 @@ def config_from_hf(hf: Mapping[str, Any], has_lm_head: bool | None = None) -> Mo
         raise WeightsError(f"config.json: hidden_act {hf.get('hidden_act')!r} is not supported (SwiGLU needs silu)")
     if hf.get("attention_bias") or hf.get("mlp_bias"):
         raise WeightsError("config.json: attention_bias / mlp_bias are not supported (llama linears have no bias)")
-    try:
-        n_embd = int(hf["hidden_size"])
-        n_head = int(hf["num_attention_heads"])
-        n_layer = int(hf["num_hidden_layers"])
-        n_inner = int(hf["intermediate_size"])
-        vocab_size = int(hf["vocab_size"])
-    except KeyError as exc:
-        raise WeightsError(f"config.json lacks {exc.args[0]!r}") from None
+    n_embd = config_int(hf, "hidden_size")
+    n_head = config_int(hf, "num_attention_heads")
+    n_layer = config_int(hf, "num_hidden_layers")
+    n_inner = config_int(hf, "intermediate_size")
+    vocab_size = config_int(hf, "vocab_size")
     tie = hf.get("tie_word_embeddings")
     if tie is None:
         tie = not has_lm_head if has_lm_head is not None else False
+    elif not isinstance(tie, bool):
+        raise WeightsError(f"config.json: tie_word_embeddings must be true or false, got {tie!r}")
     return _llama_config(
         vocab_size=vocab_size,
-        n_positions=hf.get("max_position_embeddings", 2048),
+        n_positions=config_int(hf, "max_position_embeddings", 2048),
         n_layer=n_layer,
         n_head=n_head,
-        n_kv_head=hf.get("num_key_value_heads") or n_head,
-        head_dim=hf.get("head_dim") or n_embd // n_head,
+        # 0 or null: derived, as transformers does
+        n_kv_head=config_int(hf, "num_key_value_heads", 0, minimum=0) or n_head,
+        head_dim=config_int(hf, "head_dim", 0, minimum=0) or n_embd // n_head,
         n_embd=n_embd,
         n_inner=n_inner,
         norm_eps=hf.get("rms_norm_eps", 1e-6),
@@ -273,44 +282,77 @@ def _split_rows(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {"qkv.w": (q, kv, kv), "fc.w": (config.n_inner, config.n_inner)}
 
 
+def _check_gguf_against_tensors(f: GGUFFile, config: ModelConfig) -> None:
+    """The metadata must describe the tensors the file holds, checked before anything the
+    size of the model is allocated (a corrupt block_count or embedding_length fails here)."""
+    layers = set()
+    for name in f.tensor_names:
+        parts = name.split(".")
+        if parts[0] == "blk":
+            if len(parts) < 3 or not parts[1].isdigit():
+                raise WeightsError(f"GGUF {f.path}: tensor name {name!r} is not blk.<layer>.<name>")
+            layers.add(int(parts[1]))
+    complete = len(layers) == config.n_layer and all(layer < config.n_layer for layer in layers)
+    if not complete:  # (no range(n_layer) is built: n_layer may be 2**31 - 1)
+        extra = sorted(layer for layer in layers if layer >= config.n_layer)[:8]
+        missing = [layer for layer in range(min(config.n_layer, max(layers, default=0) + 2))
+                   if layer not in layers][:8]
+        raise WeightsError(f"GGUF {f.path}: block_count is {config.n_layer}, but the file holds tensors of "
+                           f"{len(layers)} blocks (blocks without tensors: {missing}, beyond the count: {extra})")
+    expected = {"token_embd.weight": (config.vocab_size, config.n_embd), "output_norm.weight": (config.n_embd,)}
+    for name, shape in expected.items():
+        if not f.has_tensor(name):
+            raise WeightsError(f"GGUF {f.path} has no tensor {name!r}")
+        if f.tensor_shape(name) != shape:
+            raise WeightsError(f"GGUF {f.path}: tensor {name!r} has shape {f.tensor_shape(name)}, the metadata "
+                               f"(vocab_size, embedding_length) describe {shape}")
+    held = sum(int(np.prod(f.tensor_shape(name), dtype=np.int64)) for name in f.tensor_names)
+    needed = minimum_parameters(config)
+    if needed > held:
+        raise WeightsError(f"GGUF {f.path}: the metadata describe at least {needed:,} parameters, the file's "
+                           f"tensors hold {held:,} values")
+
+
 def load_gguf_llama(path: str | os.PathLike[str]) -> Checkpoint:
     """A llama-architecture GGUF file (or alias) as a Checkpoint, its tokenizer included when it has one."""
     with GGUFFile(resolve(path)) as f:
-        config = config_from_gguf(f)
-        source = f"GGUF {f.path}"
-        known = {"token_embd.weight", "output_norm.weight", "output.weight"}
-        for layer in range(config.n_layer):
-            known.update(f"blk.{layer}.{t}.weight" for t in _GGUF_BLOCK_TENSORS + _GGUF_IGNORED_BLOCK_TENSORS)
-        unexpected = sorted(set(f.tensor_names) - known)
-        if unexpected:
-            raise WeightsError(f"{source}: unexpected tensors for a llama model: {unexpected[:8]}")
+        with config_errors(f.path):  # every error names the file
+            config = config_from_gguf(f)
+            source = f"GGUF {f.path}"
+            _check_gguf_against_tensors(f, config)
+            known = {"token_embd.weight", "output_norm.weight", "output.weight"}
+            for layer in range(config.n_layer):
+                known.update(f"blk.{layer}.{t}.weight" for t in _GGUF_BLOCK_TENSORS + _GGUF_IGNORED_BLOCK_TENSORS)
+            unexpected = sorted(set(f.tensor_names) - known)
+            if unexpected:
+                raise WeightsError(f"{source}: unexpected tensors for a llama model: {unexpected[:8]}")
 
-        def block(name: str, rows: int | None = None, rotary_heads: int | None = None):
-            """(name, array) of a GGUF tensor; `rows` where it is one part of a stacked tensor
-            (the core checks everything else against its parameter table)."""
-            array = f.tensor(name)
-            if rows is not None and array.shape[0] != rows:
-                raise WeightsError(f"{source}: tensor {name!r} has shape {array.shape}, expected {rows} rows")
-            return name, array if rotary_heads is None else gguf_rotary_rows_to_hf(array, rotary_heads)
+            def block(name: str, rows: int | None = None, rotary_heads: int | None = None):
+                """(name, array) of a GGUF tensor; `rows` where it is one part of a stacked tensor
+                (the core checks everything else against its parameter table)."""
+                array = f.tensor(name)
+                if rows is not None and array.shape[0] != rows:
+                    raise WeightsError(f"{source}: tensor {name!r} has shape {array.shape}, expected {rows} rows")
+                return name, array if rotary_heads is None else gguf_rotary_rows_to_hf(array, rotary_heads)
 
-        tensors = {"wte": [block("token_embd.weight")], "lnf.w": [block("output_norm.weight")]}
-        if not config.tie_word_embeddings:
-            tensors["lm_head.w"] = [block("output.weight")]
-        (q, kv, _), (ffn, _) = _split_rows(config)["qkv.w"], _split_rows(config)["fc.w"]
-        for layer in range(config.n_layer):
-            b, h = f"blk.{layer}.", f"h.{layer}."
-            tensors[h + "ln1.w"] = [block(b + "attn_norm.weight")]
-            tensors[h + "qkv.w"] = [block(b + "attn_q.weight", q, config.n_head),
-                                    block(b + "attn_k.weight", kv, config.n_kv_head),
-                                    block(b + "attn_v.weight", kv)]
-            tensors[h + "proj.w"] = [block(b + "attn_output.weight")]
-            tensors[h + "ln2.w"] = [block(b + "ffn_norm.weight")]
-            tensors[h + "fc.w"] = [block(b + "ffn_gate.weight", ffn), block(b + "ffn_up.weight", ffn)]
-            tensors[h + "fc2.w"] = [block(b + "ffn_down.weight")]
-        special = _special_tokens_from_gguf(f)
-        tokenizer = tokenizer_from_gguf(f) if f.get("tokenizer.ggml.model") is not None else None
+            tensors = {"wte": [block("token_embd.weight")], "lnf.w": [block("output_norm.weight")]}
+            if not config.tie_word_embeddings:
+                tensors["lm_head.w"] = [block("output.weight")]
+            (q, kv, _), (ffn, _) = _split_rows(config)["qkv.w"], _split_rows(config)["fc.w"]
+            for layer in range(config.n_layer):
+                b, h = f"blk.{layer}.", f"h.{layer}."
+                tensors[h + "ln1.w"] = [block(b + "attn_norm.weight")]
+                tensors[h + "qkv.w"] = [block(b + "attn_q.weight", q, config.n_head),
+                                        block(b + "attn_k.weight", kv, config.n_kv_head),
+                                        block(b + "attn_v.weight", kv)]
+                tensors[h + "proj.w"] = [block(b + "attn_output.weight")]
+                tensors[h + "ln2.w"] = [block(b + "ffn_norm.weight")]
+                tensors[h + "fc.w"] = [block(b + "ffn_gate.weight", ffn), block(b + "ffn_up.weight", ffn)]
+                tensors[h + "fc2.w"] = [block(b + "ffn_down.weight")]
+            special = _special_tokens_from_gguf(f)
+            tokenizer = tokenizer_from_gguf(f) if f.get("tokenizer.ggml.model") is not None else None
     return Checkpoint("llama", config, tensors, source, hf_config_from_config(config, special), special,
-                      tokenizer=tokenizer)
+                      tokenizer=tokenizer, config_source=f.path)
 
 
 # ---------------------------------------------------------------------------
@@ -336,17 +378,23 @@ def load_hf_llama(directory: str | os.PathLike[str]) -> Checkpoint:
     """A Hugging Face Llama directory (config.json + safetensors), or hub id, as a Checkpoint."""
     directory = resolve(directory, directory=True)
     hf = read_config(directory)
-    _require_llama_hf(hf)  # before reading possibly large tensor files
+    config_path = os.path.join(directory, "config.json")
+    with config_errors(config_path):
+        _require_llama_hf(hf)  # before reading possibly large tensor files
+        config_from_hf(hf, has_lm_head=False)
     state = read_weights(directory)
-    config = config_from_hf(hf, has_lm_head="lm_head.weight" in state)
-    source = f"Hugging Face checkpoint {directory}"
+    with config_errors(config_path):
+        config = config_from_hf(hf, has_lm_head="lm_head.weight" in state)
+    weights_file = weights_path(directory)
+    source = f"Hugging Face checkpoint {weights_file}"
     used: set[str] = set()
 
     def get(name: str, count: int | None = None) -> tuple[str, np.ndarray]:
         if name not in state:
-            raise WeightsError(f"{source} lacks tensor {name!r}")
-        if count is not None and state[name].shape[0] != count:
-            raise WeightsError(f"{source}: tensor {name!r} has shape {state[name].shape}, expected {count} rows")
+            raise WeightsError(f"{source} lacks tensor {name!r} (needed by the model {config_path} describes)")
+        if count is not None and (state[name].ndim < 1 or state[name].shape[0] != count):
+            raise WeightsError(f"{state.files.get(name, weights_file)}: tensor {name!r} has shape "
+                               f"{state[name].shape}, expected {count} rows (from {config_path})")
         used.add(name)
         return name, state[name]
 
@@ -370,7 +418,7 @@ def load_hf_llama(directory: str | os.PathLike[str]) -> Checkpoint:
         raise WeightsError(f"{source}: unexpected tensors for a llama model: {unexpected[:8]}")
     special = {k: int(hf[k]) for k in SPECIAL_TOKEN_KEYS if isinstance(hf.get(k), int)}
     return Checkpoint("llama", config, tensors, source, hf_config_from_config(config, special), special,
-                      tokenizer_dir=directory)
+                      tokenizer_dir=directory, files=dict(state.files), config_source=config_path)
 
 
 def hf_state_dict(model: Model) -> dict[str, np.ndarray]:

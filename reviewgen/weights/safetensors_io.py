@@ -25,44 +25,90 @@ import numpy as np
 from ..core.config import read_json_object
 from .checkpoint import BFloat16Array, WeightsError
 
-__all__ = ["read_config", "read_safetensors", "read_weights", "save_safetensors"]
+__all__ = ["read_config", "read_safetensors", "read_weights", "save_safetensors", "TensorFiles",
+           "weights_path"]
 
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
            "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 
+class TensorFiles(dict):
+    """name -> array, and `files`: name -> the path of the file that holds it."""
 
-def read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.files: Dict[str, str] = {}
+
+    def take(self, other: "TensorFiles") -> None:
+        for name, value in other.items():
+            self[name] = value
+            self.files[name] = other.files[name]
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _header_entry(name, entry, data_size: int):
+    """(numpy dtype string, shape, begin, end) of one header entry, checked."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"tensor {name!r}: header entry is not an object")
+    dtype_name = entry.get("dtype")
+    dtype = _DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
+    if dtype is None:
+        raise ValueError(f"tensor {name!r} has unsupported dtype {dtype_name!r}")
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise ValueError(f"tensor {name!r}: shape {shape!r} is not a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(x) for x in offsets):
+        raise ValueError(f"tensor {name!r}: data_offsets {offsets!r} is not a pair of integers")
+    begin, end = offsets
+    size = np.dtype(dtype).itemsize
+    for d in shape:
+        size *= d
+        if size > data_size:
+            break
+    if not 0 <= begin <= end <= data_size or end - begin != size:
+        raise ValueError(f"tensor {name!r}: bytes [{begin}, {end}) of the {data_size} data bytes "
+                         f"do not hold {tuple(shape)} {dtype_name}")
+    return dtype, tuple(shape), begin, end
+
+
+def _check_metadata(metadata) -> None:
+    if metadata is not None and (not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+        raise ValueError("__metadata__ is not an object of strings")
+
+
+def read_safetensors(path: str) -> TensorFiles:
     """Every tensor of one .safetensors file as a read-only view of the memory-mapped file."""
     try:
+        file_size = os.path.getsize(path)
         with open(path, "rb") as handle:
             head = handle.read(8)
             if len(head) != 8:
                 raise ValueError("shorter than its 8-byte header size")
             (header_size,) = struct.unpack("<Q", head)
-            if header_size > os.path.getsize(path) - 8:
+            if header_size > file_size - 8:
                 raise ValueError(f"header of {header_size} bytes runs past the end of the file")
-            header = json.loads(handle.read(header_size))
+            header = json.loads(handle.read(header_size).decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
+        _check_metadata(header.get("__metadata__"))
+        data_size = file_size - 8 - header_size
         data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_size) \
-            if os.path.getsize(path) > 8 + header_size else np.zeros(0, np.uint8)
-        tensors = {}
+            if data_size > 0 else np.zeros(0, np.uint8)
+        tensors = TensorFiles()
         for name, entry in header.items():
             if name == "__metadata__":
                 continue
-            dtype = _DTYPES.get(entry.get("dtype"))
-            if dtype is None:
-                raise ValueError(f"tensor {name!r} has unsupported dtype {entry.get('dtype')!r}")
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(x) for x in entry["data_offsets"])
-            size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-            if not 0 <= begin <= end <= data.size or end - begin != size:
-                raise ValueError(f"tensor {name!r}: bytes [{begin}, {end}) do not hold {shape} {entry['dtype']}")
+            dtype, shape, begin, end = _header_entry(name, entry, data_size)
             array = data[begin:end].view(dtype).reshape(shape)
             tensors[name] = array.view(BFloat16Array) if entry["dtype"] == "BF16" else array
+            tensors.files[name] = path
         return tensors
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise WeightsError(f"cannot read safetensors file {path}: {type(error).__name__}: {error}") from None
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, OverflowError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else f"{type(error).__name__}: {error}"
+        raise WeightsError(f"cannot read safetensors file {path}: {reason}") from None
 
 
 def read_config(directory: str) -> dict:
@@ -73,25 +119,44 @@ def read_config(directory: str) -> dict:
     return read_json_object(path, error=WeightsError)
 
 
-def read_weights(directory: str) -> Dict[str, np.ndarray]:
-    """Hugging Face name -> array for every tensor of a model directory's weight file(s)."""
+def weights_path(directory: str) -> str:
+    """The file read_weights reads first in `directory` (for messages)."""
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate):
+            return candidate
+    return os.path.join(directory, "model.safetensors")
+
+
+def read_weights(directory: str) -> TensorFiles:
+    """Hugging Face name -> array for every tensor of a model directory's weight file(s);
+    `.files` says which file holds each."""
     single = os.path.join(directory, "model.safetensors")
     if os.path.isfile(single):
         return read_safetensors(single)
     index_path = os.path.join(directory, "model.safetensors.index.json")
     if os.path.isfile(index_path):
-        try:
-            with open(index_path, encoding="utf-8") as handle:
-                shards = sorted(set(json.load(handle)["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise WeightsError(f"cannot read {index_path}: {error}") from None
-        tensors: Dict[str, np.ndarray] = {}
-        for shard in shards:
-            tensors.update(read_safetensors(os.path.join(directory, shard)))
+        index = read_json_object(index_path, error=WeightsError)
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise WeightsError(f"{index_path}: weight_map is not an object of tensor -> shard")
+        shards = {}
+        for tensor, shard in weight_map.items():
+            if not isinstance(shard, str):
+                raise WeightsError(f"{index_path}: shard name {shard!r} is not a file name")
+            shards.setdefault(os.path.join(directory, shard), []).append(tensor)
+        tensors = TensorFiles()
+        for path in sorted(shards):
+            tensors.take(read_safetensors(path))
+        missing = sorted(name for names in shards.values() for name in names if name not in tensors)
+        if missing:
+            raise WeightsError(f"{index_path} maps tensors {missing[:8]} to shards that do not hold them")
         return tensors
     legacy = os.path.join(directory, "pytorch_model.bin")
     if os.path.isfile(legacy):
-        return _read_pickled_weights(legacy)
+        tensors = TensorFiles(_read_pickled_weights(legacy))
+        tensors.files.update(dict.fromkeys(tensors, legacy))
+        return tensors
     raise WeightsError(f"{directory} has no model.safetensors (nor model.safetensors.index.json "
                        "or pytorch_model.bin)")
 
