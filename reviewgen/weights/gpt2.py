@@ -81,6 +81,9 @@ def load_gpt2(source: str) -> Checkpoint:
     if head is not None and "wte.weight" in state and head.shape == state["wte.weight"].shape \
             and np.array_equal(head, state["wte.weight"]):
         head = None  # a tied checkpoint that stored the head twice
+    if head is None and hf_config.get("tie_word_embeddings") is False:
+        raise WeightsError(f"GPT-2 checkpoint {weights_path(directory)} lacks tensor 'lm_head.weight', which "
+                           f"{config_path} (tie_word_embeddings: false) says it has")
     config.tie_word_embeddings = head is None
     source = f"GPT-2 checkpoint {weights_path(directory)}"
     used = {"lm_head.weight"}
