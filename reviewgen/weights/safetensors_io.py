@@ -128,6 +128,20 @@ def weights_path(directory: str) -> str:
     return os.path.join(directory, "model.safetensors")
 
 
+def _shard_path(directory: str, index_path: str, shard) -> str:
+    """The path of one shard named by the index, which must stay inside `directory`."""
+    if not isinstance(shard, str) or not shard or "\x00" in shard:
+        raise WeightsError(f"{index_path}: shard name {shard!r} is not a file name")
+    if os.path.isabs(shard) or os.path.normpath(shard).split(os.sep)[0] == os.pardir:
+        raise WeightsError(f"{index_path}: shard {shard!r} lies outside the model directory")
+    path = os.path.join(directory, shard)
+    root = os.path.realpath(directory)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise WeightsError(f"{index_path}: shard {shard!r} resolves outside the model directory "
+                           "(a symlink?)")
+    return path
+
+
 def read_weights(directory: str) -> TensorFiles:
     """Hugging Face name -> array for every tensor of a model directory's weight file(s);
     `.files` says which file holds each."""
@@ -142,9 +156,7 @@ def read_weights(directory: str) -> TensorFiles:
             raise WeightsError(f"{index_path}: weight_map is not an object of tensor -> shard")
         shards = {}
         for tensor, shard in weight_map.items():
-            if not isinstance(shard, str):
-                raise WeightsError(f"{index_path}: shard name {shard!r} is not a file name")
-            shards.setdefault(os.path.join(directory, shard), []).append(tensor)
+            shards.setdefault(_shard_path(directory, index_path, shard), []).append(tensor)
         tensors = TensorFiles()
         for path in sorted(shards):
             tensors.take(read_safetensors(path))
