@@ -15,21 +15,28 @@ the file to safetensors.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
 from ..core.config import read_json_object
+from ..core.files import atomic_write
 from .checkpoint import BFloat16Array, WeightsError
 
 __all__ = ["read_config", "read_safetensors", "read_weights", "save_safetensors", "TensorFiles",
-           "weights_path"]
+           "CHECKSUM_KEY", "weights_path"]
 
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
            "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+
+# __metadata__ key of the per-tensor sha256 digests our exporter writes (a JSON object
+# name -> hex digest, as a string: safetensors metadata is str -> str).
+CHECKSUM_KEY = "reviewgen.sha256"
+
 
 class TensorFiles(dict):
     """name -> array, and `files`: name -> the path of the file that holds it."""
@@ -73,14 +80,32 @@ def _header_entry(name, entry, data_size: int):
     return dtype, tuple(shape), begin, end
 
 
-def _check_metadata(metadata) -> None:
-    if metadata is not None and (not isinstance(metadata, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())):
+def _checksums(metadata) -> Optional[Dict[str, str]]:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in metadata.items()):
         raise ValueError("__metadata__ is not an object of strings")
+    if CHECKSUM_KEY not in metadata:
+        return None
+    try:
+        digests = json.loads(metadata[CHECKSUM_KEY])
+    except ValueError:
+        digests = None
+    if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
+        raise ValueError(f"__metadata__[{CHECKSUM_KEY!r}] is not an object of digests")
+    return digests
 
 
-def read_safetensors(path: str) -> TensorFiles:
-    """Every tensor of one .safetensors file as a read-only view of the memory-mapped file."""
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(array).view(np.uint8).reshape(-1))).hexdigest()
+
+
+def read_safetensors(path: str, verify: bool = True) -> TensorFiles:
+    """Every tensor of one .safetensors file as a read-only view of the memory-mapped file.
+
+    A file written by :func:`save_safetensors` carries a sha256 of each
+    tensor; with ``verify`` each is checked, and a mismatch names the tensor."""
     try:
         file_size = os.path.getsize(path)
         with open(path, "rb") as handle:
@@ -93,7 +118,7 @@ def read_safetensors(path: str) -> TensorFiles:
             header = json.loads(handle.read(header_size).decode("utf-8"))
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
-        _check_metadata(header.get("__metadata__"))
+        digests = _checksums(header.get("__metadata__"))
         data_size = file_size - 8 - header_size
         data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_size) \
             if data_size > 0 else np.zeros(0, np.uint8)
@@ -103,8 +128,18 @@ def read_safetensors(path: str) -> TensorFiles:
                 continue
             dtype, shape, begin, end = _header_entry(name, entry, data_size)
             array = data[begin:end].view(dtype).reshape(shape)
+            if verify and digests is not None:
+                expected = digests.get(name)
+                if expected is None:
+                    raise ValueError(f"tensor {name!r} has no checksum in the file's {CHECKSUM_KEY}")
+                if _digest(data[begin:end]) != expected:
+                    raise ValueError(f"tensor {name!r} fails its sha256 checksum (the data is corrupt)")
             tensors[name] = array.view(BFloat16Array) if entry["dtype"] == "BF16" else array
             tensors.files[name] = path
+        if verify and digests is not None:
+            absent = sorted(set(digests) - set(tensors))
+            if absent:
+                raise ValueError(f"tensors {absent[:8]} have checksums but are not in the file")
         return tensors
     except (OSError, ValueError, KeyError, TypeError, RecursionError, OverflowError) as error:
         reason = "nested too deeply" if isinstance(error, RecursionError) else f"{type(error).__name__}: {error}"
@@ -188,8 +223,21 @@ def _read_pickled_weights(path: str) -> Dict[str, np.ndarray]:
 
 
 def save_safetensors(tensors: Dict[str, np.ndarray], path: str) -> None:
-    """Write float32 tensors as a model.safetensors that transformers loads."""
-    from safetensors.numpy import save_file
-
-    save_file({name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()},
-              path, metadata={"format": "pt"})
+    """Write float32 tensors as a model.safetensors that transformers loads, atomically
+    (core/files.py), with a sha256 of each tensor in its metadata (CHECKSUM_KEY) that
+    read_safetensors verifies."""
+    arrays = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in sorted(tensors.items())}
+    header, offset = {}, 0
+    for name, array in arrays.items():
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    header["__metadata__"] = {"format": "pt",
+                              CHECKSUM_KEY: json.dumps({n: _digest(a) for n, a in arrays.items()},
+                                                       separators=(",", ":"))}
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with atomic_write(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(text)))
+        handle.write(text)
+        for array in arrays.values():
+            handle.write(memoryview(array.view(np.uint8).reshape(-1)))
