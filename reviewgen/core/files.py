@@ -23,7 +23,8 @@ import shutil
 import tempfile
 from typing import IO, Iterator
 
-__all__ = ["atomic_write", "atomic_directory", "fsync_directory", "remove_stale_temporaries"]
+__all__ = ["atomic_write", "atomic_directory", "fsync_directory", "remove_stale_temporaries", "write_json",
+           "copy_file"]
 
 TEMP_PREFIX = ".rg-tmp-"
 
@@ -69,6 +70,20 @@ def atomic_write(path, mode: str = "w", *, encoding: str | None = "utf-8", newli
             os.unlink(tmp)
         raise
     fsync_directory(directory)
+
+
+def write_json(path, value, **dump_options) -> None:
+    """``json.dump(value)`` into ``path`` through :func:`atomic_write` (UTF-8)."""
+    import json
+
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, **dump_options)
+
+
+def copy_file(source, target) -> None:
+    """Copy ``source``'s bytes to ``target`` through :func:`atomic_write`."""
+    with open(source, "rb") as reader, atomic_write(target, "wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
 
 
 def _umask() -> int:

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
 from ..core.config import read_json_object
+from ..core.files import copy_file, write_json
 
 try:
     import tokenizers
@@ -365,8 +365,7 @@ class TextTokenizer:
             state = json.loads(self._tokenizer.to_str())
             state["truncation"] = None
             state["padding"] = None
-            with open(os.path.join(directory, "tokenizer.json"), "w", encoding="utf-8") as handle:
-                json.dump(state, handle, ensure_ascii=False)
+            write_json(os.path.join(directory, "tokenizer.json"), state, ensure_ascii=False)
             written.append("tokenizer.json")
         return written
 
@@ -382,7 +381,7 @@ def copy_tokenizer_files(source_dir: str, target_dir: str) -> list:
         if os.path.isfile(source):
             target = os.path.join(target_dir, name)
             if os.path.abspath(source) != os.path.abspath(target):
-                shutil.copyfile(source, target)
+                copy_file(source, target)
             copied.append(name)
     return copied
 

@@ -20,13 +20,13 @@ initializer_range) weights and zero biases, from numpy's default_rng(seed).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..core.files import write_json
 from ..core.models import Model, ModelConfig
 from ..text.tokenization import copy_tokenizer_files
 from .checkpoint import (SPECIAL_TOKEN_KEYS, Checkpoint, UnsupportedModelError, WeightsError, config_errors,
@@ -480,8 +480,7 @@ def export_encoder(directory: str, model: Model, family: str, labels: Optional[S
     if hf_config is None:  # built from scratch: fill the fields the core config knows
         hf.update(_hf_fields_from_config(config, family))
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as handle:
-        json.dump(hf, handle, indent=2, sort_keys=True)
+    write_json(os.path.join(directory, "config.json"), hf, indent=2, sort_keys=True)
     save_safetensors(state, os.path.join(directory, "model.safetensors"))
     if tokenizer_dir:
         copy_tokenizer_files(tokenizer_dir, directory)

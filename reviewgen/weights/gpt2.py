@@ -13,12 +13,12 @@ transposed back on export.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, Optional
 
 import numpy as np
 
+from ..core.files import write_json
 from ..core.models import Model, ModelConfig
 from ..text.tokenization import copy_tokenizer_files
 from .checkpoint import Checkpoint, UnsupportedModelError, WeightsError, config_errors, config_int
@@ -154,8 +154,7 @@ def export_gpt2(model: Model, directory: str, hf_config: Optional[dict] = None,
     if not c.tie_word_embeddings:
         tensors["lm_head.weight"] = model.param("lm_head.w")
     save_safetensors(tensors, os.path.join(directory, "model.safetensors"))
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(_hf_config_for(model, hf_config), f, indent=2)
+    write_json(os.path.join(directory, "config.json"), _hf_config_for(model, hf_config), indent=2)
     if tokenizer_dir:
         copy_tokenizer_files(tokenizer_dir, directory)
     return directory

@@ -13,12 +13,12 @@ the core is Checkpoint.build_model.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Mapping
 
 import numpy as np
 
+from ..core.files import atomic_write, write_json
 from ..core.models import Model, ModelConfig
 from .checkpoint import (SPECIAL_TOKEN_KEYS, Checkpoint, WeightsError, config_errors, config_int,
                          minimum_parameters)
@@ -452,8 +452,7 @@ def export_hf_llama(directory: str | os.PathLike[str], model: Model, tokenizer: 
         raise WeightsError("export_hf_llama: the model is not Llama shaped")
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "config.json"), "w") as fh:
-        json.dump(hf_config_from_config(config, special_tokens), fh, indent=2)
+    write_json(os.path.join(directory, "config.json"), hf_config_from_config(config, special_tokens), indent=2)
     save_safetensors(hf_state_dict(model), os.path.join(directory, "model.safetensors"))
     if tokenizer is not None:
         _export_tokenizer(directory, tokenizer, config, special_tokens or {})
@@ -461,7 +460,8 @@ def export_hf_llama(directory: str | os.PathLike[str], model: Model, tokenizer: 
 
 def _export_tokenizer(directory: str, tokenizer: Any, config: ModelConfig,
                       special_tokens: Mapping[str, int]) -> None:
-    tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    with atomic_write(os.path.join(directory, "tokenizer.json"), "w", encoding="utf-8") as fh:
+        fh.write(tokenizer.to_str())
     names = {}
     for role in ("bos", "eos", "pad", "unk"):
         token_id = special_tokens.get(f"{role}_token_id")
@@ -473,7 +473,5 @@ def _export_tokenizer(directory: str, tokenizer: Any, config: ModelConfig,
         "clean_up_tokenization_spaces": False,
         **names,
     }
-    with open(os.path.join(directory, "tokenizer_config.json"), "w") as fh:
-        json.dump(tokenizer_config, fh, indent=2)
-    with open(os.path.join(directory, "special_tokens_map.json"), "w") as fh:
-        json.dump(names, fh, indent=2)
+    write_json(os.path.join(directory, "tokenizer_config.json"), tokenizer_config, indent=2)
+    write_json(os.path.join(directory, "special_tokens_map.json"), names, indent=2)
