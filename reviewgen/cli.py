@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
@@ -46,11 +45,13 @@ def _prepare(args) -> int:
                             balance=not args.no_balance, allow_drop=args.allow_drop)
     print(prepared.report)
     if args.out:
+        from .core.files import atomic_write, write_json
+
         os.makedirs(args.out, exist_ok=True)
-        prepared.train.to_csv(os.path.join(args.out, "train.csv"), index=False)
-        prepared.val.to_csv(os.path.join(args.out, "val.csv"), index=False)
-        with open(os.path.join(args.out, "report.json"), "w", encoding="utf-8") as f:
-            json.dump(prepared.report.to_dict(), f, indent=2)
+        for name, frame in (("train.csv", prepared.train), ("val.csv", prepared.val)):
+            with atomic_write(os.path.join(args.out, name), "w", newline="") as handle:
+                frame.to_csv(handle, index=False)
+        write_json(os.path.join(args.out, "report.json"), prepared.report.to_dict(), indent=2)
         print(f"wrote train.csv, val.csv and report.json to {args.out}")
     return 0
 
