@@ -18,25 +18,37 @@ path:
 * an existing file or directory: itself;
 * ``"org/name"``: a Hugging Face Hub snapshot, fetched only when
   huggingface_hub is installed (``pip install reviewgen[hub]``) and online.
+  A warning (logger ``reviewgen.weights.hub``) says so before anything is
+  downloaded; with ``HF_HUB_OFFLINE=1`` only the local hub cache is used and a
+  model not in it is a clear error naming the source.
   Anything more path-like is a missing local path, so a mistyped folder name
   fails at once instead of waiting on the network.
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 from typing import Callable, Dict
 
 from .checkpoint import WeightsError
 
-__all__ = ["ALIASES", "ModelNotFoundError", "resolve", "smollm2_path", "minilm_path"]
+__all__ = ["ALIASES", "ModelNotFoundError", "resolve", "smollm2_path", "minilm_path", "hub_offline"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # What a hub snapshot needs: configs, weights, tokenizer files.
 _HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+_log = logging.getLogger(__name__)
+
+
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE asks for no network access (huggingface_hub's spellings)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class ModelNotFoundError(WeightsError, FileNotFoundError):
@@ -92,12 +104,22 @@ def resolve(source: str | os.PathLike, directory: bool = False) -> str:
 
 def _download(model_id: str, what: str) -> str:
     try:
-        from huggingface_hub import snapshot_download
+        import huggingface_hub
     except ImportError:
         raise ModelNotFoundError(f"{what} not found: {model_id} (and huggingface_hub, which fetches "
                                  "hub ids, is not installed)") from None
+    offline = hub_offline()
+    if offline:
+        _log.info("%r is not a local path; HF_HUB_OFFLINE is set, looking only in the local hub cache", model_id)
+    else:
+        _log.warning("%r is not a local path or alias: downloading it from the Hugging Face Hub "
+                     "(set HF_HUB_OFFLINE=1 to forbid network access)", model_id)
     try:
-        return snapshot_download(model_id, allow_patterns=_HUB_FILES)
+        # local_files_only as well as the variable: huggingface_hub reads HF_HUB_OFFLINE once, at import
+        return huggingface_hub.snapshot_download(model_id, allow_patterns=_HUB_FILES, local_files_only=offline)
     except Exception as error:  # offline, unknown id, ...
+        if offline:
+            raise ModelNotFoundError(f"{what} not found: {model_id!r} is not a local path, HF_HUB_OFFLINE is set "
+                                     f"and the local hub cache does not hold it ({error})") from error
         raise ModelNotFoundError(f"{what} not found locally and the hub download of {model_id!r} "
                                  f"failed: {error}") from error
