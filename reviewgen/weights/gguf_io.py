@@ -71,6 +71,31 @@ class GGUFFile:
             ) from exc
         self._tensors = {t.name: t for t in self._reader.tensors}
         self._metadata: dict[str, Any] | None = None
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Each tensor's bytes start on the file's alignment, lie inside the file and
+        overlap no other tensor's (GGUFReader checks none of this)."""
+        size = os.path.getsize(self.path)
+        alignment = int(getattr(self._reader, "alignment", 32) or 32)
+        start = int(getattr(self._reader, "data_offset", 0))
+        spans = []
+        if len(self._tensors) != len(self._reader.tensors):
+            raise WeightsError(f"GGUF file {self.path} names a tensor twice")
+        for t in self._reader.tensors:
+            begin, length = int(t.data_offset), int(t.n_bytes)
+            if (begin - start) % alignment:
+                raise WeightsError(f"GGUF file {self.path}: tensor {t.name!r} starts at byte {begin}, "
+                                   f"not on the file's {alignment}-byte alignment (corrupt offset?)")
+            if begin < start or begin + length > size:
+                raise WeightsError(f"GGUF file {self.path}: tensor {t.name!r} (bytes {begin}..{begin + length}) "
+                                   f"lies outside the data section ({start}..{size})")
+            spans.append((begin, begin + length, t.name))
+        spans.sort()
+        for (_, end, name), (begin, _, other) in zip(spans, spans[1:]):
+            if begin < end:
+                raise WeightsError(f"GGUF file {self.path}: tensors {name!r} and {other!r} overlap "
+                                   "(corrupt offsets)")
 
     # -- metadata -----------------------------------------------------------
     @property

@@ -301,6 +301,27 @@ def _gguf_cases(path):
     gguf = pytest.importorskip("gguf")
     reader = gguf.GGUFReader(path, "r")
     data_start = min(int(t.data_offset) for t in reader.tensors)
+
+    def patch(offset, fmt, value):
+        patched = bytearray(blob)
+        patched[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+        return bytes(patched)
+
+    # header: magic, version (u32), tensor count, key/value count (u64); then each tensor's
+    # info: name, n_dims (u32), dims (u64 each), type (u32), offset (u64)
+    cases["tensor-count-huge"] = patch(8, "<Q", 2**62)
+    cases["tensor-count-small"] = patch(8, "<Q", 3)
+    cases["kv-count-huge"] = patch(16, "<Q", 2**62)
+    info = blob.index(b"token_embd.weight") + len(b"token_embd.weight")
+    n_dims = struct.unpack("<I", blob[info:info + 4])[0]
+    kind = info + 4 + 8 * n_dims
+    cases["n-dims-huge"] = patch(info, "<I", 2**31)
+    cases["dim-huge"] = patch(info + 4, "<Q", 2**40)
+    cases["dim-zero"] = patch(info + 4, "<Q", 0)
+    cases["type-unknown"] = patch(kind, "<I", 999)
+    cases["offset-huge"] = patch(kind + 4, "<Q", 2**50)
+    cases["offset-misaligned"] = patch(kind + 4, "<Q", 3)
+    cases["offset-overlapping"] = patch(kind + 4, "<Q", 32)  # onto the next tensor's bytes
     rng = np.random.default_rng(12)
     for position in sorted(set(rng.integers(0, data_start, 40).tolist())):
         flipped = bytearray(blob)
