@@ -27,6 +27,7 @@ import numpy as np
 
 from ..core import metrics as _metrics
 from ..core.config import TrainingConfig
+from ..core.files import atomic_directory
 from ..core.models import Model
 from ..weights.bert import export_encoder, init_classifier_head, load_encoder
 from ..weights.checkpoint import Checkpoint, LabelMapping, WeightsError
@@ -321,7 +322,12 @@ class Classifier(LabelMapping):
 
     def save(self, directory: str) -> str:
         """Write a Hugging Face directory (config.json, model.safetensors, tokenizer
-        files) that AutoModelForSequenceClassification / Classifier.from_pretrained load."""
-        export_encoder(os.fspath(directory), self.model, self.family, self.labels, self._hf_config)
-        self.tokenizer.save(os.fspath(directory))
-        return os.fspath(directory)
+        files) that AutoModelForSequenceClassification / Classifier.from_pretrained load.
+
+        The directory is replaced as a whole (core/files.py atomic_directory): a save
+        that fails or is killed part-way leaves the previous model as it was."""
+        directory = os.fspath(directory)
+        with atomic_directory(directory) as staging:
+            export_encoder(staging, self.model, self.family, self.labels, self._hf_config)
+            self.tokenizer.save(staging)
+        return directory

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..core import metrics as _metrics
 from ..core.config import TrainingConfig
+from ..core.files import atomic_directory
 from ..text.data import generator_prefix
 from ..core.generation import generate as _generate
 from ..core.models import Model
@@ -180,17 +181,23 @@ class Generator:
 
     def save(self, directory: str) -> str:
         """Write a Hugging Face directory (config.json, model.safetensors, tokenizer)
-        that transformers loads with AutoModelForCausalLM as-is."""
-        if self.family == "gpt2":
-            from ..weights.gpt2 import export_gpt2
+        that transformers loads with AutoModelForCausalLM as-is.
 
-            export_gpt2(self.model, directory, hf_config=self.hf_config)
-            self.tokenizer.save(directory)
-            return directory
-        from ..weights.llama import export_hf_llama
+        The directory is replaced as a whole (core/files.py atomic_directory): it is
+        written beside the destination and swapped in, so a save that fails or is
+        killed part-way leaves the previous model as it was."""
+        directory = os.fspath(directory)
+        with atomic_directory(directory) as staging:
+            if self.family == "gpt2":
+                from ..weights.gpt2 import export_gpt2
 
-        export_hf_llama(directory, self.model, tokenizer=self.tokenizer.tokenizer,
-                        special_tokens=self.special_tokens)
+                export_gpt2(self.model, staging, hf_config=self.hf_config)
+                self.tokenizer.save(staging)
+            else:
+                from ..weights.llama import export_hf_llama
+
+                export_hf_llama(staging, self.model, tokenizer=self.tokenizer.tokenizer,
+                                special_tokens=self.special_tokens)
         return directory
 
 
