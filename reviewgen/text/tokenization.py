@@ -218,12 +218,17 @@ class TextTokenizer:
                    "pad_token": "[PAD]", "mask_token": "[MASK]"}
         special.update({k: v for k, v in (special_tokens or {}).items()
                         if k in special and isinstance(v, str)})
-        with open(vocab_path, encoding="utf-8") as handle:
-            vocab = {}
-            for line in handle:
-                token = line.rstrip("\n")
-                if token not in vocab:  # first occurrence wins, as in BertTokenizer
-                    vocab[token] = len(vocab)
+        vocab = {}
+        try:
+            with open(vocab_path, encoding="utf-8") as handle:
+                for line in handle:
+                    token = line.rstrip("\n")
+                    if token not in vocab:  # first occurrence wins, as in BertTokenizer
+                        vocab[token] = len(vocab)
+        except UnicodeDecodeError as error:
+            raise TokenizerError(f"{vocab_path} is not UTF-8 text (byte {error.start}: {error.reason})") from None
+        except OSError as error:
+            raise TokenizerError(f"cannot read {vocab_path}: {error.strerror}") from None
         for name in ("unk_token", "sep_token", "cls_token"):
             if special[name] not in vocab:
                 raise TokenizerError(
@@ -252,9 +257,18 @@ class TextTokenizer:
         tokenizer_config = _read_json(config_path) if os.path.isfile(config_path) else {}
         special_path = os.path.join(path, "special_tokens_map.json")
         special_map = _read_json(special_path) if os.path.isfile(special_path) else {}
-        special_tokens = {k: (v["content"] if isinstance(v, dict) else v)
-                          for k, v in {**tokenizer_config, **special_map}.items()
-                          if k.endswith("_token")}
+        special_tokens = {}
+        for file, values in ((config_path, tokenizer_config), (special_path, special_map)):
+            for key, value in values.items():
+                if not key.endswith("_token") or value is None:
+                    continue
+                if isinstance(value, dict):  # an AddedToken as transformers saves it
+                    value = value.get("content")
+                    if not isinstance(value, str):
+                        raise TokenizerError(f"{file}: {key} is an object without a string 'content': "
+                                             f"{values[key]!r}")
+                if isinstance(value, str):  # not flags such as add_bos_token: true
+                    special_tokens[key] = value
         if "pad_token" in special_tokens and isinstance(special_tokens["pad_token"], str):
             kwargs.setdefault("pad_token", special_tokens["pad_token"])
         json_path = os.path.join(path, "tokenizer.json")
