@@ -74,6 +74,15 @@ def tokenizer_from_gguf(source: str | os.PathLike[str] | GGUFFile):
 
 
 def _build_tokenizer(f: GGUFFile):
+    try:
+        return _build_tokenizer_unchecked(f)
+    except WeightsError:
+        raise
+    except Exception as error:  # tokenizers raises plain Exception ("Error while initializing BPE")
+        raise WeightsError(f"GGUF {f.path}: its tokenizer metadata does not build a tokenizer: {error}") from None
+
+
+def _build_tokenizer_unchecked(f: GGUFFile):
     from tokenizers import AddedToken, Tokenizer, decoders, models, processors
 
     kind = f.require("tokenizer.ggml.model")
@@ -82,6 +91,17 @@ def _build_tokenizer(f: GGUFFile):
     tokens = list(f.require("tokenizer.ggml.tokens"))
     merges_text = list(f.require("tokenizer.ggml.merges"))
     token_types = list(f.get("tokenizer.ggml.token_type") or [])
+    if not all(isinstance(token, str) for token in tokens):
+        raise WeightsError(f"GGUF {f.path}: tokenizer.ggml.tokens holds non-string entries")
+    if token_types and len(token_types) != len(tokens):
+        raise WeightsError(f"GGUF {f.path}: tokenizer.ggml.token_type has {len(token_types)} entries "
+                           f"for {len(tokens)} tokens")
+    for key in ("bos_token_id", "eos_token_id", "padding_token_id", "unknown_token_id"):
+        value = f.get("tokenizer.ggml." + key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value < len(tokens)):
+            raise WeightsError(f"GGUF {f.path}: tokenizer.ggml.{key} {value!r} is not one of the "
+                               f"{len(tokens)} token ids")
 
     byte_spelling = byte_to_unicode_map()
     alphabet = set(byte_spelling.values())
@@ -93,8 +113,7 @@ def _build_tokenizer(f: GGUFFile):
         vocab.setdefault(token, index)  # keep the first id of a duplicated spelling
     merges = []
     for merge in merges_text:
-        parts = merge.split(" ")
-        if len(parts) != 2:
+        if not isinstance(merge, str) or len(parts := merge.split(" ")) != 2:
             raise WeightsError(f"GGUF {f.path}: malformed merge {merge!r}")
         merges.append((parts[0], parts[1]))
 

@@ -272,6 +272,8 @@ def _special_tokens_from_gguf(f: GGUFFile) -> dict[str, int]:
                              ("pad_token_id", "padding_token_id"), ("unk_token_id", "unknown_token_id")):
         value = f.get("tokenizer.ggml." + gguf_key)
         if value is not None:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise WeightsError(f"GGUF {f.path}: tokenizer.ggml.{gguf_key} must be a token id, got {value!r}")
             special[hf_key] = int(value)
     return special
 
@@ -350,6 +352,10 @@ def load_gguf_llama(path: str | os.PathLike[str]) -> Checkpoint:
                 tensors[h + "fc.w"] = [block(b + "ffn_gate.weight", ffn), block(b + "ffn_up.weight", ffn)]
                 tensors[h + "fc2.w"] = [block(b + "ffn_down.weight")]
             special = _special_tokens_from_gguf(f)
+            for key, value in special.items():
+                if not 0 <= value < config.vocab_size:
+                    raise WeightsError(f"GGUF {f.path}: {key} {value} lies outside the vocabulary of "
+                                       f"{config.vocab_size} tokens")
             tokenizer = tokenizer_from_gguf(f) if f.get("tokenizer.ggml.model") is not None else None
     return Checkpoint("llama", config, tensors, source, hf_config_from_config(config, special), special,
                       tokenizer=tokenizer, config_source=f.path)

@@ -358,6 +358,32 @@ def _gguf_metadata_cases(tmp_path):
     yield "nan-weight", _write_gguf(tmp_path / "nan.gguf", bad)
 
 
+def _gguf_tokenizer_cases(tmp_path):
+    """GGUFs whose tokenizer metadata is broken (the weights are fine)."""
+    from _reference import toy_tokenizer_metadata
+
+    base = toy_tokenizer_metadata()
+    vocab = len(base["add_token_list"])
+    model = _random_params(Model(_llama_config(
+        vocab_size=vocab, n_positions=16, n_layer=2, n_head=2, n_kv_head=1, head_dim=4, n_embd=8, n_inner=12,
+        norm_eps=1e-5, rope_theta=1e4, tie_word_embeddings=False)), 3)
+    state = hf_state_dict(model)
+    variants = {
+        "tokenizer-merge-of-unknown-tokens": {"add_token_merges": ["zz qq"]},
+        "tokenizer-duplicate-tokens": {"add_token_list": ["a"] * vocab},
+        "tokenizer-bos-out-of-range": {"add_bos_token_id": 10**6, "add_add_bos_token": True},
+        "tokenizer-eos-out-of-range": {"add_eos_token_id": 10**6},
+        "tokenizer-types-short": {"add_token_types": [3]},
+        "tokenizer-model-unknown": {"add_tokenizer_model": "llama"},
+        "tokenizer-pre-unknown": {"add_tokenizer_pre": "nope"},
+        "tokenizer-merge-malformed": {"add_token_merges": ["abc"]},
+    }
+    for name, changes in variants.items():
+        metadata = {"vocab_size": ("add_vocab_size", vocab)}
+        metadata.update({"tokenizer-" + key: (key, value) for key, value in {**base, **changes}.items()})
+        yield name, _write_gguf(tmp_path / f"{name}.gguf", state, metadata)
+
+
 def test_corrupt_gguf_files_raise_weights_errors_naming_the_file(clean, tmp_path):
     outcome = _new_outcome()
     count = 0
@@ -370,7 +396,7 @@ def test_corrupt_gguf_files_raise_weights_errors_naming_the_file(clean, tmp_path
         if _check("gguf", broken, broken, outcome) == "loaded" and not name.startswith("header-bitflip"):
             must_fail.append(name)
         os.unlink(broken)
-    for name, broken in _gguf_metadata_cases(tmp_path):
+    for name, broken in list(_gguf_metadata_cases(tmp_path)) + list(_gguf_tokenizer_cases(tmp_path)):
         count += 1
         if _check("gguf", broken, broken, outcome) == "loaded":
             must_fail.append(name)
