@@ -3,7 +3,7 @@
 Every case either succeeds with a result that satisfies the property or raises a
 clean Python exception; a crash (segfault, abort) takes the test run down with it.
 Budget: derandomized (the same cases every run, no example database), CASES
-examples per test below; 7 tests, 830 cases in all, about 5 s on one core.
+examples per test below; 8 tests, 930 cases in all, about 5 s on one core.
 
   * ModelConfig/Model on random valid small shapes (all norms, positions,
     activations, heads, GQA, bias, tying, token types): logits are finite and of
@@ -14,7 +14,9 @@ examples per test below; 7 tests, 830 cases in all, about 5 s on one core.
   * forward on tokens, masks and targets of random shapes and values;
   * the sampler on random logits and settings: ids in range, greedy = argmax;
   * classification metrics on random labels: counts add up, figures in [0, 1];
-  * perplexity on random nll/mask arrays (NaN, inf, negative weights included).
+  * perplexity on random nll/mask arrays (NaN, inf, negative weights included);
+  * AdamW on random hyperparameters and gradients: finite parameters, or a clean refusal
+    (a NaN gradient leaves the parameters untouched).
 """
 from __future__ import annotations
 
@@ -229,3 +231,41 @@ def test_perplexity_from_sum_is_finite_and_positive_or_a_clean_error(sum_nll, n_
     except CLEAN:
         return
     assert math.isfinite(value) and value >= 0  # exp underflows to 0 for a very negative mean
+
+
+@budget(100)
+@given(n=st.integers(0, 12), lr=st.sampled_from([0.0, 1e-3, 0.5, -1.0, float("nan"), float("inf")]),
+       beta1=st.sampled_from([0.0, 0.9, 1.0, -0.1, float("nan")]), beta2=st.sampled_from([0.0, 0.999, 1.0, 2.0]),
+       eps=st.sampled_from([1e-8, 0.0, -1e-8, float("nan")]), weight_decay=st.sampled_from([0.0, 0.01, -1.0]),
+       max_grad_norm=st.sampled_from([0.0, 1.0, -1.0, float("inf")]),
+       schedule=st.sampled_from(["constant", "linear", "cosine", "nope"]), total_steps=st.integers(-1, 5),
+       warmup_ratio=st.sampled_from([0.0, 0.5, 1.0, 1.5, float("nan")]), steps=st.integers(1, 4),
+       seed=st.integers(0, 99), bad_gradient=st.booleans())
+def test_adamw_steps_keep_parameters_finite_or_refuse_cleanly(n, lr, beta1, beta2, eps, weight_decay, max_grad_norm,
+                                                              schedule, total_steps, warmup_ratio, steps, seed,
+                                                              bad_gradient):
+    rng = np.random.default_rng(seed)
+    parameters = rng.standard_normal(n).astype(np.float32)
+    gradients = np.zeros(n, np.float32)
+    table = [{"offset": 0, "numel": n, "decay": True, "trainable": True}] if n else []
+    try:
+        optimizer = _core.AdamW(parameters, gradients, table, lr=lr, betas=(beta1, beta2), eps=eps,
+                                weight_decay=weight_decay, max_grad_norm=max_grad_norm, warmup_ratio=warmup_ratio,
+                                total_steps=total_steps, schedule=schedule)
+    except CLEAN:
+        return
+    for _ in range(steps):
+        gradients[:] = rng.standard_normal(n) * rng.choice([0.0, 1e-3, 1e3])
+        if bad_gradient and n:
+            gradients[rng.integers(0, n)] = np.nan
+            before = parameters.copy()
+            with pytest.raises(_core.NonFiniteError):
+                optimizer.step()
+            assert np.array_equal(parameters, before)  # untouched
+            return
+        try:
+            info = optimizer.step()
+        except CLEAN:
+            return
+        assert math.isfinite(info["lr"]) and math.isfinite(info["grad_norm"])
+        assert np.all(np.isfinite(parameters))
