@@ -3,7 +3,7 @@
 Every case either succeeds with a result that satisfies the property or raises a
 clean Python exception; a crash (segfault, abort) takes the test run down with it.
 Budget: derandomized (the same cases every run, no example database), CASES
-examples per test below; 8 tests, 930 cases in all, about 5 s on one core.
+examples per test below; 8 tests, 930 cases in all, about 10 s on one core.
 
   * ModelConfig/Model on random valid small shapes (all norms, positions,
     activations, heads, GQA, bias, tying, token types): logits are finite and of
