@@ -430,13 +430,15 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-static int trainer_ready(TrainerObject *self)
+/* mutating: run, resume, save, restore_best refuse to start inside a run's
+ * callback; the read-only accessors are fine there (an update boundary). */
+static int trainer_ready(TrainerObject *self, int mutating)
 {
     if (self->trainer == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Trainer: not initialized");
         return -1;
     }
-    if (self->running) {
+    if (mutating && self->running) {
         binding_raise_for(self, RG_ERR_STATE, "Trainer: a run is in progress (called from its own callback?)");
         return -1;
     }
@@ -469,7 +471,7 @@ static rg_status call_save(rg_trainer *t, const char *path) { return rg_trainer_
 
 static PyObject *trainer_run(TrainerObject *self, PyObject *unused)
 {
-    if (trainer_ready(self) < 0)
+    if (trainer_ready(self, 1) < 0)
         return NULL;
     int entered;
     rg_status status = trainer_call(self, call_run, NULL, &entered);
@@ -482,7 +484,7 @@ static PyObject *trainer_run(TrainerObject *self, PyObject *unused)
 static PyObject *trainer_path_method(TrainerObject *self, PyObject *path_obj,
                                      rg_status (*call)(rg_trainer *, const char *))
 {
-    if (trainer_ready(self) < 0)
+    if (trainer_ready(self, 1) < 0)
         return NULL;
     PyObject *path = NULL;
     if (!PyUnicode_FSConverter(path_obj, &path))
@@ -503,7 +505,7 @@ static PyObject *trainer_save(TrainerObject *self, PyObject *path) { return trai
 
 static PyObject *trainer_restore_best(TrainerObject *self, PyObject *unused)
 {
-    if (trainer_ready(self) < 0)
+    if (trainer_ready(self, 1) < 0)
         return NULL;
     rg_status status = rg_trainer_restore_best(self->trainer);
     if (status != RG_OK)
@@ -513,7 +515,7 @@ static PyObject *trainer_restore_best(TrainerObject *self, PyObject *unused)
 
 static PyObject *trainer_result(TrainerObject *self, PyObject *unused)
 {
-    if (trainer_ready(self) < 0)
+    if (trainer_ready(self, 0) < 0)
         return NULL;
     const rg_train_result *r = rg_trainer_result(self->trainer);
     return Py_BuildValue("{s:O,s:O,s:L,s:L,s:i,s:i,s:i,s:d,s:O,s:i,s:L,s:i,s:O,s:s}", "interrupted",
@@ -528,7 +530,7 @@ static PyObject *trainer_result(TrainerObject *self, PyObject *unused)
 
 static PyObject *trainer_history(TrainerObject *self, PyObject *unused)
 {
-    if (trainer_ready(self) < 0)
+    if (trainer_ready(self, 0) < 0)
         return NULL;
     int count = 0;
     const rg_train_eval *entries = rg_trainer_history(self->trainer, &count);
@@ -546,7 +548,7 @@ static PyObject *trainer_history(TrainerObject *self, PyObject *unused)
 
 static PyObject *trainer_predictions(TrainerObject *self, PyObject *unused)
 {
-    if (trainer_ready(self) < 0)
+    if (trainer_ready(self, 0) < 0)
         return NULL;
     int64_t n = 0;
     int K = 0;
@@ -568,7 +570,7 @@ static PyObject *trainer_predictions(TrainerObject *self, PyObject *unused)
 
 static PyObject *trainer_optimizer_state(TrainerObject *self, PyObject *unused)
 {
-    if (trainer_ready(self) < 0)
+    if (trainer_ready(self, 0) < 0)
         return NULL;
     const rg_adamw *opt = rg_trainer_optimizer(self->trainer);
     npy_intp n = (npy_intp)opt->state_numel;

@@ -41,6 +41,10 @@ class LMBatches(EncodedBatches):
     def __init__(self, encoded: EncodedBatch, batch_size: int, *, shuffle: bool = False, seed: int = 0):
         super().__init__(encoded, None, batch_size, shuffle=shuffle, seed=seed, token_types=False)
 
+    def arrays(self) -> dict:
+        ids, mask = self.encoded.ids, self.encoded.attention_mask
+        return {"tokens": ids, "attention_mask": mask, "targets": np.where(mask > 0, ids, -100).astype(np.int32)}
+
     def __iter__(self):
         for batch in super().__iter__():
             batch["targets"] = np.where(batch["attention_mask"] > 0, batch["tokens"], -100).astype(np.int32)
