@@ -316,6 +316,8 @@ int binding_progress_bridge(void *user, const rg_train_event *ev)
     bridge->calls++;
     if (bridge->callback == NULL)
         return 0;
+    if (bridge->error_type != NULL)
+        return 1; /* the callback raised: the run is stopping, Python hears no more */
     PyGILState_STATE gil = PyGILState_Ensure();
     int stop = 0;
     if (bridge->model != NULL)
