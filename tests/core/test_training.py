@@ -213,7 +213,7 @@ def test_best_epoch_is_loaded_at_end(tmp_path):
                 snapshots[(id(model), event["epoch"])] = model.parameters.copy()
         return on_event
 
-    cfg = small_config(num_train_epochs=3, gradient_accumulation_steps=1, learning_rate=0.1,
+    cfg = small_config(num_train_epochs=3, gradient_accumulation_steps=1, learning_rate=0.05,
                        warmup_ratio=0.0)
     model = tiny_classifier()
     result = Trainer(model, cfg, batches_of(x, y, [4] * 6), batches_of(fx, fy, [8] * 3),
@@ -227,7 +227,7 @@ def test_best_epoch_is_loaded_at_end(tmp_path):
     # without load_best_model_at_end the last epoch stays
     model2 = tiny_classifier()
     result2 = Trainer(model2, small_config(num_train_epochs=3, gradient_accumulation_steps=1,
-                                           learning_rate=0.1, warmup_ratio=0.0,
+                                           learning_rate=0.05, warmup_ratio=0.0,
                                            load_best_model_at_end=False),
                       batches_of(x, y, [4] * 6), batches_of(fx, fy, [8] * 3), tmp_path / "last",
                       progress=snapshot(model2)).train()
