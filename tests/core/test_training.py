@@ -323,7 +323,7 @@ def test_sigint_stops_training_within_a_second(tmp_path):
         sent["at"] = time.perf_counter()
         os.kill(os.getpid(), signal.SIGINT)
 
-    timer = threading.Timer(0.5, send_sigint)
+    timer = threading.Timer(1.5, send_sigint)
     timer.start()
     try:
         result = trainer.train()
