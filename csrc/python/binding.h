@@ -122,6 +122,7 @@ typedef struct {
     PyObject *callback; /* or NULL: events are only counted */
     PyObject *error_type, *error, *error_traceback;
     ModelObject *model; /* marked not busy during the callback */
+    int model_lost;     /* the model could not be taken back after the callback: not ours to release */
     int lm;
     int64_t calls;
 } progress_bridge;

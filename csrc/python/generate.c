@@ -314,7 +314,7 @@ static PyObject *core_generate(PyObject *module, PyObject *args, PyObject *kwarg
                          PyArray_DATA(lengths));
     Py_END_ALLOW_THREADS
     interruptible_end();
-    model_object->busy = 0;
+    model_leave(model_object);
     if (bridge.error_type != NULL) {
         PyErr_Restore(bridge.error_type, bridge.error, bridge.error_traceback);
         goto done;

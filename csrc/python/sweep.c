@@ -170,7 +170,7 @@ static int sweep_init(SweepObject *self, PyObject *args, PyObject *kwargs)
     Py_BEGIN_ALLOW_THREADS
     status = rg_sweep_init(&self->sweep, model, &config, samples, (int)n_samples, error, sizeof(error));
     Py_END_ALLOW_THREADS
-    ((ModelObject *)model_obj)->busy = 0;
+    model_leave((ModelObject *)model_obj);
     if (status != RG_OK) {
         self->sweep = NULL;
         binding_raise(binding_state_of_type(Py_TYPE(self)), status, "Sweep: %s",
@@ -220,7 +220,9 @@ static PyObject *sweep_run(SweepObject *self, PyObject *unused)
     Py_END_ALLOW_THREADS
     interruptible_end();
     self->running = 0;
-    model->busy = 0;
+    if (!self->bridge.model_lost)
+        model_leave(model);
+    self->bridge.model_lost = 0;
     return binding_finish_status(binding_state_of_type(Py_TYPE(self)), &self->bridge, status,
                                  rg_sweep_message(self->sweep));
 }

@@ -321,12 +321,20 @@ int binding_progress_bridge(void *user, const rg_train_event *ev)
     PyGILState_STATE gil = PyGILState_Ensure();
     int stop = 0;
     if (bridge->model != NULL)
-        bridge->model->busy = 0; /* between updates the callback may use the model */
+        model_leave(bridge->model); /* between updates the callback may use the model */
     PyObject *event = event_dict(ev, bridge->lm);
     PyObject *result = event ? PyObject_CallOneArg(bridge->callback, event) : NULL;
     Py_XDECREF(event);
-    if (bridge->model != NULL)
-        bridge->model->busy = 1;
+    if (bridge->model != NULL && rg_model_try_acquire(bridge->model->model) != RG_OK) {
+        bridge->model_lost = 1;
+        /* a call the callback started (another thread?) still holds the model:
+         * the run cannot go on; it stops without touching the model again */
+        Py_XDECREF(result);
+        result = NULL;
+        if (bridge->error_type == NULL)
+            PyErr_SetString(PyExc_RuntimeError,
+                            "a call on the model was still running when the progress callback returned");
+    }
     if (result == NULL) {
         if (bridge->error_type == NULL)
             PyErr_Fetch(&bridge->error_type, &bridge->error, &bridge->error_traceback);
@@ -415,7 +423,7 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs)
     status = rg_trainer_init(&trainer, model, &config, &train, eval_obj == Py_None ? NULL : &eval, error,
                              sizeof(error));
     Py_END_ALLOW_THREADS
-    model_object->busy = 0;
+    model_leave(model_object);
     trainer_buffers_release(&keep);
     if (status != RG_OK) {
         binding_raise(binding_state_of_type(Py_TYPE(self)), status, "Trainer: %s",
@@ -463,7 +471,9 @@ static rg_status trainer_call(TrainerObject *self, rg_status (*call)(rg_trainer 
     Py_END_ALLOW_THREADS
     interruptible_end();
     self->running = 0;
-    model->busy = 0;
+    if (!self->bridge.model_lost)
+        model_leave(model);
+    self->bridge.model_lost = 0;
     return status;
 }
 

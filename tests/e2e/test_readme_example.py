@@ -1,6 +1,5 @@
 """The README's Python example, run as written (the block under "Using it from Python")
 with the two offline models, on a small CSV of real reviews written here."""
-from reviewgen.core.training import CHECKPOINT_NAME  # the core writes checkpoint.rgck
 import importlib.util
 import re
 from pathlib import Path
@@ -33,5 +32,5 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     exec(compile(readme_python_example(), str(README), "exec"), namespace)
     assert len(namespace["reviews"]) == 4 and all(isinstance(r, str) for r in namespace["reviews"])
     assert (tmp_path / "runs" / "gen" / "model" / "model.safetensors").is_file()
-    assert (tmp_path / "runs" / "clf" / CHECKPOINT_NAME).is_file()
+    assert (tmp_path / "runs" / "clf" / "checkpoint.npz").is_file()
     assert namespace["clf"].evaluate(namespace["clf_part"].val.text, namespace["clf_part"].val.label)["n_samples"] > 0

@@ -4,7 +4,6 @@ transformers / torch are references only: they load what the classifier
 exports and must produce the same logits.
 """
 
-from reviewgen.core.training import CHECKPOINT_NAME  # the core writes checkpoint.rgck
 import importlib.util
 import os
 
@@ -167,7 +166,7 @@ def test_training_updates_only_the_trainable_blocks(tmp_path):
             assert key in entry and np.isfinite(entry[key])
         assert entry["eval_near_accuracy"] >= entry["eval_accuracy"]
     assert sum(e["event"] == "step" for e in events) == 6
-    assert os.path.isfile(tmp_path / "run" / CHECKPOINT_NAME)
+    assert os.path.isfile(tmp_path / "run" / "checkpoint.npz")
     # the recorded eval loss is the classifier's own loss on the eval texts
     # (the best epoch's weights are the ones loaded at the end)
     report = classifier.evaluate(TEXTS[:6], LABELS[:6])

@@ -1,7 +1,6 @@
 """The Generator object end to end on a tiny random GPT-2 with a real (small) BPE
 tokenizer trained on the bundled reviews: loss and perplexity against
 transformers, training through the shared Trainer, generation, export."""
-from reviewgen.core.training import CHECKPOINT_NAME  # the core writes checkpoint.rgck
 import json
 import os
 
@@ -49,7 +48,7 @@ def test_train_lowers_loss_and_keeps_frozen_blocks(tiny_gpt2_dir, texts, tmp_pat
     assert np.array_equal(generator.model.param("h.0.qkv.w"), frozen_before)
     assert result.epochs_completed == 2 and not result.interrupted
     assert any(e.get("event") == "step" for e in events)
-    assert os.path.isfile(tmp_path / CHECKPOINT_NAME) and os.path.isfile(tmp_path / "best.npz")
+    assert os.path.isfile(tmp_path / "checkpoint.npz") and os.path.isfile(tmp_path / "best.npz")
 
 
 def test_generate_greedy_matches_transformers_and_sampling_repeats(tiny_gpt2_dir):
