@@ -272,8 +272,9 @@ static PyObject *event_dict(const rg_train_event *ev, int lm)
                              "tokens", (long long)ev->tokens, "tokens_per_s", tokens_per_s, "elapsed_s", ev->elapsed_s);
     }
     if (ev->kind == RG_TRAIN_EVENT_CHECKPOINT)
-        return Py_BuildValue("{s:s,s:i,s:L,s:s}", "event", "checkpoint", "epoch", ev->epoch, "step",
-                             (long long)ev->step, "path", ev->path ? ev->path : "");
+        return Py_BuildValue("{s:s,s:i,s:L,s:d,s:s}", "event", "checkpoint", "epoch", ev->epoch, "step",
+                             (long long)ev->step, "epoch_progress", ev->epoch_progress, "path",
+                             ev->path ? ev->path : "");
     d = binding_eval_dict(ev->eval, lm);
     if (d == NULL)
         return NULL;

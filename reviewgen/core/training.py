@@ -31,14 +31,21 @@ Checkpoints (in ``output_dir``):
   optimizer moments, the position in the epoch, the history and the best
   epoch, so that :meth:`Trainer.train` (``resume=True``) continues a run,
   even one killed mid-epoch, to bit-identical weights;
+* ``checkpoint.npz``: the same epoch-end state for numpy readers (parameters,
+  optimizer moments and step, the table signature, the trainer state as
+  JSON; the layout of the former Python trainer), written after each epoch's
+  core checkpoint; resuming goes through ``checkpoint.rgck``;
 * ``best.npz``: the parameters of the best epoch so far;
 * ``trainer_state.json``: the history, human-readable.
 
-Ctrl-C: the core stops at its next layer boundary, drops the partial
-accumulation and :meth:`Trainer.train` returns a :class:`TrainResult` with
-``interrupted=True``; the checkpoint on disk stays the last one written. The
-model keeps the weights of the last completed update;
-:meth:`Trainer.load_checkpoint` brings back the saved ones.
+Ctrl-C: the core stops at its next layer boundary and drops the partial
+accumulation; :meth:`Trainer.train` raises :class:`TrainingInterrupted` (a
+KeyboardInterrupt, so callers that do not catch it stop too and never take
+an interrupted run for a finished one). Its ``result`` is the
+:class:`TrainResult` so far, with ``interrupted=True``. The checkpoint on
+disk stays the last one written; the model keeps the weights of the last
+completed update; :meth:`Trainer.load_checkpoint` brings back the saved ones
+and ``train(resume=True)`` continues the run.
 """
 
 from __future__ import annotations
@@ -54,10 +61,13 @@ import numpy as np
 from ._native import _core
 from .config import TrainingConfig
 
-__all__ = ["TrainableModel", "Trainer", "TrainResult", "TrainingError", "TqdmProgress",
-           "CHECKPOINT_NAME", "BEST_NAME", "STATE_NAME", "core_config", "dataset_arrays"]
+__all__ = ["TrainableModel", "Trainer", "TrainResult", "TrainingError", "TrainingInterrupted",
+           "TqdmProgress", "CHECKPOINT_NAME", "CORE_CHECKPOINT_NAME", "BEST_NAME", "STATE_NAME",
+           "core_config", "dataset_arrays"]
 
-CHECKPOINT_NAME = "checkpoint.rgck"
+CORE_CHECKPOINT_NAME = "checkpoint.rgck"   # the core's own (resume), see rg_trainer.h
+CHECKPOINT_NAME = "checkpoint.npz"         # its numpy-readable mirror after each epoch
+CHECKPOINT_FORMAT = 1
 BEST_NAME = "best.npz"
 STATE_NAME = "trainer_state.json"
 DATA_KEYS = ("tokens", "attention_mask", "token_types", "targets")
@@ -85,6 +95,12 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss or gradient, a bad checkpoint)."""
 
 
+def _table_signature(table: list) -> np.ndarray:
+    """(n, 3) int64: offset, numel, trainable of every tensor in table order."""
+    return np.asarray([(int(t["offset"]), int(t["numel"]), int(bool(t["trainable"]))) for t in table],
+                      np.int64).reshape(-1, 3)
+
+
 @dataclass
 class TrainResult:
     history: list = field(default_factory=list)  # one dict per evaluated epoch
@@ -96,6 +112,17 @@ class TrainResult:
     best_loaded: bool = False                    # the model holds the best epoch's parameters
     last_checkpoint: Optional[str] = None        # path of the last complete checkpoint
     total_steps: int = 0
+    finished: bool = False                       # every epoch ran (never true for an interrupted run)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a callback's KeyboardInterrupt) stopped :meth:`Trainer.train`;
+    ``result`` is the unfinished run (``interrupted=True``, ``finished=False``)."""
+
+    def __init__(self, result: "TrainResult"):
+        super().__init__(f"training interrupted after {result.global_step} of {result.total_steps} updates "
+                         f"({result.epochs_completed} epochs complete)")
+        self.result = result
 
 
 def _write_atomically(path: str, write: Callable[[Any], None], binary: bool = True) -> None:
@@ -271,6 +298,12 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> str:
+        """The core's checkpoint (what resume reads)."""
+        return os.path.join(self.output_dir, CORE_CHECKPOINT_NAME)
+
+    @property
+    def npz_checkpoint_path(self) -> str:
+        """Its numpy-readable mirror, written after each epoch."""
         return os.path.join(self.output_dir, CHECKPOINT_NAME)
 
     @property
@@ -324,7 +357,9 @@ class Trainer:
             if logits is not None:
                 event["logits"] = logits
         elif kind == "checkpoint":
-            self._write_state(event)
+            state = self._write_state(event)
+            if event.get("epoch_progress", 1.0) >= 1.0:
+                self._write_npz_checkpoint(state)
         if self.progress is not None:
             self.progress(event)
 
@@ -350,6 +385,17 @@ class Trainer:
                      best_metric=result["best_metric"] if result["best_epoch"] else None,
                      history=self._history(), config=self.config.to_dict(), checkpoint=event["path"])
         _write_atomically(self.state_path, lambda f: f.write(json.dumps(state, indent=2)), binary=False)
+        return state
+
+    def _write_npz_checkpoint(self, state: dict) -> None:
+        """checkpoint.npz: the epoch's parameters, moments and state in the
+        former Python trainer's layout (numpy readers; resume uses the core's)."""
+        optimizer = self.core_trainer.optimizer_state()
+        trainer_state = dict(state, format=CHECKPOINT_FORMAT)
+        arrays = dict(parameters=np.asarray(self.model.parameters), adam_m=optimizer["m"], adam_v=optimizer["v"],
+                      adam_step=np.int64(optimizer["step"]), table=_table_signature(self.core_model.param_table()),
+                      trainer_state=np.frombuffer(json.dumps(trainer_state).encode(), np.uint8))
+        _write_atomically(self.npz_checkpoint_path, lambda f: np.savez(f, **arrays))
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -400,21 +446,47 @@ class Trainer:
         try:
             self.core_trainer.run()
         except KeyboardInterrupt:
-            interrupted = True  # the core dropped the partial accumulation
+            interrupted = True  # the core dropped the partial accumulation; raised below
         except _core.NonFiniteError as error:
             raise TrainingError(str(error)) from None
         except _core.CoreIOError as error:
             raise TrainingError(f"a checkpoint could not be written: {error}") from None
         core_result = self.core_trainer.result()
         has_checkpoint = os.path.exists(self.checkpoint_path)
-        return TrainResult(history=self._history(), interrupted=interrupted,
-                           global_step=core_result["global_step"],
-                           epochs_completed=core_result["epochs_completed"],
-                           best_epoch=core_result["best_epoch"] or None,
-                           best_metric=core_result["best_metric"] if core_result["best_epoch"] else None,
-                           best_loaded=bool(core_result["best_loaded"]),
-                           last_checkpoint=self.checkpoint_path if has_checkpoint else None,
-                           total_steps=core_result["total_steps"])
+        result = TrainResult(history=self._history(), interrupted=interrupted,
+                             global_step=core_result["global_step"],
+                             epochs_completed=core_result["epochs_completed"],
+                             best_epoch=core_result["best_epoch"] or None,
+                             best_metric=core_result["best_metric"] if core_result["best_epoch"] else None,
+                             best_loaded=bool(core_result["best_loaded"]) and not interrupted,
+                             last_checkpoint=self.checkpoint_path if has_checkpoint else None,
+                             total_steps=core_result["total_steps"],
+                             finished=bool(core_result["finished"]) and not interrupted)
+        if interrupted:
+            raise TrainingInterrupted(result)
+        return result
+
+    def evaluate(self) -> dict:
+        """Mean eval loss over eval_batches (weighted by batch rows, as HF) with
+        the current parameters and, for a generator, perplexity = exp(loss);
+        plus compute_metrics' figures. (A run's own evaluations happen in the
+        core; this is the same figure, outside a run.)"""
+        total, rows = 0.0, 0
+        for batch in self.eval_batches or ():
+            batch = {k: v for k, v in batch.items() if v is not None}
+            loss = float(self.model.forward(**batch, train=False, seed=0))
+            n = int(np.shape(batch["tokens"])[0])
+            total += loss * n
+            rows += n
+        metrics = {}
+        if rows:
+            metrics["eval_loss"] = total / rows
+            if self.config.task == "generator":
+                metrics["eval_perplexity"] = math.exp(min(metrics["eval_loss"], 700.0))
+        if self.compute_metrics is not None:
+            metrics.update({f"eval_{k}" if not k.startswith("eval_") else k: float(v)
+                            for k, v in self.compute_metrics(self.model).items()})
+        return metrics
 
 
 class TqdmProgress:

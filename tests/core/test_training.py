@@ -17,7 +17,7 @@ import pytest
 from reviewgen.core import training
 from reviewgen.core.config import TrainingConfig
 from reviewgen.core.models import Model, ModelConfig
-from reviewgen.core.training import Trainer, TrainingError
+from reviewgen.core.training import Trainer, TrainingError, TrainingInterrupted
 from reviewgen.text.tokenization import EncodedBatch, EncodedBatches
 
 
@@ -191,8 +191,13 @@ def test_eval_loss_perplexity_and_checkpoint_files(tmp_path):
         assert h["eval_perplexity"] == pytest.approx(math.exp(h["eval_loss"]), rel=1e-12)
         assert math.isfinite(h["train_loss"])
     out = str(tmp_path / "out")
-    assert sorted(os.listdir(out)) == sorted([training.CHECKPOINT_NAME, training.BEST_NAME,
-                                              training.STATE_NAME])
+    assert sorted(os.listdir(out)) == sorted([training.CORE_CHECKPOINT_NAME, training.CHECKPOINT_NAME,
+                                              training.BEST_NAME, training.STATE_NAME])
+    # checkpoint.npz keeps the former trainer's numpy layout: the last epoch's parameters and moments
+    with np.load(os.path.join(out, training.CHECKPOINT_NAME)) as saved:
+        assert saved["parameters"].shape == model.parameters.shape and np.isfinite(saved["parameters"]).all()
+        assert int(saved["adam_step"]) == 6 and saved["adam_m"].shape == saved["adam_v"].shape
+        assert json.loads(bytes(saved["trainer_state"]).decode())["epoch"] == 2
     state = json.loads(open(trainer.state_path).read())
     assert state["epoch"] == 2 and state["global_step"] == 6 and len(state["history"]) == 2
     # a classifier reports no perplexity
@@ -269,8 +274,11 @@ def test_keyboard_interrupt_keeps_last_checkpoint_and_resumes_exactly(tmp_path):
     model, snapshots = tiny_classifier(), {}
     trainer = Trainer(model, cfg, train, evaluation, tmp_path / "cut",
                       progress=interrupting(7, snapshots, model))
-    result = trainer.train()
-    assert result.interrupted and result.global_step == 7
+    with pytest.raises(TrainingInterrupted) as raised:
+        trainer.train()
+    result = raised.value.result
+    assert isinstance(raised.value, KeyboardInterrupt)  # callers that do not catch it stop too
+    assert result.interrupted and not result.finished and result.global_step == 7
     assert len(result.history) == 1 and result.epochs_completed == 1
     assert result.last_checkpoint == trainer.checkpoint_path
     assert no_temp_files(str(tmp_path / "cut"))
@@ -284,7 +292,7 @@ def test_keyboard_interrupt_keeps_last_checkpoint_and_resumes_exactly(tmp_path):
 
     # resuming runs epochs 2 and 3 again and ends exactly where an uninterrupted run ends
     resumed = Trainer(model, cfg, train, evaluation, tmp_path / "cut").train(resume=True)
-    assert not resumed.interrupted and resumed.global_step == 15 and len(resumed.history) == 3
+    assert not resumed.interrupted and resumed.finished and resumed.global_step == 15 and len(resumed.history) == 3
     np.testing.assert_array_equal(model.parameters, reference.parameters)
     assert [h["eval_loss"] for h in resumed.history] == [h["eval_loss"] for h in full.history]
 
@@ -303,7 +311,9 @@ def test_interrupt_at_an_epochs_evaluation_keeps_that_epochs_checkpoint(tmp_path
     trainer = Trainer(model, small_config(num_train_epochs=3, gradient_accumulation_steps=2),
                       batches_of(x, y, [2] * 8), batches_of(x, y, [8, 8]), tmp_path / "save",
                       progress=on_event)
-    result = trainer.train()
+    with pytest.raises(TrainingInterrupted) as raised:
+        trainer.train()
+    result = raised.value.result
     assert result.interrupted and result.epochs_completed == 2 and len(result.history) == 2
     assert list(snapshots) == [1]  # the callback is not called again once it raised
     assert no_temp_files(str(tmp_path / "save"))
@@ -326,11 +336,13 @@ def test_sigint_stops_training_within_a_second(tmp_path):
     timer = threading.Timer(1.5, send_sigint)
     timer.start()
     try:
-        result = trainer.train()
+        with pytest.raises(KeyboardInterrupt) as raised:
+            trainer.train()
     finally:
         timer.cancel()
     stopped = time.perf_counter()
-    assert result.interrupted
+    result = raised.value.result
+    assert result.interrupted and not result.finished
     assert stopped - sent["at"] < 1.0
     assert 0 < result.global_step < trainer.total_steps
 
