@@ -70,7 +70,8 @@ def _repetition_penalty(logits: np.ndarray, history: List[int], penalty: float) 
     token of the row gets logit / penalty when > 0, logit * penalty otherwise."""
     seen = np.unique(np.asarray(history, np.int64))
     values = logits[seen]
-    logits[seen] = np.where(values > 0, values / penalty, values * penalty)
+    p = np.float32(penalty)  # float arithmetic, as the core does
+    logits[seen] = np.where(values > 0, values / p, values * p)
 
 
 def _no_repeat_ngram(logits: np.ndarray, history: List[int], n: int) -> None:
