@@ -155,3 +155,23 @@ def test_ctrl_c_stops_the_sweep_and_marks_nothing_unfinished_as_finished(model_d
     assert list(partial) == ["0.0001"] and len(partial["0.0001"]["runs"]) == 1
     saved = json.loads((tmp_path / "c" / "results.json").read_text())
     assert saved["finished"] is False and len(saved["epochs"]) == epochs
+
+
+def test_generator_sweep_over_epochs(tiny_gpt2_dir, tmp_path):
+    training = TrainingConfig.for_generator(per_device_train_batch_size=4, gradient_accumulation_steps=1,
+                                            learning_rate=1e-3)
+    study = SweepStudy(task="generator", model=str(tiny_gpt2_dir), data="sample:imdb", parameter="num_train_epochs",
+                       values=[1, 2], samples=2, rows_per_sample=12, eval_fraction=0.25, max_length=32,
+                       training=training)
+    results = run_sweep(study, str(tmp_path / "g"), log=lambda _: None)
+    assert results.finished and len(results.frame) == 2 * (1 + 2)
+    assert "eval_perplexity" in results.frame.columns
+    np.testing.assert_allclose(results.frame["eval_perplexity"], np.exp(results.frame["eval_loss"]), rtol=1e-9)
+    # every run starts from the same parameters on the same data: with 2 updates per epoch and one
+    # warmup update the schedules of 1 and 2 epochs agree on epoch 1 (lr 0, then the peak), so
+    # epoch 1 ends the same for both values
+    first = results.frame[results.frame["epoch"] == 1].set_index(["value", "sample"])
+    assert (first["step"] == 2).all()
+    assert first.loc[(1, 0), "eval_loss"] == first.loc[(2, 0), "eval_loss"]
+    assert first.loc[(1, 1), "eval_loss"] == first.loc[(2, 1), "eval_loss"]
+    assert first.loc[(1, 0), "eval_loss"] != first.loc[(1, 1), "eval_loss"]  # the samples differ
