@@ -221,7 +221,10 @@ def core_config(config: TrainingConfig, train_batch_size: int, eval_batch_size: 
                 eval_batch_size=eval_batch_size, grad_accum=config.gradient_accumulation_steps,
                 trim_padding=1, shuffle=0, seed=config.seed % (1 << 64),
                 load_best_at_end=int(config.load_best_model_at_end), apply_freezing=0,
-                trainable_blocks=config.trainable_blocks, head_policy=config.head_policy, keep_last_good=1)
+                trainable_blocks=config.trainable_blocks, head_policy=config.head_policy,
+                # as the former Python trainer: a failure leaves the parameters of the last applied
+                # update (no copy of the trainable tensors before every update)
+                keep_last_good=0)
 
 
 class _OptimizerView:
