@@ -9,6 +9,8 @@
  *   model.c     the Model type: config, parameter table, forward, backward
  *   generate.c  the Model's key/value-cache methods and sampling
  *   train.c     the AdamW optimizer over a model's parameter block
+ *   trainer.c   a whole fine-tuning run (rg_trainer) and the conversions sweep.c shares
+ *   sweep.c     the hyperparameter sweep (rg_sweep)
  *
  * Conventions: parse arguments, convert with rg_array_in, release the GIL only
  * around the core call, clean up through one `error:`/`done:` label, and raise
@@ -29,6 +31,7 @@
 
 #include "rg_common.h"
 #include "rg_model.h"
+#include "rg_trainer.h"
 
 typedef struct {
     PyObject *core_error;                    /* base class of every core exception */
@@ -90,5 +93,41 @@ int binding_add_metrics(PyObject *module);
 int binding_add_model(PyObject *module);
 int binding_add_generate(PyObject *module);
 int binding_add_train(PyObject *module);
+int binding_add_trainer(PyObject *module);
+int binding_add_sweep(PyObject *module);
+
+/* Python objects that back a trainer config / data set until rg_*_init has
+ * copied them (trainer.c); release with trainer_buffers_release. */
+typedef struct {
+    PyArrayObject *arrays[64];
+    PyObject *checkpoint_path; /* bytes */
+    npy_intp orders_width;
+    npy_intp n_label_values;
+} trainer_buffers;
+void trainer_buffers_release(trainer_buffers *keep);
+/* A dict of rg_trainer_config fields (names as in rg_trainer.h; adamw's
+ * fields flat: lr, beta1, ...; schedule and head_policy by name) on top of
+ * rg_trainer_config_default(). 0 or -1 with an exception. */
+int binding_trainer_config(PyObject *dict, rg_trainer_config *config, trainer_buffers *keep);
+/* A dict of tokens, attention_mask, token_types, targets (int32 arrays). */
+int binding_train_data(PyObject *dict, rg_train_data *data, trainer_buffers *keep, int classifier,
+                       const char *what);
+/* A history entry as the dict training.py's TrainResult.history holds. */
+PyObject *binding_eval_dict(const rg_train_eval *entry, int lm);
+
+/* The progress callback of a core run: called on the core's thread, it takes
+ * the GIL only for the Python call; an exception stops the run and is kept
+ * (error_*) to be raised by binding_finish_status once the call is back. */
+typedef struct {
+    PyObject *callback; /* or NULL: events are only counted */
+    PyObject *error_type, *error, *error_traceback;
+    ModelObject *model; /* marked not busy during the callback */
+    int model_lost;     /* the model could not be taken back after the callback: not ours to release */
+    int lm;
+    int64_t calls;
+} progress_bridge;
+int binding_progress_bridge(void *user, const rg_train_event *event);
+PyObject *binding_finish_status(core_state *state, progress_bridge *bridge, rg_status status,
+                                const char *message);
 
 #endif /* REVIEWGEN_BINDING_H */

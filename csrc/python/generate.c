@@ -1,10 +1,12 @@
 /*
  * generate.c - decoding in reviewgen._core: the Model's key/value-cache
  * methods (listed in model.c's method table) and the sampler over a batch of
- * logits (Hugging Face temperature / top-k / top-p semantics).
+ * logits (Hugging Face temperature / top-k / top-p semantics), and the whole
+ * decode loop in one call (rg_generate).
  */
 #include "binding.h"
 
+#include "rg_generate.h"
 #include "rg_sample.h"
 
 PyObject *model_reset_cache(ModelObject *self, PyObject *args, PyObject *kwargs)
@@ -207,7 +209,142 @@ static PyObject *core_sample(PyObject *module, PyObject *args, PyObject *kwargs)
     return (PyObject *)out;
 }
 
+/* Called after each batch, on the core's thread: the GIL for the call only. */
+typedef struct {
+    PyObject *callback;
+    PyObject *error_type, *error, *error_traceback;
+    int64_t calls;
+} generate_bridge;
+
+static int generate_progress(void *user, int64_t rows_done)
+{
+    generate_bridge *bridge = user;
+    bridge->calls++;
+    if (bridge->callback == NULL)
+        return 0;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *result = PyObject_CallFunction(bridge->callback, "L", (long long)rows_done);
+    int stop = result == NULL;
+    if (result == NULL && bridge->error_type == NULL)
+        PyErr_Fetch(&bridge->error_type, &bridge->error, &bridge->error_traceback);
+    PyErr_Clear();
+    Py_XDECREF(result);
+    PyGILState_Release(gil);
+    return stop;
+}
+
+static PyObject *core_generate(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *keywords[] = {"model", "prompt_tokens", "prompt_offsets", "max_new_tokens", "min_new_tokens",
+                               "temperature", "top_k", "top_p", "seed", "do_sample", "repetition_penalty",
+                               "no_repeat_ngram_size", "eos_ids", "pad_id", "include_eos", "batch_size",
+                               "progress", NULL};
+    PyObject *model_obj, *tokens_obj, *offsets_obj, *eos_obj = Py_None, *progress = Py_None;
+    int max_new = 0, min_new = 0, top_k = 0, do_sample = 1, ngram = 0, pad_id = 0, include_eos = 1, batch_size = 0;
+    float temperature = 1.0f, top_p = 1.0f, penalty = 1.0f;
+    unsigned long long seed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOi|ififKpfiOipiO:generate", keywords, &model_obj, &tokens_obj,
+                                     &offsets_obj, &max_new, &min_new, &temperature, &top_k, &top_p, &seed,
+                                     &do_sample, &penalty, &ngram, &eos_obj, &pad_id, &include_eos, &batch_size,
+                                     &progress))
+        return NULL;
+    core_state *state = binding_state_of_module(module);
+    rg_model *model = model_unwrap(model_obj, "generate model");
+    if (model == NULL)
+        return NULL;
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "generate: progress must be callable or None");
+        return NULL;
+    }
+    PyArrayObject *tokens = rg_array_in(tokens_obj, NPY_INT32, 1, "prompt_tokens");
+    PyObject *offsets_natural = tokens ? PyArray_FROM_OTF(offsets_obj, NPY_INT64, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST) : NULL;
+    PyArrayObject *offsets = (PyArrayObject *)offsets_natural;
+    PyArrayObject *eos = NULL, *out = NULL, *lengths = NULL;
+    PyObject *result = NULL;
+    if (offsets == NULL)
+        goto done;
+    if (PyArray_NDIM(offsets) != 1 || PyArray_DIM(offsets, 0) < 1) {
+        PyErr_SetString(PyExc_ValueError, "prompt_offsets: expected (n_prompts + 1,) offsets");
+        goto done;
+    }
+    npy_intp n = PyArray_DIM(offsets, 0) - 1;
+    const int64_t *off = PyArray_DATA(offsets);
+    if (off[0] != 0 || off[n] != PyArray_DIM(tokens, 0)) {
+        PyErr_SetString(PyExc_ValueError, "prompt_offsets: must start at 0 and end at len(prompt_tokens)");
+        goto done;
+    }
+    for (npy_intp i = 0; i < n; i++)
+        if (off[i + 1] < off[i]) {
+            PyErr_SetString(PyExc_ValueError, "prompt_offsets: must not decrease");
+            goto done;
+        }
+    if (eos_obj != Py_None && (eos = rg_array_in(eos_obj, NPY_INT32, 1, "eos_ids")) == NULL)
+        goto done;
+    if (max_new < 0 || min_new < 0 || batch_size < 0) {
+        PyErr_SetString(PyExc_ValueError, "generate: max_new_tokens, min_new_tokens and batch_size must be >= 0");
+        goto done;
+    }
+    npy_intp dims[2] = {n, max_new};
+    out = (PyArrayObject *)PyArray_SimpleNew(2, dims, NPY_INT32);
+    lengths = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT32);
+    if (out == NULL || lengths == NULL)
+        goto done;
+    generate_bridge bridge = {.callback = progress == Py_None ? NULL : progress};
+    rg_generate_config config = rg_generate_config_default();
+    config.max_new_tokens = max_new;
+    config.min_new_tokens = min_new;
+    config.sample = (rg_sample_config){.do_sample = do_sample, .temperature = temperature, .top_k = top_k,
+                                       .top_p = top_p, .seed = seed};
+    config.repetition_penalty = penalty;
+    config.no_repeat_ngram_size = ngram;
+    config.eos_ids = eos ? PyArray_DATA(eos) : NULL;
+    config.n_eos = eos ? (int)PyArray_DIM(eos, 0) : 0;
+    config.pad_id = pad_id;
+    config.include_eos = include_eos;
+    config.batch_size = batch_size;
+    config.progress = generate_progress;
+    config.progress_user = &bridge;
+    ModelObject *model_object = (ModelObject *)model_obj;
+    if (model_enter(model_object) < 0)
+        goto done;
+    rg_status status;
+    interruptible_begin();
+    Py_BEGIN_ALLOW_THREADS
+    status = rg_generate(model, PyArray_DATA(tokens), off, (int64_t)n, &config, PyArray_DATA(out),
+                         PyArray_DATA(lengths));
+    Py_END_ALLOW_THREADS
+    interruptible_end();
+    model_leave(model_object);
+    if (bridge.error_type != NULL) {
+        PyErr_Restore(bridge.error_type, bridge.error, bridge.error_traceback);
+        goto done;
+    }
+    if (status != RG_OK) {
+        const char *why = status == RG_ERR_SHAPE ? "the longest prompt plus max_new_tokens exceeds the model's positions"
+                        : status == RG_ERR_LABEL_RANGE ? "a prompt, eos or pad id outside the vocabulary"
+                        : status == RG_ERR_UNSUPPORTED ? "only causal language models generate"
+                        : status == RG_ERR_NONFINITE ? "a row was left with no allowed token (NaN logits?)"
+                        : status == RG_ERR_EMPTY ? "an empty prompt"
+                        : rg_status_string(status);
+        binding_raise(state, status, "generate: %s", why);
+        goto done;
+    }
+    result = Py_BuildValue("(OOL)", out, lengths, (long long)bridge.calls);
+done:
+    Py_XDECREF(tokens);
+    Py_XDECREF(offsets);
+    Py_XDECREF(eos);
+    Py_XDECREF(out);
+    Py_XDECREF(lengths);
+    return result;
+}
+
 static PyMethodDef generate_methods[] = {
+    {"generate", (PyCFunction)(void (*)(void))core_generate, METH_VARARGS | METH_KEYWORDS,
+     "generate(model, prompt_tokens, prompt_offsets, max_new_tokens, min_new_tokens=0, temperature=1.0, "
+     "top_k=0, top_p=1.0, seed=0, do_sample=True, repetition_penalty=1.0, no_repeat_ngram_size=0, "
+     "eos_ids=None, pad_id=0, include_eos=True, batch_size=0, progress=None) -> (tokens (n, max_new_tokens), "
+     "lengths (n,), callbacks): the whole decode loop of rg_generate.h in one call."},
     {"sample", (PyCFunction)(void (*)(void))core_sample, METH_VARARGS | METH_KEYWORDS,
      "sample(logits, temperature=1.0, top_k=0, top_p=1.0, seed=0, step=0, do_sample=True, "
      "row_offset=0) -> int32 (B,): one token per row of logits (B, V), Hugging Face "

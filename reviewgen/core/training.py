@@ -1,41 +1,51 @@
-"""The epoch loop shared by every model family (Hugging Face Trainer semantics).
+"""Fine-tuning runs with Hugging Face Trainer semantics, executed by the C core.
 
-:class:`Trainer` drives any model that follows :class:`TrainableModel`: flat
-float32 ``parameters`` and ``gradients`` blocks described by
-``param_table()``, ``forward(**batch, train=, seed=) -> loss``,
-``backward(loss_scale)`` and ``zero_grad()``. The optimizer, schedule and
-clipping are the C core's :class:`reviewgen._core.AdamW`.
-
-What one run does, as the seed study's HF Trainer did:
+:class:`Trainer` hands the whole run to the core's ``rg_trainer``
+(``reviewgen._core.Trainer``, csrc/rg_trainer.h): the data go to C once as
+whole arrays, and the run does not come back to Python between steps; only the
+progress callback does, with the GIL taken just for the call. What one run
+does, as the seed study's HF Trainer did:
 
 * ``gradient_accumulation_steps`` micro-batches per optimizer update; each
   micro-batch's loss is scaled by 1 / (size of its accumulation group), so a
   short last group of an epoch still averages correctly (HF >= 4.46);
 * ``total_steps = ceil(batches / accumulation) * epochs``; linear warmup over
   ``ceil(warmup_ratio * total_steps)`` updates, then linear decay to 0;
-* after each epoch: evaluation (mean loss weighted by batch rows, and
-  perplexity for generators), then a checkpoint;
-* ``load_best_model_at_end``: the parameters of the epoch with the lowest
-  eval loss are loaded when training ends.
+* after each epoch: evaluation (mean loss weighted by batch rows, perplexity
+  for generators, accuracy / F1 / near metrics for classifiers), then a
+  checkpoint;
+* ``load_best_model_at_end``: the epoch with the lowest eval loss is kept in
+  memory by the core and put back into the model when training ends.
+
+Data: ``train_batches`` / ``eval_batches`` are either a batcher that exposes
+its whole data set (:class:`reviewgen.text.tokenization.EncodedBatches` and
+``LMBatches``: ``arrays()``, ``batch_size`` and, when shuffling,
+``epoch_orders(epochs)``, whose numpy permutations the core then follows), or
+a list of batch dicts (``tokens``, ``attention_mask``, ``token_types``,
+``targets``) of one size (the last may be shorter), used in list order.
 
 Checkpoints (in ``output_dir``):
 
-* ``checkpoint.npz``: the last completed epoch: parameters, optimizer state
-  (step, moments) and trainer state; :meth:`Trainer.train` can resume from it;
+* ``checkpoint.rgck``: written by the core after every epoch (and every
+  ``save_steps`` updates): atomic, every section checksummed; parameters,
+  optimizer moments, the position in the epoch, the history and the best
+  epoch, so that :meth:`Trainer.train` (``resume=True``) continues a run,
+  even one killed mid-epoch, to bit-identical weights;
+* ``checkpoint.npz``: the same epoch-end state for numpy readers (parameters,
+  optimizer moments and step, the table signature, the trainer state as
+  JSON; the layout of the former Python trainer), written after each epoch's
+  core checkpoint; resuming goes through ``checkpoint.rgck``;
 * ``best.npz``: the parameters of the best epoch so far;
 * ``trainer_state.json``: the history, human-readable.
 
-Each file is written to a temporary file and moved into place with
-``os.replace``, so an interruption never leaves a half-written checkpoint.
-
-Ctrl-C: a KeyboardInterrupt stops training within a layer's compute (the C
-core polls for it between the layers of a forward or backward pass; the
-Python code between calls raises it directly); the partial accumulation is
-discarded, the checkpoints on disk stay those of the last completed epoch,
-and :meth:`Trainer.train` returns a :class:`TrainResult` with
-``interrupted=True`` and the history so far. The model keeps the weights of
-the moment it stopped; :meth:`Trainer.load_checkpoint` brings back the saved
-ones.
+Ctrl-C: the core stops at its next layer boundary and drops the partial
+accumulation; :meth:`Trainer.train` raises :class:`TrainingInterrupted` (a
+KeyboardInterrupt, so callers that do not catch it stop too and never take
+an interrupted run for a finished one). Its ``result`` is the
+:class:`TrainResult` so far, with ``interrupted=True``. The checkpoint on
+disk stays the last one written; the model keeps the weights of the last
+completed update; :meth:`Trainer.load_checkpoint` brings back the saved ones
+and ``train(resume=True)`` continues the run.
 """
 
 from __future__ import annotations
@@ -43,8 +53,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
-import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, runtime_checkable
 
@@ -53,43 +61,44 @@ import numpy as np
 from ._native import _core
 from .config import TrainingConfig
 
-__all__ = ["TrainableModel", "Trainer", "TrainResult", "TrainingError", "TqdmProgress",
-           "CHECKPOINT_NAME", "BEST_NAME", "STATE_NAME"]
+__all__ = ["TrainableModel", "Trainer", "TrainResult", "TrainingError", "TrainingInterrupted",
+           "TqdmProgress", "CHECKPOINT_NAME", "CORE_CHECKPOINT_NAME", "BEST_NAME", "STATE_NAME",
+           "core_config", "dataset_arrays"]
 
-CHECKPOINT_NAME = "checkpoint.npz"
+CORE_CHECKPOINT_NAME = "checkpoint.rgck"   # the core's own (resume), see rg_trainer.h
+CHECKPOINT_NAME = "checkpoint.npz"         # its numpy-readable mirror after each epoch
+CHECKPOINT_FORMAT = 1
 BEST_NAME = "best.npz"
 STATE_NAME = "trainer_state.json"
-CHECKPOINT_FORMAT = 1
+DATA_KEYS = ("tokens", "attention_mask", "token_types", "targets")
+# Without a progress callback the core is asked for STEP events this rarely
+# (it still sends the last of each epoch): a run then crosses into Python a
+# number of times bounded by its epochs, not its steps.
+QUIET_PROGRESS_EVERY = 1 << 30
 
 
 @runtime_checkable
 class TrainableModel(Protocol):
-    """What the trainer needs from a model.
+    """What the trainer needs from a model: the core model it wraps
+    (``core``, a ``reviewgen._core.Model``), its flat ``parameters`` and
+    ``gradients`` views and ``param_table()``; an optional
+    ``set_trainable(blocks, head_policy)`` applies the config's freezing."""
 
-    ``parameters`` and ``gradients`` are flat float32 arrays (views of the
-    model's own memory); ``param_table()`` lists dicts with ``name``,
-    ``offset``, ``shape`` (or ``numel``), ``decay`` and ``trainable``.
-    ``forward`` receives a batch's arrays as keyword arguments plus
-    ``train`` and ``seed`` (dropout) and returns the mean loss;
-    ``backward(loss_scale)`` ADDS loss_scale * d loss / d parameters into
-    ``gradients``. An optional ``set_trainable(blocks, head_policy)``
-    applies the config's layer freezing.
-    """
-
+    core: Any
     parameters: np.ndarray
     gradients: np.ndarray
 
     def param_table(self) -> list: ...
 
-    def forward(self, *, train: bool, seed: int, **batch: Any) -> float: ...
-
-    def backward(self, loss_scale: float) -> None: ...
-
-    def zero_grad(self) -> None: ...
-
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss or gradient, a bad checkpoint)."""
+
+
+def _table_signature(table: list) -> np.ndarray:
+    """(n, 3) int64: offset, numel, trainable of every tensor in table order."""
+    return np.asarray([(int(t["offset"]), int(t["numel"]), int(bool(t["trainable"]))) for t in table],
+                      np.int64).reshape(-1, 3)
 
 
 @dataclass
@@ -103,33 +112,17 @@ class TrainResult:
     best_loaded: bool = False                    # the model holds the best epoch's parameters
     last_checkpoint: Optional[str] = None        # path of the last complete checkpoint
     total_steps: int = 0
+    finished: bool = False                       # every epoch ran (never true for an interrupted run)
 
 
-def _batch_rows(batch: Mapping[str, Any]) -> int:
-    for value in batch.values():
-        shape = np.shape(value)
-        if shape:
-            return int(shape[0])
-    return 1
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or a callback's KeyboardInterrupt) stopped :meth:`Trainer.train`;
+    ``result`` is the unfinished run (``interrupted=True``, ``finished=False``)."""
 
-
-def _batch_tokens(batch: Mapping[str, Any]) -> int:
-    """Real tokens of a batch: the attention mask's sum when there is one."""
-    if "attention_mask" in batch and batch["attention_mask"] is not None:
-        return int(np.asarray(batch["attention_mask"]).sum())
-    for key in ("tokens", "input_ids"):
-        if key in batch:
-            return int(np.size(batch[key]))
-    return _batch_rows(batch)
-
-
-def _table_signature(table: list) -> np.ndarray:
-    """(offset, numel) per tensor: enough to refuse a checkpoint of another layout."""
-    rows = []
-    for entry in table:
-        numel = entry["numel"] if "numel" in entry else int(np.prod(entry["shape"], dtype=np.int64))
-        rows.append((int(entry["offset"]), int(numel), int(bool(entry.get("trainable", True)))))
-    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+    def __init__(self, result: "TrainResult"):
+        super().__init__(f"training interrupted after {result.global_step} of {result.total_steps} updates "
+                         f"({result.epochs_completed} epochs complete)")
+        self.result = result
 
 
 def _write_atomically(path: str, write: Callable[[Any], None], binary: bool = True) -> None:
@@ -151,41 +144,144 @@ def _write_atomically(path: str, write: Callable[[Any], None], binary: bool = Tr
         raise
 
 
+def core_model_of(model: Any):
+    """The ``reviewgen._core.Model`` behind `model` (a Model, or a wrapper
+    exposing ``core``), or a TypeError."""
+    core = model if isinstance(model, _core.Model) else getattr(model, "core", None)
+    if not isinstance(core, _core.Model):
+        raise TypeError(f"{type(model).__name__} is not a core model: the trainer runs in the C core and needs "
+                        "a reviewgen Model (core, parameters, gradients, param_table)")
+    return core
+
+
+def _stack_batches(batches: list, classifier: bool, what: str) -> tuple:
+    """A list of batch dicts as one data set (right-padded to the widest
+    batch) and its batch size; the batches must all hold batch_size rows but
+    the last, so that the core's batching gives them back."""
+    if not all(isinstance(b, Mapping) and "tokens" in b for b in batches):
+        raise TypeError(f"{what}: expected batch dicts with 'tokens' (and attention_mask, token_types, targets)")
+    sizes = [len(b["tokens"]) for b in batches]
+    batch_size = sizes[0]
+    if any(size != batch_size for size in sizes[:-1]) or sizes[-1] > batch_size or min(sizes) < 1:
+        raise TrainingError(f"{what}: batches of {sizes} rows: the core batches rows in equal groups "
+                            "(only the last may be smaller); give a batcher or equal batches")
+    width = max(np.shape(b["tokens"])[1] for b in batches)
+    rows = sum(sizes)
+    arrays = {}
+    for key in DATA_KEYS:
+        present = [b.get(key) is not None for b in batches]
+        if not any(present):
+            continue
+        if not all(present):
+            raise TrainingError(f"{what}: '{key}' is in some batches only")
+        per_row = key == "targets" and classifier
+        fill = -100 if key == "targets" else 0
+        out = np.full((rows,) if per_row else (rows, width), fill, np.int32)
+        start = 0
+        for b, size in zip(batches, sizes):
+            value = np.asarray(b[key])
+            if per_row:
+                out[start:start + size] = value
+            else:
+                out[start:start + size, :value.shape[1]] = value
+            start += size
+        arrays[key] = out
+    if "attention_mask" not in arrays:
+        # every column of a batch is real; the padding added here is not
+        mask = np.zeros((rows, width), np.int32)
+        start = 0
+        for b, size in zip(batches, sizes):
+            mask[start:start + size, :np.shape(b["tokens"])[1]] = 1
+            start += size
+        arrays["attention_mask"] = mask
+    return arrays, batch_size
+
+
+def dataset_arrays(batches: Any, classifier: bool, what: str) -> tuple:
+    """(arrays dict, batch_size, batcher or None) of a batcher or a list of batch dicts."""
+    if hasattr(batches, "arrays") and hasattr(batches, "batch_size"):
+        arrays = {k: v for k, v in batches.arrays().items() if v is not None}
+        rows = len(arrays["tokens"])
+        expected = math.ceil(rows / batches.batch_size)
+        if len(batches) != expected:
+            raise TrainingError(f"{what}: its length says {len(batches)} batches, its {rows} rows make {expected}")
+        return arrays, int(batches.batch_size), batches
+    if isinstance(batches, (list, tuple)):
+        return (*_stack_batches(list(batches), classifier, what), None)
+    raise TypeError(f"{what}: expected a list of batch dicts or a batcher with arrays() and batch_size "
+                    f"(EncodedBatches, LMBatches), got {type(batches).__name__}")
+
+
+def core_config(config: TrainingConfig, train_batch_size: int, eval_batch_size: int) -> dict:
+    """The core trainer's config dict (rg_trainer_config) of a TrainingConfig."""
+    return dict(lr=config.learning_rate, beta1=config.adam_beta1, beta2=config.adam_beta2, eps=config.adam_epsilon,
+                weight_decay=config.weight_decay, max_grad_norm=config.max_grad_norm,
+                warmup_ratio=config.warmup_ratio, schedule=config.lr_scheduler_type,
+                epochs=config.num_train_epochs, train_batch_size=train_batch_size,
+                eval_batch_size=eval_batch_size, grad_accum=config.gradient_accumulation_steps,
+                trim_padding=1, shuffle=0, seed=config.seed % (1 << 64),
+                load_best_at_end=int(config.load_best_model_at_end), apply_freezing=0,
+                trainable_blocks=config.trainable_blocks, head_policy=config.head_policy,
+                # as the former Python trainer: a failure leaves the parameters of the last applied
+                # update (no copy of the trainable tensors before every update)
+                keep_last_good=0)
+
+
+class _OptimizerView:
+    """The optimizer inside the core trainer, as the old AdamW object showed it."""
+
+    def __init__(self, core_trainer):
+        self._core_trainer = core_trainer
+
+    def state(self) -> dict:
+        return self._core_trainer.optimizer_state()
+
+    @property
+    def step_count(self) -> int:
+        return int(self.state()["step"])
+
+    @property
+    def state_numel(self) -> int:
+        return int(self.state()["state_numel"])
+
+
 class Trainer:
     """Fine-tunes `model` on `train_batches`, evaluating on `eval_batches` each epoch.
 
-    train_batches: re-iterable with a length (a list of batch dicts, or a
-        batcher object); when it has ``set_epoch(epoch)`` that is called
-        before each epoch (0-based), e.g. to reshuffle. Each batch is a
-        mapping of keyword arguments for ``model.forward``.
-    eval_batches: the same, iterated once per evaluation (may be empty/None:
-        then no evaluation and no best-model selection).
+    train_batches / eval_batches: a batcher (EncodedBatches, LMBatches) or a
+        list of batch dicts (see the module docstring); eval_batches may be
+        empty/None: then no evaluation and no best-model selection.
     output_dir: where the checkpoints go (created).
     progress: optional callable receiving one dict per event:
         ``event="step"`` after each optimizer update (epoch, step,
-        total_steps, loss, lr, grad_norm, tokens_per_s, elapsed_s),
-        ``event="eval"`` after each evaluation (the history entry), and
-        ``event="checkpoint"`` after each save (path, epoch).
-    compute_metrics: optional callable(model) -> dict of extra eval metrics.
+        total_steps, loss, lr, grad_norm, tokens, tokens_per_s, elapsed_s;
+        every ``progress_every``-th update and the last of each epoch),
+        ``event="eval"`` after each evaluation (the history entry; for a
+        classifier also ``logits`` and ``predictions``), and
+        ``event="checkpoint"`` after each save (path, epoch, step).
+    compute_metrics: optional callable(model) -> dict of extra eval metrics,
+        called after each evaluation; a model with ``record_eval_logits``
+        first receives the evaluation's logits (classifiers).
+    save_steps: also checkpoint every save_steps updates inside an epoch.
     """
 
     def __init__(self, model: TrainableModel, config: TrainingConfig, train_batches: Iterable,
                  eval_batches: Optional[Iterable], output_dir: str | os.PathLike,
                  progress: Optional[Callable[[dict], None]] = None,
-                 compute_metrics: Optional[Callable[[Any], Mapping[str, float]]] = None):
+                 compute_metrics: Optional[Callable[[Any], Mapping[str, float]]] = None,
+                 save_steps: int = 0, progress_every: int = 1):
         if not isinstance(config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
         config.validate()
-        missing = [name for name in ("parameters", "gradients", "param_table", "forward", "backward",
-                                     "zero_grad") if not hasattr(model, name)]
-        if missing:
-            raise TypeError(f"model lacks {', '.join(missing)} (see reviewgen.core.training.TrainableModel)")
+        self.core_model = core_model_of(model)
         try:
             self.num_batches = len(train_batches)
         except TypeError:
             raise TypeError("train_batches must have a length (a list or a batcher with __len__)") from None
         if self.num_batches < 1:
             raise ValueError("train_batches is empty")
+        if save_steps < 0 or progress_every < 0:
+            raise ValueError("save_steps and progress_every must be >= 0")
         self.model = model
         self.config = config
         self.train_batches = train_batches
@@ -193,13 +289,24 @@ class Trainer:
         self.output_dir = os.fspath(output_dir)
         self.progress = progress
         self.compute_metrics = compute_metrics
+        self.save_steps = int(save_steps)
+        self.progress_every = int(progress_every)
         self.total_steps = config.total_steps(self.num_batches)
-        self.optimizer = None
+        self.optimizer: Optional[_OptimizerView] = None
+        self.core_trainer = None
+        self._extra_metrics: dict = {}
+        self._best_seen: Optional[float] = None
 
     # ------------------------------------------------------------------ paths
 
     @property
     def checkpoint_path(self) -> str:
+        """The core's checkpoint (what resume reads)."""
+        return os.path.join(self.output_dir, CORE_CHECKPOINT_NAME)
+
+    @property
+    def npz_checkpoint_path(self) -> str:
+        """Its numpy-readable mirror, written after each epoch."""
         return os.path.join(self.output_dir, CHECKPOINT_NAME)
 
     @property
@@ -213,107 +320,165 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def _prepare(self) -> None:
-        """Apply the layer freezing, then build the optimizer over the table."""
+        """Apply the layer freezing, hand the data to a new core trainer."""
         cfg = self.config
         if hasattr(self.model, "set_trainable"):
             self.model.set_trainable(cfg.trainable_blocks, cfg.head_policy)
-        self.table = list(self.model.param_table())
-        # A core model hands the optimizer its own blocks and table; other
-        # TrainableModels describe theirs with param_table().
-        blocks = ((self.model.core,) if isinstance(getattr(self.model, "core", None), _core.Model)
-                  else (self.model.parameters, self.model.gradients, self.table))
-        self.optimizer = _core.AdamW(
-            *blocks, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-            warmup_ratio=cfg.warmup_ratio, total_steps=self.total_steps,
-            schedule=cfg.lr_scheduler_type)
-        self.model.zero_grad()
+        classifier = self.core_model.config["head"] != "lm"
+        train, train_bs, batcher = dataset_arrays(self.train_batches, classifier, "train_batches")
+        if len(self.train_batches) != self.num_batches:
+            raise TrainingError("train_batches changed its length")
+        evaluation, eval_bs = None, cfg.per_device_eval_batch_size
+        if self.eval_batches is not None and len(self.eval_batches):
+            evaluation, eval_bs, _ = dataset_arrays(self.eval_batches, classifier, "eval_batches")
+        core_cfg = core_config(cfg, train_bs, eval_bs)
+        if batcher is not None and getattr(batcher, "shuffle", False):
+            core_cfg["shuffle"] = 1
+            core_cfg["orders"] = batcher.epoch_orders(cfg.num_train_epochs)
+        core_cfg["checkpoint_path"] = self.checkpoint_path
+        core_cfg["save_steps"] = self.save_steps
+        core_cfg["progress_every"] = self.progress_every if self.progress is not None else QUIET_PROGRESS_EVERY
+        self.core_trainer = _core.Trainer(self.core_model, core_cfg, train, evaluation, progress=self._on_event)
+        self.optimizer = _OptimizerView(self.core_trainer)
+        self._extra_metrics = {}
+        self._best_seen = None
 
-    def _dropout_seed(self, epoch: int, batch_index: int) -> int:
-        """A distinct, reproducible dropout stream per micro-batch of the run."""
-        micro_batch = epoch * self.num_batches + batch_index
-        return (self.config.seed * 0x9E3779B1 + micro_batch) % (1 << 63)
+    # ------------------------------------------------------------------ events
 
-    def _emit(self, event: dict) -> None:
+    def _on_event(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "eval":
+            logits = event.pop("logits", None)
+            if self.compute_metrics is not None:
+                if logits is not None and hasattr(self.model, "record_eval_logits"):
+                    self.model.record_eval_logits(logits)
+                extra = {f"eval_{k}" if not k.startswith("eval_") else k: float(v)
+                         for k, v in self.compute_metrics(self.model).items()}
+                self._extra_metrics[event["epoch"]] = extra
+                event.update(extra)
+            self._save_best_if_better(event)
+            if logits is not None:
+                event["logits"] = logits
+        elif kind == "checkpoint":
+            state = self._write_state(event)
+            if event.get("epoch_progress", 1.0) >= 1.0:
+                self._write_npz_checkpoint(state)
         if self.progress is not None:
             self.progress(event)
 
+    def _save_best_if_better(self, entry: dict) -> None:
+        metric = entry.get("eval_loss")
+        if metric is None or not self.config.load_best_model_at_end:
+            return
+        if self._best_seen is None or metric < self._best_seen:
+            self._best_seen = metric
+            arrays = dict(parameters=np.asarray(self.model.parameters), epoch=np.int64(entry["epoch"]))
+            _write_atomically(self.best_path, lambda f: np.savez(f, **arrays))
+
+    def _history(self) -> list:
+        history = self.core_trainer.history()
+        for entry in history:
+            entry.update(self._extra_metrics.get(entry["epoch"], {}))
+        return history
+
+    def _write_state(self, event: dict) -> None:
+        result = self.core_trainer.result()
+        state = dict(epoch=result["epochs_completed"], global_step=event["step"], total_steps=self.total_steps,
+                     best_epoch=result["best_epoch"] or None,
+                     best_metric=result["best_metric"] if result["best_epoch"] else None,
+                     history=self._history(), config=self.config.to_dict(), checkpoint=event["path"])
+        _write_atomically(self.state_path, lambda f: f.write(json.dumps(state, indent=2)), binary=False)
+        return state
+
+    def _write_npz_checkpoint(self, state: dict) -> None:
+        """checkpoint.npz: the epoch's parameters, moments and state in the
+        former Python trainer's layout (numpy readers; resume uses the core's)."""
+        optimizer = self.core_trainer.optimizer_state()
+        trainer_state = dict(state, format=CHECKPOINT_FORMAT)
+        arrays = dict(parameters=np.asarray(self.model.parameters), adam_m=optimizer["m"], adam_v=optimizer["v"],
+                      adam_step=np.int64(optimizer["step"]), table=_table_signature(self.core_model.param_table()),
+                      trainer_state=np.frombuffer(json.dumps(trainer_state).encode(), np.uint8))
+        _write_atomically(self.npz_checkpoint_path, lambda f: np.savez(f, **arrays))
+
     # ------------------------------------------------------------------ checkpoints
 
-    def _save_checkpoint(self, epoch: int, result: TrainResult) -> None:
-        state = self.optimizer.state()
-        trainer_state = dict(format=CHECKPOINT_FORMAT, epoch=epoch, global_step=result.global_step,
-                             total_steps=self.total_steps, best_epoch=result.best_epoch,
-                             best_metric=result.best_metric, history=result.history,
-                             config=self.config.to_dict())
-        arrays = dict(parameters=np.asarray(self.model.parameters), adam_m=state["m"],
-                      adam_v=state["v"], adam_step=np.int64(state["step"]),
-                      table=_table_signature(self.table),
-                      trainer_state=np.frombuffer(json.dumps(trainer_state).encode(), np.uint8))
-        _write_atomically(self.checkpoint_path, lambda f: np.savez(f, **arrays))
-        _write_atomically(self.state_path, lambda f: f.write(json.dumps(trainer_state, indent=2)),
-                          binary=False)
-        result.last_checkpoint = self.checkpoint_path
-        self._emit(dict(event="checkpoint", epoch=epoch, path=self.checkpoint_path))
-
-    def _save_best(self, epoch: int) -> None:
-        arrays = dict(parameters=np.asarray(self.model.parameters), table=_table_signature(self.table),
-                      epoch=np.int64(epoch))
-        _write_atomically(self.best_path, lambda f: np.savez(f, **arrays))
-
-    def _read_npz(self, path: str) -> dict:
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {key: data[key] for key in data.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise TrainingError(f"{path}: unreadable checkpoint ({error})") from None
-
-    def _load_parameters(self, path: str, data: dict) -> None:
-        if self.optimizer is None:
-            self._prepare()
-        table = _table_signature(self.table)
-        if "table" not in data or data["table"].shape != table.shape or \
-                not np.array_equal(data["table"][:, :2], table[:, :2]):
-            raise TrainingError(f"{path}: saved for a different parameter layout")
-        params = data["parameters"]
-        target = self.model.parameters
-        if params.dtype != np.float32 or params.shape != target.shape:
-            raise TrainingError(f"{path}: parameters {params.dtype} {params.shape} do not fit "
-                                f"the model's float32 {target.shape}")
-        target[...] = params
-
     def load_checkpoint(self, path: Optional[str] = None) -> dict:
-        """Load a checkpoint.npz (default: this run's) into the model and the
-        optimizer; returns its trainer state (epoch, history, ...)."""
-        path = path or self.checkpoint_path
-        data = self._read_npz(path)
-        for key in ("parameters", "adam_m", "adam_v", "adam_step", "trainer_state"):
-            if key not in data:
-                raise TrainingError(f"{path}: not a trainer checkpoint (no '{key}')")
-        self._load_parameters(path, data)
-        trainer_state = json.loads(bytes(data["trainer_state"]).decode())
+        """Load a checkpoint (default: this run's) into the model, the
+        optimizer and the run's position; returns its state (epoch,
+        global_step, history, ...)."""
+        path = os.fspath(path or self.checkpoint_path)
+        if self.core_trainer is None:
+            self._prepare()
         try:
-            self.optimizer.load_state(dict(step=int(data["adam_step"]), m=data["adam_m"],
-                                           v=data["adam_v"]))
-        except ValueError as error:
-            raise TrainingError(f"{path}: optimizer state does not fit ({error})") from None
-        return trainer_state
+            self.core_trainer.resume(path)
+        except (_core.CoreIOError, _core.CorruptFileError) as error:
+            raise TrainingError(f"{path}: unreadable checkpoint ({error})") from None
+        except _core.ShapeError as error:
+            raise TrainingError(str(error)) from None
+        result = self.core_trainer.result()
+        return dict(epoch=result["epochs_completed"], global_step=result["global_step"],
+                    total_steps=result["total_steps"], history=self._history(),
+                    best_epoch=result["best_epoch"] or None,
+                    best_metric=result["best_metric"] if result["best_epoch"] else None)
 
     def load_best(self) -> int:
         """Load best.npz into the model; returns its (1-based) epoch."""
-        data = self._read_npz(self.best_path)
-        self._load_parameters(self.best_path, data)
-        return int(data["epoch"])
+        try:
+            with np.load(self.best_path, allow_pickle=False) as data:
+                params, epoch = data["parameters"], int(data["epoch"])
+        except (OSError, ValueError, KeyError) as error:
+            raise TrainingError(f"{self.best_path}: unreadable best parameters ({error})") from None
+        if params.shape != self.model.parameters.shape:
+            raise TrainingError(f"{self.best_path}: saved for a different parameter layout")
+        self.model.parameters[...] = params
+        return epoch
 
-    # ------------------------------------------------------------------ evaluation
+    # ------------------------------------------------------------------ training
+
+    def train(self, resume: bool | str = False) -> TrainResult:
+        """Run the remaining epochs in the core. resume=True continues from
+        this run's checkpoint (a path continues from that file)."""
+        os.makedirs(self.output_dir, exist_ok=True)
+        self._prepare()
+        if resume:
+            self.load_checkpoint(resume if isinstance(resume, str) else None)
+            history = self.core_trainer.history()
+            losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+            self._best_seen = min(losses) if losses else None
+        interrupted = False
+        try:
+            self.core_trainer.run()
+        except KeyboardInterrupt:
+            interrupted = True  # the core dropped the partial accumulation; raised below
+        except _core.NonFiniteError as error:
+            raise TrainingError(str(error)) from None
+        except _core.CoreIOError as error:
+            raise TrainingError(f"a checkpoint could not be written: {error}") from None
+        core_result = self.core_trainer.result()
+        has_checkpoint = os.path.exists(self.checkpoint_path)
+        result = TrainResult(history=self._history(), interrupted=interrupted,
+                             global_step=core_result["global_step"],
+                             epochs_completed=core_result["epochs_completed"],
+                             best_epoch=core_result["best_epoch"] or None,
+                             best_metric=core_result["best_metric"] if core_result["best_epoch"] else None,
+                             best_loaded=bool(core_result["best_loaded"]) and not interrupted,
+                             last_checkpoint=self.checkpoint_path if has_checkpoint else None,
+                             total_steps=core_result["total_steps"],
+                             finished=bool(core_result["finished"]) and not interrupted)
+        if interrupted:
+            raise TrainingInterrupted(result)
+        return result
 
     def evaluate(self) -> dict:
-        """Mean eval loss (weighted by batch rows, as HF) and, for a generator,
-        perplexity = exp(loss); plus compute_metrics' figures."""
+        """Mean eval loss over eval_batches (weighted by batch rows, as HF) with
+        the current parameters and, for a generator, perplexity = exp(loss);
+        plus compute_metrics' figures. (A run's own evaluations happen in the
+        core; this is the same figure, outside a run.)"""
         total, rows = 0.0, 0
         for batch in self.eval_batches or ():
+            batch = {k: v for k, v in batch.items() if v is not None}
             loss = float(self.model.forward(**batch, train=False, seed=0))
-            n = _batch_rows(batch)
+            n = int(np.shape(batch["tokens"])[0])
             total += loss * n
             rows += n
         metrics = {}
@@ -325,105 +490,6 @@ class Trainer:
             metrics.update({f"eval_{k}" if not k.startswith("eval_") else k: float(v)
                             for k, v in self.compute_metrics(self.model).items()})
         return metrics
-
-    # ------------------------------------------------------------------ training
-
-    def train(self, resume: bool | str = False) -> TrainResult:
-        """Run the remaining epochs. resume=True continues from this run's
-        checkpoint.npz (a path continues from that file)."""
-        os.makedirs(self.output_dir, exist_ok=True)
-        self._prepare()
-        result = TrainResult(total_steps=self.total_steps)
-        start_epoch = 0
-        if resume:
-            saved = self.load_checkpoint(resume if isinstance(resume, str) else None)
-            if saved.get("total_steps") != self.total_steps:
-                raise TrainingError("the checkpoint was made for a run of "
-                                    f"{saved.get('total_steps')} updates, this one has {self.total_steps}")
-            start_epoch = int(saved["epoch"])
-            result.history = list(saved["history"])
-            result.global_step = int(saved["global_step"])
-            result.epochs_completed = start_epoch
-            result.best_epoch = saved.get("best_epoch")
-            result.best_metric = saved.get("best_metric")
-            result.last_checkpoint = self.checkpoint_path
-
-        try:
-            for epoch in range(start_epoch, self.config.num_train_epochs):
-                train_loss = self._train_epoch(epoch, result)
-                entry = dict(epoch=epoch + 1, step=result.global_step, train_loss=train_loss)
-                entry.update(self.evaluate())
-                result.history.append(entry)
-                self._emit(dict(event="eval", **entry))
-                self._track_best(epoch + 1, entry, result)
-                self._save_checkpoint(epoch + 1, result)
-                result.epochs_completed = epoch + 1
-        except KeyboardInterrupt:
-            result.interrupted = True
-            self.model.zero_grad()  # drop the partial accumulation
-            return result
-
-        if self.config.load_best_model_at_end and result.best_epoch is not None \
-                and result.best_epoch != result.epochs_completed:
-            self.load_best()
-            result.best_loaded = True
-        elif result.best_epoch is not None and result.best_epoch == result.epochs_completed:
-            result.best_loaded = True
-        return result
-
-    def _track_best(self, epoch: int, entry: dict, result: TrainResult) -> None:
-        metric = entry.get("eval_loss")
-        if metric is None or not self.config.load_best_model_at_end:
-            return
-        if result.best_metric is None or metric < result.best_metric:
-            self._save_best(epoch)
-            result.best_epoch, result.best_metric = epoch, float(metric)
-
-    def _train_epoch(self, epoch: int, result: TrainResult) -> float:
-        """One pass over train_batches; returns the mean micro-batch loss."""
-        if hasattr(self.train_batches, "set_epoch"):
-            self.train_batches.set_epoch(epoch)
-        accumulation = self.config.gradient_accumulation_steps
-        n = self.num_batches
-        group_losses, group_tokens = [], 0
-        epoch_loss, epoch_batches = 0.0, 0
-        group_start = time.perf_counter()
-        seen = 0
-        for index, batch in enumerate(self.train_batches):
-            if index >= n:
-                raise TrainingError(f"train_batches yielded more than its length ({n}) batches")
-            group_size = min(accumulation, n - (index // accumulation) * accumulation)
-            loss = float(self.model.forward(**batch, train=True, seed=self._dropout_seed(epoch, index)))
-            if not math.isfinite(loss):
-                self.model.zero_grad()
-                raise TrainingError(f"non-finite training loss {loss} at epoch {epoch + 1}, "
-                                    f"micro-batch {index}")
-            self.model.backward(1.0 / group_size)
-            group_losses.append(loss)
-            group_tokens += _batch_tokens(batch)
-            epoch_loss += loss
-            epoch_batches += 1
-            seen += 1
-            if len(group_losses) == group_size:
-                try:
-                    update = self.optimizer.step()
-                except _core.NonFiniteError as error:
-                    self.model.zero_grad()
-                    raise TrainingError(f"non-finite gradient at epoch {epoch + 1}, update "
-                                        f"{result.global_step + 1}: {error}") from None
-                result.global_step += 1
-                elapsed = time.perf_counter() - group_start
-                self._emit(dict(event="step", epoch=epoch + 1,
-                                epoch_progress=(index + 1) / n, step=result.global_step,
-                                total_steps=self.total_steps, loss=float(np.mean(group_losses)),
-                                lr=update["lr"], grad_norm=update["grad_norm"],
-                                tokens_per_s=group_tokens / elapsed if elapsed > 0 else float("inf"),
-                                elapsed_s=elapsed))
-                group_losses, group_tokens = [], 0
-                group_start = time.perf_counter()
-        if seen != n:
-            raise TrainingError(f"train_batches yielded {seen} batches, its length says {n}")
-        return epoch_loss / max(epoch_batches, 1)
 
 
 class TqdmProgress:
@@ -441,7 +507,7 @@ class TqdmProgress:
 
     def __call__(self, event: dict) -> None:
         if event["event"] == "step":
-            self.bar.update(1)
+            self.bar.update(event["step"] - self.bar.n)  # STEP events may come every k-th update
             self.bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.4f}",
                                  lr=f"{event['lr']:.2e}", tok_s=f"{event['tokens_per_s']:.0f}")
         elif event["event"] == "eval" and "eval_loss" in event:

@@ -84,3 +84,35 @@ def sweep(results: Mapping, ax=None, metric="eval_loss", parameter="value"):
     ax.set_xlabel(parameter)
     ax.set_ylabel(metric)
     return ax
+
+
+def sweep_curves(frame, ax=None, metric="eval_loss", parameter="value"):
+    """`metric` per epoch for each value of a sweep (SweepResults.frame): the
+    mean over the samples, with the spread (std) as a band."""
+    ax = _axes(ax)
+    for value, rows in frame.groupby("value", sort=True):
+        per_epoch = rows.groupby("epoch")[metric]
+        mean, spread = per_epoch.mean(), per_epoch.std(ddof=0).fillna(0.0)
+        line, = ax.plot(mean.index, mean.values, "o-", label=f"{parameter}={value}")
+        ax.fill_between(mean.index, mean.values - spread.values, mean.values + spread.values,
+                        color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.legend()
+    return ax
+
+
+def sweep_figures(results, metric="eval_loss", axes=None):
+    """The seed's two sweep plots from SweepResults: `metric` per epoch for each
+    value, and the best epoch's `metric` (mean and spread) against the value."""
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    else:
+        figure = axes[0].figure
+    sweep_curves(results.frame, axes[0], metric=metric, parameter=results.parameter)
+    best = results.best
+    sweep({v: rows[metric].tolist() for v, rows in best.groupby("value", sort=True)}, axes[1], metric=metric,
+          parameter=results.parameter)
+    return figure

@@ -17,6 +17,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Callable, Optional
 
 import numpy as np
@@ -24,7 +25,8 @@ import numpy as np
 from ..text import data as _data
 from ..core.config import JsonConfig, TrainingConfig
 
-__all__ = ["ClassifierStudy", "SweepStudy", "run_classifier_study", "run_baseline", "run_sweep", "study_split"]
+__all__ = ["ClassifierStudy", "SweepStudy", "SweepResults", "SweepInterrupted", "run_classifier_study", "run_baseline",
+           "run_sweep", "study_split", "SWEEP_PARAMETERS"]
 
 
 def _save_json(path: str, value) -> None:
@@ -172,9 +174,150 @@ class SweepStudy(JsonConfig):
     _nested = {"training": TrainingConfig}
 
 
-def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = print) -> dict:
+# TrainingConfig field -> the core sweep's parameter (rg_sweep.h)
+SWEEP_PARAMETERS = {
+    "num_train_epochs": "epochs", "learning_rate": "learning_rate", "adam_beta1": "beta1",
+    "adam_beta2": "beta2", "per_device_train_batch_size": "batch_size", "weight_decay": "weight_decay",
+    "warmup_ratio": "warmup_ratio", "trainable_blocks": "trainable_blocks",
+    "gradient_accumulation_steps": "grad_accum", "max_grad_norm": "max_grad_norm",
+}
+JOURNAL_NAME = "sweep.journal"
+RESULTS_NAME = "results.json"
+_SWEEP_QUIET = 1 << 30  # STEP events only at epoch ends: Python hears once per run, not per step
+
+
+class SweepResults(Mapping):
+    """The results of :func:`run_sweep`.
+
+    ``frame``: a pandas DataFrame, one row per (value, sample, epoch): value,
+    sample, epoch, step, train_loss, eval_loss and the eval metrics
+    (eval_perplexity for a generator; eval_accuracy, eval_macro_f1,
+    eval_near_accuracy, eval_near_macro_f1 for a classifier), status
+    ("ok", or "nonfinite" for a run that diverged) and best_epoch.
+    ``curves``: mean and spread (std over samples) per (value, epoch).
+    ``best``: each run's best epoch (lowest eval loss), one row per (value, sample).
+    ``summary``: mean and spread of ``best`` per value.
+    As a mapping (str(value) -> {"runs", "mean", "std"}) it is the per-value
+    dict of best-epoch figures earlier versions returned.
+    ``finished`` is False only for the partial results of an interrupted sweep.
+    """
+
+    def __init__(self, study: "SweepStudy", runs: list, finished: bool):
+        import pandas as pd
+
+        self.study, self.parameter, self.finished = study, study.parameter, finished
+        rows, best_rows = [], []
+        for run in runs:
+            value = study.values[run["value_index"]]
+            for entry in run["history"]:
+                rows.append(dict(value=value, sample=run["sample_index"], **entry, status=run["status"],
+                                 best_epoch=run["best_epoch"] or None))
+            if run["history"]:
+                best = min(run["history"], key=lambda h: h.get("eval_loss", float("inf")))
+                best_rows.append(dict(value=value, sample=run["sample_index"], **best))
+        columns = ["value", "sample", "epoch", "step", "train_loss", "eval_loss"]
+        self.frame = pd.DataFrame(rows)
+        if len(self.frame):
+            extra = [c for c in self.frame.columns if c not in columns]
+            self.frame = self.frame[[c for c in columns if c in self.frame.columns] + extra]
+        self.best = pd.DataFrame(best_rows)
+        numeric = [c for c in self.frame.columns if c not in ("value", "sample", "epoch", "status", "best_epoch")]
+        if len(self.frame):
+            grouped = self.frame.groupby(["value", "epoch"], sort=True)[numeric]
+            self.curves = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=0)}, axis=1)
+            metrics = [c for c in self.best.columns if c not in ("value", "sample", "epoch")]
+            grouped = self.best.groupby("value", sort=True)[metrics]
+            self.summary = pd.concat({"mean": grouped.mean(), "std": grouped.std(ddof=0)}, axis=1)
+        else:
+            self.curves = self.summary = pd.DataFrame()
+        self._by_value: dict = {}
+        for value in study.values:
+            chosen = [r for r in best_rows if r["value"] == value]
+            if not chosen:
+                continue
+            figures = [{k: v for k, v in r.items() if k not in ("value", "sample")
+                        and isinstance(v, (int, float))} for r in chosen]
+            keys = sorted(set.intersection(*(set(r) for r in figures)))
+            self._by_value[str(value)] = {
+                "runs": figures,
+                "mean": {k: float(np.mean([r[k] for r in figures])) for k in keys},
+                "std": {k: float(np.std([r[k] for r in figures])) for k in keys}}
+
+    def __getitem__(self, key):
+        return self._by_value[key]
+
+    def __iter__(self):
+        return iter(self._by_value)
+
+    def __len__(self):
+        return len(self._by_value)
+
+    def to_json(self) -> dict:
+        return {"study": dataclasses.asdict(self.study), "finished": self.finished,
+                "results": dict(self._by_value), "epochs": self.frame.to_dict(orient="records")}
+
+    def plot(self, metric: str = "eval_loss", axes=None):
+        """The seed's figures: `metric` per epoch for each value (mean and spread
+        over the samples), and the best epoch's `metric` against the value."""
+        from . import plots
+
+        return plots.sweep_figures(self, metric=metric, axes=axes)
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`run_sweep`; ``results`` holds the finished runs only
+    (``finished=False``); the journal lets the next call go on from there."""
+
+    def __init__(self, results: SweepResults):
+        super().__init__(f"sweep interrupted: {len(results.best)} runs finished")
+        self.results = results
+
+
+def _sweep_model_and_data(study: "SweepStudy", samples: list, base: TrainingConfig):
+    """The model every run starts from, and each sample's (train, eval) arrays."""
+    from ..core.training import dataset_arrays
     from ..tasks.classifier import Classifier
     from ..tasks.generator import Generator
+
+    splits = [_data.split_validation(sample, study.eval_fraction, seed=study.seed + index)
+              for index, sample in enumerate(samples)]
+    bs = base.per_device_train_batch_size
+    data = []
+    if study.task == "classifier":
+        labels = sorted({int(k) for sample in samples for k in sample["label"].unique()})
+        model = Classifier.from_pretrained(study.model, labels=labels, max_length=study.max_length, seed=study.seed)
+        for train, held_out in splits:
+            pair = []
+            for part in (train, held_out):
+                if not len(part):
+                    pair.append(None)
+                    continue
+                batches = model._batches(model.encode(part["text"].tolist()),
+                                         model._targets(part["label"].tolist(), "labels"), bs)
+                pair.append(dataset_arrays(batches, True, "sample")[0])
+            data.append(tuple(pair))
+        label_values = np.asarray(model.labels, np.int32) if model._integer_labels() else None
+        return model.model, data, label_values
+    generator = Generator.from_pretrained(study.model, max_length=study.max_length)
+    for train, held_out in splits:
+        data.append(tuple(dataset_arrays(generator.batches(part["generator_text"].tolist(), bs), False,
+                                         "sample")[0] if len(part) else None
+                          for part in (train, held_out)))
+    return generator.model, data, None
+
+
+def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = print) -> SweepResults:
+    """The seed's sweep in one call into the C core (rg_sweep): for each value,
+    every sample is trained from the same initial parameters (kept in memory)
+    and evaluated after every epoch. Each finished run is journaled in
+    ``out_dir/sweep.journal``, so a sweep that was killed, or stopped with
+    Ctrl-C, goes on from its last finished run when called again with the same
+    study and ends with the same results. Returns :class:`SweepResults`
+    (DataFrames of every epoch, means and spreads); ``results.json`` holds
+    the same figures. Ctrl-C raises :class:`SweepInterrupted` (a
+    KeyboardInterrupt) whose results hold only the finished runs."""
+    from .._core import Sweep
+    from ..core.training import core_config
 
     if study.task not in ("classifier", "generator"):
         raise ValueError(f"task must be 'classifier' or 'generator', got {study.task!r}")
@@ -182,34 +325,50 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
                               else TrainingConfig.for_generator())
     if study.parameter not in {f.name for f in dataclasses.fields(TrainingConfig)}:
         raise ValueError(f"{study.parameter!r} is not a TrainingConfig field")
+    if study.parameter not in SWEEP_PARAMETERS:
+        raise ValueError(f"{study.parameter!r} cannot be swept by the core; sweepable: "
+                         f"{', '.join(SWEEP_PARAMETERS)}")
+    if not study.values:
+        raise ValueError("the sweep needs at least one value")
+    for value in study.values:  # every value must make a valid config
+        dataclasses.replace(base, **{study.parameter: value}).validate()
+    base.validate()
     os.makedirs(out_dir, exist_ok=True)
     study.save(os.path.join(out_dir, "sweep.json"))
     source = (_data.load_sample(study.data.split(":", 1)[1]) if study.data.startswith("sample:") else study.data)
     cleaned = _data.prepare(source, study.scale, seed=study.seed, val_fraction=0.0).cleaned
     samples = _data.sample_disjoint_balanced(cleaned, study.samples, study.rows_per_sample, seed=study.seed)
-    results: dict = {}
-    for value in study.values:
-        runs = []
-        for index, sample in enumerate(samples):
-            train, held_out = _data.split_validation(sample, study.eval_fraction, seed=study.seed + index)
-            config = dataclasses.replace(base, **{study.parameter: value})
-            config.validate()
-            if study.task == "classifier":
-                labels = sorted(int(k) for k in sample["label"].unique())
-                model = Classifier.from_pretrained(study.model, labels=labels,
-                                                   max_length=study.max_length, seed=study.seed)
-                result = model.train(train["text"].tolist(), train["label"].tolist(),
-                                     held_out["text"].tolist(), held_out["label"].tolist(), config=config)
-            else:
-                model = Generator.from_pretrained(study.model, max_length=study.max_length)
-                result = model.train(train["generator_text"].tolist(), held_out["generator_text"].tolist(),
-                                     config=config)
-            best = min(result.history, key=lambda h: h.get("eval_loss", float("inf")))
-            runs.append({k: v for k, v in best.items() if isinstance(v, (int, float))})
-            log(f"{study.parameter}={value} sample {index + 1}/{len(samples)}: eval_loss {best['eval_loss']:.4f}")
-        keys = sorted(set.intersection(*(set(r) for r in runs)))
-        results[str(value)] = {"runs": runs,
-                               "mean": {k: float(np.mean([r[k] for r in runs])) for k in keys},
-                               "std": {k: float(np.std([r[k] for r in runs])) for k in keys}}
-        _save_json(os.path.join(out_dir, "results.json"), {"study": dataclasses.asdict(study), "results": results})
+    model, data, label_values = _sweep_model_and_data(study, samples, base)
+    if base.head_policy == "untie":
+        model.set_trainable(base.trainable_blocks, base.head_policy)  # the core sweep wants it untied first
+    config = core_config(base, base.per_device_train_batch_size, base.per_device_eval_batch_size)
+    config.update(shuffle=1, apply_freezing=1, progress_every=_SWEEP_QUIET)
+    if label_values is not None:
+        config["label_values"] = label_values
+    values = [float(v) for v in study.values]
+
+    def on_run(run: dict) -> None:
+        value = study.values[run["value_index"]]
+        best = min(run["history"], key=lambda h: h.get("eval_loss", float("inf")), default={})
+        figure = f"eval_loss {best['eval_loss']:.4f}" if "eval_loss" in best else "no evaluation"
+        log(f"{study.parameter}={value} sample {run['sample_index'] + 1}/{len(samples)}: {figure}"
+            + ("" if run["status"] == "ok" else f" ({run['status']})"))
+
+    sweep = Sweep(model.core, config, SWEEP_PARAMETERS[study.parameter], values, data,
+                  journal_path=os.path.join(out_dir, JOURNAL_NAME), on_run=on_run)
+    try:
+        done_before = sum(run["done"] for run in sweep.runs())
+        if done_before:
+            log(f"{done_before} of {len(values) * len(samples)} runs read from the journal")
+        try:
+            sweep.run()
+        except KeyboardInterrupt:
+            partial = SweepResults(study, [r for r in sweep.runs() if r["done"]], finished=False)
+            _save_json(os.path.join(out_dir, RESULTS_NAME), partial.to_json())
+            raise SweepInterrupted(partial) from None
+        runs = sweep.runs()
+    finally:
+        sweep.close()  # releases the journal's lock
+    results = SweepResults(study, runs, finished=all(run["done"] for run in runs))
+    _save_json(os.path.join(out_dir, RESULTS_NAME), results.to_json())
     return results

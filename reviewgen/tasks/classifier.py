@@ -75,6 +75,10 @@ class _EvalRecorder:
             self.logits.append(self._model.logits().copy())
         return loss
 
+    def record_eval_logits(self, logits: np.ndarray) -> None:
+        """The evaluation's logits, as the C trainer hands them over (it runs the eval passes itself)."""
+        self.logits = [logits]
+
     def take_logits(self) -> np.ndarray:
         logits = np.concatenate(self.logits, axis=0) if self.logits else np.zeros((0, 0), np.float32)
         self.logits = []

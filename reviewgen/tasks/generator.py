@@ -42,6 +42,10 @@ class LMBatches(EncodedBatches):
     def __init__(self, encoded: EncodedBatch, batch_size: int, *, shuffle: bool = False, seed: int = 0):
         super().__init__(encoded, None, batch_size, shuffle=shuffle, seed=seed, token_types=False)
 
+    def arrays(self) -> dict:
+        ids, mask = self.encoded.ids, self.encoded.attention_mask
+        return {"tokens": ids, "attention_mask": mask, "targets": np.where(mask > 0, ids, -100).astype(np.int32)}
+
     def __iter__(self):
         for batch in super().__iter__():
             batch["targets"] = np.where(batch["attention_mask"] > 0, batch["tokens"], -100).astype(np.int32)
@@ -161,9 +165,14 @@ class Generator:
 
     def generate(self, label=None, n: int = 20, *, prompts: Optional[Sequence[str]] = None,
                  max_new_tokens: int = 96, temperature: float = 1.0, top_k: int = 50, top_p: float = 0.95,
-                 do_sample: bool = True, seed: int = 0, batch_size: int = 20) -> List[str]:
+                 do_sample: bool = True, seed: int = 0, batch_size: int = 20,
+                 repetition_penalty: float = 1.0, no_repeat_ngram_size: int = 0,
+                 min_new_tokens: int = 0) -> List[str]:
         """``n`` reviews for ``label`` (prompted with ``Review of {label}.``), or one
-        continuation per string of ``prompts``. Returns the generated text only."""
+        continuation per string of ``prompts``. Returns the generated text only.
+        The whole decode loop runs in the C core (reviewgen.core.generation);
+        repetition_penalty, no_repeat_ngram_size and min_new_tokens are those of
+        transformers' generate()."""
         if prompts is None:
             if label is None:
                 raise ValueError("generate needs a label or prompts")
@@ -174,7 +183,9 @@ class Generator:
         prompt_ids = [self.tokenizer.encode(p) for p in prompts]
         outputs = _generate(self.model, prompt_ids, max_new_tokens, temperature=temperature, top_k=top_k,
                             top_p=top_p, eos_id=self.eos_id, pad_id=self.pad_id, seed=seed,
-                            do_sample=do_sample, batch_size=batch_size, include_eos=False)
+                            do_sample=do_sample, batch_size=batch_size, include_eos=False,
+                            min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty,
+                            no_repeat_ngram_size=no_repeat_ngram_size)
         return [self.tokenizer.decode(ids).strip() for ids in outputs]
 
     # ------------------------------------------------------------------ saving

@@ -129,6 +129,25 @@ class EncodedBatches:
             return np.arange(n)
         return np.random.default_rng((self.seed, self.epoch)).permutation(n)
 
+    def epoch_orders(self, epochs: int) -> np.ndarray:
+        """(epochs, N) the row order of every epoch, as __iter__ would give it:
+        the C trainer follows these, so a run keeps numpy's exact shuffle."""
+        saved = self.epoch
+        try:
+            orders = []
+            for epoch in range(epochs):
+                self.epoch = epoch
+                orders.append(self.order())
+            return np.asarray(orders, np.int32).reshape(epochs, len(self.encoded))
+        finally:
+            self.epoch = saved
+
+    def arrays(self) -> dict:
+        """The whole data set as the C trainer takes it (int32 arrays)."""
+        return {"tokens": self.encoded.ids, "attention_mask": self.encoded.attention_mask,
+                "token_types": self.encoded.token_types if self.token_types else None,
+                "targets": self.targets}
+
     def __iter__(self):
         order = self.order()
         lengths = self.encoded.lengths
