@@ -371,14 +371,24 @@ static int is_lora_tensor(const rg_model *m, int index)
     return m->lora_index != NULL && strstr(m->table.tensors[index].name, ".lora.") != NULL;
 }
 
-/* With LoRA only the adapters and a classifier's output layer have a
- * gradient slot; they are laid out one after another in a compact block. */
+/* A classifier layer that trains next to the adapters: those PEFT's
+ * modules_to_save = ["classifier", "score"] catches by name suffix, i.e. the
+ * output layer, and DistilBERT's pre_classifier too (BERT's pooler not). */
+static int is_lora_head(const rg_model *m, int index)
+{
+    const int *g = m->global_index;
+    if (index == g[G_CLS_OUT_W] || index == g[G_CLS_OUT_B])
+        return 1;
+    return m->config.head == RG_HEAD_CLS_DISTILBERT && (index == g[G_CLS_PRE_W] || index == g[G_CLS_PRE_B]);
+}
+
+/* With LoRA only the adapters and those classifier layers have a gradient
+ * slot; they are laid out one after another in a compact block. */
 static int has_grad_slot(const rg_model *m, int index)
 {
     if (m->lora_index == NULL)
         return 1;
-    return is_lora_tensor(m, index) || index == m->global_index[G_CLS_OUT_W] ||
-           index == m->global_index[G_CLS_OUT_B];
+    return is_lora_tensor(m, index) || is_lora_head(m, index);
 }
 
 static void grads_layout(rg_model *m)

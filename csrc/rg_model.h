@@ -124,8 +124,8 @@ typedef struct rg_model_config {
     float embd_pdrop, resid_pdrop, attn_pdrop, cls_pdrop;
     /* LoRA (0 = none): with lora_rank > 0 the table also holds an A and a B
      * per targeted linear layer of every block (after every base tensor:
-     * "h.<l>.lora.<site>.A" / ".B"), only they (and a classifier's output
-     * layer) may train, and the gradient block holds only them. */
+     * "h.<l>.lora.<site>.A" / ".B"), only they (and a classifier's head
+     * layers, see rg_model_set_trainable) may train, and the gradient block holds only them. */
     int lora_rank;       /* R */
     float lora_alpha;    /* the adapters' output is scaled by lora_alpha / R */
     float lora_dropout;  /* dropout of each adapter's input, in training */
@@ -263,7 +263,8 @@ rg_status rg_model_lora_site(const rg_model_config *config, int site, const char
  * The backward pass stops at the lowest trainable block.
  * With LoRA the base weights stay frozen whatever the arguments: the adapters
  * of the last n_trainable_blocks blocks train (all of them when < 0), and a
- * classifier's output layer (cls.out, PEFT's modules_to_save) trains unless
+ * classifier's output layer (cls.out; with DistilBERT's head cls.pre too:
+ * what PEFT's modules_to_save ["classifier", "score"] catches) trains unless
  * the policy is frozen; untie is RG_ERR_UNSUPPORTED. */
 rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_head_policy policy);
 

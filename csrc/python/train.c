@@ -285,8 +285,10 @@ static int adamw_init(AdamWObject *self, PyObject *args, PyObject *kwargs)
         Py_XDECREF(params);
         return -1;
     }
+    /* a model's gradient block may be compact (LoRA): its own table says where */
     if (PyArray_NDIM(params) != 1 || PyArray_NDIM(grads) != 1 ||
-        PyArray_DIM(params, 0) != PyArray_DIM(grads, 0)) {
+        (model == NULL && PyArray_DIM(params, 0) != PyArray_DIM(grads, 0)) ||
+        (model != NULL && (size_t)PyArray_DIM(grads, 0) != model->grads_total)) {
         PyErr_Format(PyExc_ValueError,
                      "parameters and gradients must be 1-D arrays of the same length "
                      "(got %d-D and %d-D)", PyArray_NDIM(params), PyArray_NDIM(grads));

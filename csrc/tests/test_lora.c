@@ -186,7 +186,8 @@ static void lora_gradients(int family)
     int n_adapters = 0;
     for (int i = 0; i < m->table.count; i++) {
         const rg_param_info *info = &m->table.tensors[i];
-        const int head = strncmp(info->name, "cls.out", 7) == 0;
+        const int head = strncmp(info->name, "cls.out", 7) == 0 ||
+                         (family == LORA_DISTILBERT && strncmp(info->name, "cls.pre", 7) == 0);
         /* only adapters and cls.out train, and only they have gradient memory */
         RG_CHECK_EQ(info->trainable, is_adapter(info) || head);
         if (is_adapter(info) || head) {
@@ -495,7 +496,7 @@ void test_lora_config_and_trainable(void)
     RG_CHECK_STATUS(rg_model_set_trainable(m, -1, RG_HEAD_POLICY_TRAIN), RG_OK);
     for (int i = 0; i < m->table.count; i++) {
         const rg_param_info *info = &m->table.tensors[i];
-        RG_CHECK_EQ(info->trainable, is_adapter(info) || strncmp(info->name, "cls.out", 7) == 0);
+        RG_CHECK_EQ(info->trainable, is_adapter(info) || strncmp(info->name, "cls.", 4) == 0); /* DistilBERT */
     }
     rg_model_free(m);
 }
