@@ -281,6 +281,8 @@ class Model:
         """A plain model (no adapters) whose weights are this one's with the adapters
         merged in: what a Hugging Face exporter takes."""
         merged_here = self.lora_rank and not self.lora_merged
+        # merge + unmerge would leave rounding in the base weights: restore them bit-exactly
+        snapshot = self.parameters.copy() if merged_here else None
         if merged_here:
             self.merge_lora()
         try:
@@ -289,6 +291,7 @@ class Model:
         finally:
             if merged_here:
                 self.unmerge_lora()
+                self.parameters[:] = snapshot
         return plain
 
     # -- training -------------------------------------------------------------

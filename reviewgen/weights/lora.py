@@ -21,6 +21,7 @@ trains and saves as ``modules_to_save`` (``classifier``, and DistilBERT's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -32,7 +33,8 @@ from ..core.models import LORA_SITES, Model, lora_site_names, lora_target_bits
 from .safetensors_io import read_safetensors, save_safetensors
 
 __all__ = ["LORA_FAMILIES", "family_of_config", "lora_targets", "default_lora_targets", "peft_module_names",
-           "save_peft_adapter", "load_peft_adapter", "ADAPTER_CONFIG_NAME", "ADAPTER_WEIGHTS_NAME"]
+           "save_peft_adapter", "load_peft_adapter", "prepare_lora_training", "ADAPTER_CONFIG_NAME",
+           "ADAPTER_WEIGHTS_NAME"]
 
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -267,3 +269,20 @@ def load_peft_adapter(directory: str | os.PathLike, model: Model, family: Option
     for name, value in heads.items():
         model.set_param(name, np.asarray(value))
     return model
+
+
+def prepare_lora_training(model: Model, config, family: str):
+    """Adds the adapters a TrainingConfig asks for (lora_rank > 0) unless the model has
+    those already, and returns the config the Trainer should run: with LoRA the adapters
+    of every block train, so trainable_blocks becomes -1 (head_policy is kept). A config
+    with lora_rank 0 is returned as it is."""
+    if not config.lora_rank:
+        return config
+    bits = lora_targets(family, config.lora_targets)
+    if model.lora_rank:
+        if (model.lora_rank, model.config.lora_targets) != (config.lora_rank, bits):
+            raise ValueError("the model's LoRA adapters differ from the TrainingConfig's "
+                             f"(rank {model.lora_rank}, sites {lora_site_names(model.config.lora_targets)})")
+    else:
+        model.add_lora(config.lora_rank, config.lora_alpha, config.lora_dropout, bits)
+    return dataclasses.replace(config, trainable_blocks=-1)
