@@ -247,7 +247,8 @@ static PyObject *model_get_parameters(ModelObject *self, void *closure)
 static PyObject *model_get_gradients(ModelObject *self, void *closure)
 {
     /* with LoRA the gradient block is compact: only the tensors that may train */
-    return model_block_view(self, self->model->grads, self->model->grads_total, 1);
+    const rg_model *m = self->model; /* without LoRA: the parameter block's layout */
+    return model_block_view(self, m->grads, m->table.compact_grads ? m->grads_total : m->table.total, 1);
 }
 
 static PyObject *model_get_config(ModelObject *self, void *closure)

@@ -327,7 +327,8 @@ static int adamw_init(AdamWObject *self, PyObject *args, PyObject *kwargs)
     }
     /* a model's gradient block may be compact (LoRA): its own table says where */
     if (PyArray_NDIM(params) != 1 || PyArray_NDIM(grads) != 1 ||
-        (model != NULL && (size_t)PyArray_DIM(grads, 0) != model->grads_total)) {
+        (model != NULL && (size_t)PyArray_DIM(grads, 0) !=
+                              (model->table.compact_grads ? model->grads_total : model->table.total))) {
         PyErr_Format(PyExc_ValueError,
                      "parameters and gradients must be 1-D arrays of the same length "
                      "(got %d-D and %d-D)", PyArray_NDIM(params), PyArray_NDIM(grads));
