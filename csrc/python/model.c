@@ -502,7 +502,7 @@ static PyObject *model_set_trainable(ModelObject *self, PyObject *args, PyObject
     rg_status status = rg_model_set_trainable(self->model, k, (rg_head_policy)policy);
     model_leave(self);
     if (status == RG_ERR_UNSUPPORTED)
-        return binding_raise_for(self, status, "set_trainable: 'untie' needs a language-model head");
+        return binding_raise_for(self, status, "set_trainable: 'untie' needs a language-model head (and no LoRA adapters)");
     if (status != RG_OK)
         return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "set_trainable");
     Py_RETURN_NONE;
