@@ -4,7 +4,8 @@
  * names and layouts every loader follows).
  *
  * Memory, llm.c style: all parameters live in one flat float block, all
- * gradients in a second block with the same layout (rg_param_table), and all
+ * gradients in a second block with the same layout (rg_param_table; with
+ * LoRA a compact one holding only the tensors that may train), and all
  * activations of a forward/backward pass in a third block sized from a table
  * for (B, T); it grows only when a larger batch arrives.
  *

@@ -1,7 +1,7 @@
 /*
  * model.c - the Model type of reviewgen._core: _core.Model(config: dict, *,
  * initialize=True), the generic transformer of rg_model.h. Arrays handed out by .parameters /
- * .gradients are views whose base is the Model, so the model outlives them;
+ * .gradients (compact with LoRA: param_table()'s grad_offset says where) are views whose base is the Model, so the model outlives them;
  * untying the head never moves the blocks. The key/value-cache methods live in
  * generate.c.
  */
