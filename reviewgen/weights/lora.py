@@ -159,6 +159,11 @@ def save_peft_adapter(directory: str | os.PathLike, model: Model, family: Option
         raise ValueError("save_peft_adapter: unmerge the adapters first (Model.unmerge_lora)")
     config = model.config
     family = _check_family(family or family_of_config(config))
+    sites = lora_site_names(config.lora_targets)
+    unknown = [site for site in sites if site not in _SITE_MODULES[family]]
+    if unknown:
+        raise ValueError(f"save_peft_adapter: {family} has no Hugging Face module for the core sites {unknown} "
+                         f"(PEFT can adapt {sorted(_SITE_MODULES[family])})")
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     tensors: Dict[str, np.ndarray] = {}

@@ -87,3 +87,7 @@ def test_merge_unmerge_and_refusals():
     gpt2 = Model(ModelConfig(vocab_size=17, n_positions=16, n_layer=1, n_head=2, n_embd=8))
     with pytest.raises(Exception, match="gate"):
         gpt2.add_lora(2, targets=["gate"])
+    gpt2.add_lora(2, targets=["q", "v"])  # slices of c_attn: the core computes them, PEFT has no module
+    from reviewgen.weights.lora import save_peft_adapter
+    with pytest.raises(ValueError, match="no Hugging Face module"):
+        save_peft_adapter("/nonexistent-lora-dir", gpt2)
