@@ -38,6 +38,12 @@ typedef struct rg_ops_table {
     void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
                             const float *inp, const float *weight, int N, int IC, int OC);
 
+    void (*lora_forward)(float *out, float *u, const float *inp, const float *a, const float *b,
+                         float scale, int N, int IC, int R, int OC, int ldo);
+    void (*lora_backward)(float *dinp, float *da, float *db, float *du, const float *dout,
+                          const float *inp, const float *u, const float *a, const float *b,
+                          float scale, int N, int IC, int R, int OC, int ldo);
+
     void (*layernorm_forward)(float *out, float *mean, float *rstd, const float *inp,
                               const float *weight, const float *bias, int N, int C, float eps);
     void (*layernorm_backward)(float *dinp, float *dweight, float *dbias, const float *dout,

@@ -31,6 +31,10 @@ enum {
 #define KIND_ATTN_PROBS 0u
 #define KIND_ATTN_RESID 1u
 #define KIND_MLP_RESID 2u
+/* each adapter's input dropout: a range of its own, past every SITE_LAYER */
+#define SITE_LORA(l, site) (((uint64_t)1 << 40) + 16u * (uint64_t)(l) + (uint64_t)(site))
+
+static const char *const lora_site_names[RG_LORA_SITES] = {"q", "k", "v", "qkv", "o", "fc", "gate", "up", "fc2"};
 
 struct rg_kv_cache {
     int B, max_T, filled;  /* filled: columns written so far (same for every row) */
@@ -56,6 +60,66 @@ static int64_t fc_width64(const rg_model_config *c)
 static int qkv_width(const rg_model_config *c) { return (int)qkv_width64(c); }
 static int fc_width(const rg_model_config *c) { return (int)fc_width64(c); }
 static int is_classifier(const rg_model_config *c) { return c->head != RG_HEAD_LM; }
+static int lora_on(const rg_model_config *c) { return c->lora_rank > 0; }
+
+/* Rows of the base weight's output that adapter `site` adds into, and the
+ * width of its input (64-bit: also used before the config is checked). */
+static int lora_site_shape(const rg_model_config *c, int site, int *linear, int64_t *row0, int64_t *rows,
+                           int64_t *in)
+{
+    const int64_t C = c->n_embd, Q = (int64_t)c->n_head * c->head_dim, KV = (int64_t)c->n_kv_head * c->head_dim;
+    const int64_t F = c->n_inner;
+    const int swiglu = c->activation == RG_ACTIVATION_SWIGLU;
+    *row0 = 0;
+    *in = C;
+    switch (site) {
+    case RG_LORA_SITE_Q: *linear = 0; *rows = Q; break;
+    case RG_LORA_SITE_K: *linear = 0; *row0 = Q; *rows = KV; break;
+    case RG_LORA_SITE_V: *linear = 0; *row0 = Q + KV; *rows = KV; break;
+    case RG_LORA_SITE_QKV: *linear = 0; *rows = Q + 2 * KV; break;
+    case RG_LORA_SITE_O: *linear = 1; *rows = C; *in = Q; break;
+    case RG_LORA_SITE_FC: *linear = 2; *rows = swiglu ? 2 * F : F; break;
+    case RG_LORA_SITE_GATE: *linear = 2; *rows = F; if (!swiglu) return 0; break;
+    case RG_LORA_SITE_UP: *linear = 2; *row0 = F; *rows = F; if (!swiglu) return 0; break;
+    case RG_LORA_SITE_FC2: *linear = 3; *rows = C; *in = F; break;
+    default: return 0;
+    }
+    return 1;
+}
+
+rg_status rg_model_lora_site(const rg_model_config *config, int site, const char **weight,
+                             int *row0, int *rows, int *in_width)
+{
+    static const char *const weights[4] = {"qkv.w", "proj.w", "fc.w", "fc2.w"};
+    int linear;
+    int64_t r0, n, in;
+    if (config == NULL || !lora_site_shape(config, site, &linear, &r0, &n, &in))
+        return RG_ERR_INVALID_ARG;
+    if (weight != NULL)
+        *weight = weights[linear];
+    if (row0 != NULL)
+        *row0 = (int)r0;
+    if (rows != NULL)
+        *rows = (int)n;
+    if (in_width != NULL)
+        *in_width = (int)in;
+    return RG_OK;
+}
+
+/* Elements of all adapters of one block (config_check bounds each factor). */
+static int64_t lora_per_layer(const rg_model_config *c)
+{
+    if (!lora_on(c))
+        return 0;
+    int64_t total = 0;
+    for (int site = 0; site < RG_LORA_SITES; site++) {
+        int linear;
+        int64_t row0, rows, in;
+        if ((c->lora_targets & RG_LORA_BIT(site)) && lora_site_shape(c, site, &linear, &row0, &rows, &in))
+            total += (int64_t)c->lora_rank * (in + rows);
+    }
+    return total;
+}
 
 /* Records why a check failed (when a buffer is given) and returns status. */
 static rg_status config_fail(char *message, size_t size, rg_status status, const char *format, ...)
@@ -80,7 +144,8 @@ static int64_t config_param_count(const rg_model_config *c)
     const int64_t C = c->n_embd, V = c->vocab_size, F = c->n_inner, L = c->n_layer;
     const int64_t QKV = qkv_width64(c), FW = fc_width64(c), AH = (int64_t)c->n_head * c->head_dim;
     const int64_t bias = c->bias != 0;
-    const int64_t per_layer = 4 * C + QKV * C + bias * QKV + C * AH + bias * C + FW * C + bias * FW + C * F + bias * C;
+    const int64_t per_layer = 4 * C + QKV * C + bias * QKV + C * AH + bias * C + FW * C + bias * FW + C * F + bias * C +
+                              lora_per_layer(c);
     if (per_layer > RG_MODEL_MAX_PARAMS)
         return -1;
     int64_t total = V * C + (int64_t)c->n_positions * C + (int64_t)c->type_vocab_size * C + 4 * C;
@@ -155,6 +220,35 @@ static rg_status config_check(const rg_model_config *c, char *msg, size_t size)
         if (tensors[i].value > RG_MODEL_MAX_TENSOR)
             return config_fail(msg, size, RG_ERR_TOO_LARGE, "%s would hold %lld elements, beyond the core's limit %lld",
                                tensors[i].name, (long long)tensors[i].value, (long long)RG_MODEL_MAX_TENSOR);
+    if (c->lora_rank < 0 || c->lora_rank > RG_MODEL_MAX_DIM)
+        return config_fail(msg, size, RG_ERR_INVALID_ARG, "lora_rank must lie in [0, %lld], got %d",
+                           (long long)RG_MODEL_MAX_DIM, c->lora_rank);
+    if (lora_on(c)) {
+        if ((c->lora_targets & RG_LORA_ALL_BITS) == 0 || (c->lora_targets & ~RG_LORA_ALL_BITS) != 0)
+            return config_fail(msg, size, RG_ERR_INVALID_ARG,
+                               "lora_targets must be a non-empty set of RG_LORA_BIT(site) bits, got %#x",
+                               (unsigned)c->lora_targets);
+        const int t = c->lora_targets, qkv_parts = RG_LORA_BIT(RG_LORA_SITE_Q) | RG_LORA_BIT(RG_LORA_SITE_K) |
+                                                    RG_LORA_BIT(RG_LORA_SITE_V);
+        const int fc_parts = RG_LORA_BIT(RG_LORA_SITE_GATE) | RG_LORA_BIT(RG_LORA_SITE_UP);
+        if ((t & RG_LORA_BIT(RG_LORA_SITE_QKV)) && (t & qkv_parts))
+            return config_fail(msg, size, RG_ERR_INVALID_ARG, "lora_targets: the fused qkv adapter excludes q, k and v ones");
+        if ((t & RG_LORA_BIT(RG_LORA_SITE_FC)) && (t & fc_parts))
+            return config_fail(msg, size, RG_ERR_INVALID_ARG, "lora_targets: the fused fc adapter excludes gate and up ones");
+        if ((t & fc_parts) && c->activation != RG_ACTIVATION_SWIGLU)
+            return config_fail(msg, size, RG_ERR_INVALID_ARG, "lora_targets: gate and up adapters need the swiglu MLP");
+        if (!(isfinite(c->lora_alpha)) || !(c->lora_dropout >= 0.0f && c->lora_dropout < 1.0f))
+            return config_fail(msg, size, RG_ERR_INVALID_ARG,
+                               "lora_alpha must be finite and lora_dropout lie in [0, 1), got %g and %g",
+                               (double)c->lora_alpha, (double)c->lora_dropout);
+        for (int site = 0; site < RG_LORA_SITES; site++) {
+            int linear;
+            int64_t row0, rows, in;
+            if ((t & RG_LORA_BIT(site)) && lora_site_shape(c, site, &linear, &row0, &rows, &in) &&
+                (int64_t)c->lora_rank * (rows > in ? rows : in) > RG_MODEL_MAX_TENSOR)
+                return config_fail(msg, size, RG_ERR_TOO_LARGE, "lora_rank %d makes an adapter too large", c->lora_rank);
+        }
+    }
     if (config_param_count(c) < 0)
         return config_fail(msg, size, RG_ERR_TOO_LARGE, "the model would hold more than the core's limit of %lld parameters",
                            (long long)RG_MODEL_MAX_PARAMS);
@@ -186,6 +280,7 @@ static int table_add(rg_param_table *table, const char *name, int64_t rows, int6
         info->layer = layer;
         info->decay = (uint8_t)decay;
         info->trainable = 1;
+        info->grad_offset = info->offset;
     }
     table->total += (size_t)rows * (size_t)(cols > 0 ? cols : 1);
     return table->count++;
@@ -255,6 +350,65 @@ static void table_build(rg_model *m, rg_param_table *t)
         g[G_CLS_OUT_W] = table_add(t, "cls.out.w", c->num_labels, C, L, 1);
         g[G_CLS_OUT_B] = table_add(t, "cls.out.b", c->num_labels, 0, L, 0);
     }
+    /* adapters last, so the base tensors keep the layout of a model without them */
+    for (int l = 0; lora_on(c) && l < L; l++)
+        for (int site = 0; site < RG_LORA_SITES; site++) {
+            int *slot = m->lora_index + ((size_t)l * RG_LORA_SITES + site) * 2;
+            int linear;
+            int64_t row0, rows, in;
+            slot[0] = slot[1] = -1;
+            if (!(c->lora_targets & RG_LORA_BIT(site)) || !lora_site_shape(c, site, &linear, &row0, &rows, &in))
+                continue;
+            snprintf(name, sizeof(name), "h.%d.lora.%s.A", l, lora_site_names[site]);
+            slot[0] = table_add(t, name, c->lora_rank, in, l, 1);
+            snprintf(name, sizeof(name), "h.%d.lora.%s.B", l, lora_site_names[site]);
+            slot[1] = table_add(t, name, rows, c->lora_rank, l, 1);
+        }
+}
+
+static int is_lora_tensor(const rg_model *m, int index)
+{
+    return m->lora_index != NULL && strstr(m->table.tensors[index].name, ".lora.") != NULL;
+}
+
+/* A classifier layer that trains next to the adapters: those PEFT's
+ * modules_to_save = ["classifier", "score"] catches by name suffix, i.e. the
+ * output layer, and DistilBERT's pre_classifier too (BERT's pooler not). */
+static int is_lora_head(const rg_model *m, int index)
+{
+    const int *g = m->global_index;
+    if (index == g[G_CLS_OUT_W] || index == g[G_CLS_OUT_B])
+        return 1;
+    return m->config.head == RG_HEAD_CLS_DISTILBERT && (index == g[G_CLS_PRE_W] || index == g[G_CLS_PRE_B]);
+}
+
+/* With LoRA only the adapters and those classifier layers have a gradient
+ * slot; they are laid out one after another in a compact block. */
+static int has_grad_slot(const rg_model *m, int index)
+{
+    if (m->lora_index == NULL)
+        return 1;
+    return is_lora_tensor(m, index) || is_lora_head(m, index);
+}
+
+static void grads_layout(rg_model *m)
+{
+    rg_param_table *t = &m->table;
+    t->compact_grads = m->lora_index != NULL;
+    size_t used = 0;
+    for (int i = 0; i < t->count; i++) {
+        rg_param_info *info = &t->tensors[i];
+        if (!t->compact_grads) {
+            info->grad_offset = info->offset;
+        } else if (has_grad_slot(m, i)) {
+            info->grad_offset = used;
+            used += info->numel;
+        } else {
+            info->grad_offset = SIZE_MAX;
+            info->trainable = 0;
+        }
+    }
+    t->grads_total = t->compact_grads ? used : t->total + m->reserve;
 }
 
 static float *param(rg_model *m, int index) { return index < 0 ? NULL : m->params + m->table.tensors[index].offset; }
@@ -263,12 +417,20 @@ static float *grad(rg_model *m, int index)
 {
     if (index < 0 || !m->table.tensors[index].trainable)
         return NULL;
-    return m->grads + m->table.tensors[index].offset;
+    const size_t at = rg_param_grad_offset(&m->table, &m->table.tensors[index]);
+    return at == SIZE_MAX ? NULL : m->grads + at;
+}
+static float *grad_of(rg_model *m, const rg_param_info *info)
+{
+    return grad(m, (int)(info - m->table.tensors));
 }
 #define GP(m, slot) param(m, (m)->global_index[slot])
 #define GG(m, slot) grad(m, (m)->global_index[slot])
 #define LP(m, l, slot) param(m, (m)->layer_index[(size_t)(l) * L_COUNT + (slot)])
 #define LG(m, l, slot) grad(m, (m)->layer_index[(size_t)(l) * L_COUNT + (slot)])
+/* table index of adapter `site`'s A (ab 0) or B (ab 1) in block l, -1 if absent */
+#define LORA_INDEX(m, l, site, ab) \
+    ((m)->lora_index ? (m)->lora_index[((size_t)(l) * RG_LORA_SITES + (site)) * 2 + (ab)] : -1)
 
 /* Standard normal draws for the default initialisation (Box-Muller). */
 static float normal_draw(uint64_t seed, uint64_t index)
@@ -295,6 +457,24 @@ static void params_init_default(rg_model *m)
     }
 }
 
+/* Adapters as PEFT initialises them: A kaiming-uniform (a = sqrt(5), so
+ * U(-1/sqrt(in), 1/sqrt(in))), B zero: a fresh adapter changes nothing. */
+static void lora_init(rg_model *m)
+{
+    for (int l = 0; m->lora_index != NULL && l < m->config.n_layer; l++)
+        for (int site = 0; site < RG_LORA_SITES; site++) {
+            const int ia = LORA_INDEX(m, l, site, 0), ib = LORA_INDEX(m, l, site, 1);
+            if (ia < 0)
+                continue;
+            const rg_param_info *a = &m->table.tensors[ia], *b = &m->table.tensors[ib];
+            const float bound = 1.0f / sqrtf((float)a->shape[1]);
+            float *pa = m->params + a->offset;
+            for (size_t j = 0; j < a->numel; j++)
+                pa[j] = bound * (2.0f * rg_rng_uniform(0x10AA0000u + (uint64_t)ia, j) - 1.0f);
+            memset(m->params + b->offset, 0, b->numel * sizeof(float));
+        }
+}
+
 static rg_status model_create(rg_model **out, const rg_model_config *config, int initialize)
 {
     if (out == NULL || config == NULL)
@@ -311,9 +491,18 @@ static rg_status model_create(rg_model **out, const rg_model_config *config, int
         free(m);
         return RG_ERR_NOMEM;
     }
+    if (lora_on(config)) {
+        m->lora_index = malloc((size_t)config->n_layer * RG_LORA_SITES * 2 * sizeof(int));
+        if (m->lora_index == NULL) {
+            free(m->layer_index);
+            free(m);
+            return RG_ERR_NOMEM;
+        }
+    }
     rg_param_table counting = {0};
     table_build(m, &counting);
     if (counting.total > (size_t)RG_MODEL_MAX_PARAMS) { /* config_check bounds it already */
+        free(m->lora_index);
         free(m->layer_index);
         free(m);
         return RG_ERR_TOO_LARGE;
@@ -325,14 +514,21 @@ static rg_status model_create(rg_model **out, const rg_model_config *config, int
     /* calloc: a blank model's zero pages are only touched when written */
     m->params = initialize ? malloc((counting.total + m->reserve) * sizeof(float))
                            : calloc(counting.total + m->reserve, sizeof(float));
-    m->grads = calloc(counting.total + m->reserve, sizeof(float));
-    if (m->table.tensors == NULL || m->params == NULL || m->grads == NULL) {
+    if (m->table.tensors == NULL || m->params == NULL) {
         rg_model_free(m);
         return RG_ERR_NOMEM;
     }
     table_build(m, &m->table);
+    grads_layout(m);
+    m->grads_total = m->table.grads_total;
+    m->grads = calloc(m->grads_total > 0 ? m->grads_total : 1, sizeof(float));
+    if (m->grads == NULL) {
+        rg_model_free(m);
+        return RG_ERR_NOMEM;
+    }
     if (initialize)
         params_init_default(m);
+    lora_init(m);
     m->n_trainable_blocks = -1;
     m->head_policy = RG_HEAD_POLICY_TRAIN;
     m->ops = rg_ops_cpu();
@@ -369,6 +565,7 @@ void rg_model_free(rg_model *model)
     cache_free(model->cache);
     free(model->table.tensors);
     free(model->layer_index);
+    free(model->lora_index);
     free(model->params);
     free(model->grads);
     free(model->acts);
@@ -434,14 +631,14 @@ static void zero_unless_zero(float *values /* (n,) */, size_t n)
         }
 }
 
-static int embeddings_train(const rg_model *m) { return m->n_trainable_blocks < 0; }
+static int embeddings_train(const rg_model *m) { return m->n_trainable_blocks < 0 && m->lora_index == NULL; }
 
 rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_head_policy policy)
 {
     if (model == NULL || policy < RG_HEAD_POLICY_FROZEN || policy > RG_HEAD_POLICY_UNTIE)
         return RG_ERR_INVALID_ARG;
     const rg_model_config *c = &model->config;
-    if (policy == RG_HEAD_POLICY_UNTIE && c->head != RG_HEAD_LM)
+    if (policy == RG_HEAD_POLICY_UNTIE && (c->head != RG_HEAD_LM || model->lora_index != NULL))
         return RG_ERR_UNSUPPORTED;
     if (policy == RG_HEAD_POLICY_UNTIE && model->tied) {
         /* lm_head.w goes into the reserved room right after the table. */
@@ -477,10 +674,21 @@ rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_hea
     if (model->tied)
         model->table.tensors[model->global_index[G_WTE]].trainable =
             (uint8_t)(n_trainable_blocks < 0 || head_trains);
+    if (model->lora_index != NULL) /* only the adapters of the trainable blocks and cls.out */
+        for (int i = 0; i < model->table.count; i++) {
+            rg_param_info *info = &model->table.tensors[i];
+            if (!has_grad_slot(model, i))
+                info->trainable = 0;
+            else if (is_lora_tensor(model, i))
+                info->trainable = (uint8_t)(info->layer >= lowest);
+            else
+                info->trainable = (uint8_t)head_trains;
+        }
     for (int i = 0; i < model->table.count; i++) { /* a frozen tensor has no gradient */
         const rg_param_info *info = &model->table.tensors[i];
-        if (!info->trainable)
-            zero_unless_zero(model->grads + info->offset, info->numel);
+        const size_t at = rg_param_grad_offset(&model->table, info);
+        if (!info->trainable && at != SIZE_MAX)
+            zero_unless_zero(model->grads + at, info->numel);
     }
     model->trainable_version++;
     return RG_OK;
@@ -494,8 +702,9 @@ void rg_model_zero_grad(rg_model *model)
         return;
     for (int i = 0; i < model->table.count; i++) {
         const rg_param_info *info = &model->table.tensors[i];
-        if (info->trainable)
-            memset(model->grads + info->offset, 0, info->numel * sizeof(float));
+        float *g = grad_of(model, info);
+        if (g != NULL)
+            memset(g, 0, info->numel * sizeof(float));
     }
 }
 
@@ -552,6 +761,20 @@ static void carve_layer(carver *cv, rg_layer_acts *a, const rg_model_config *c, 
     a->fch = carve(cv, N * fc_width(c));
     a->fch_act = carve(cv, N * c->n_inner);
     a->res2 = carve(cv, N * C);
+    for (int site = 0; site < RG_LORA_SITES; site++)
+        a->lora_u[site] = lora_on(c) && (c->lora_targets & RG_LORA_BIT(site))
+                              ? carve(cv, N * (size_t)c->lora_rank) : NULL;
+}
+
+/* The widest input of any adapter: C, NH*HS or F. */
+static size_t lora_max_in(const rg_model_config *c)
+{
+    size_t w = (size_t)c->n_embd;
+    if ((size_t)c->n_head * c->head_dim > w)
+        w = (size_t)c->n_head * c->head_dim;
+    if ((size_t)c->n_inner > w)
+        w = (size_t)c->n_inner;
+    return w;
 }
 
 /* Lays out every activation of a (B, T) pass with n_sets block sets. */
@@ -593,6 +816,10 @@ static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int wit
     } else {
         m->d_res = m->d_tmp = m->d_tmp2 = m->d_qkv = m->d_atty = m->d_fch = m->d_fch_act = NULL;
     }
+    const int lora_drop = lora_on(c) && c->lora_dropout > 0.0f;
+    m->lora_x = lora_drop ? carve(cv, carve_size(cv, N, lora_max_in(c), 1, 1)) : NULL;
+    m->lora_dx = lora_drop && with_backward ? carve(cv, carve_size(cv, N, lora_max_in(c), 1, 1)) : NULL;
+    m->lora_du = lora_on(c) && with_backward ? carve(cv, N * (size_t)c->lora_rank) : NULL;
 }
 
 /* Makes room for a (B, T) pass that keeps the activations of layers
@@ -702,6 +929,154 @@ static void activation_backward(const rg_model *m, float *dinp, const float *inp
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/* adapters                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Linear layers of a block, as lora_site_shape numbers them. */
+enum { LIN_QKV = 0, LIN_PROJ = 1, LIN_FC = 2, LIN_FC2 = 3 };
+
+/* Output width of each linear layer: the row stride of what its adapters add into. */
+static int linear_width(const rg_model_config *c, int linear)
+{
+    switch (linear) {
+    case LIN_QKV: return qkv_width(c);
+    case LIN_FC: return fc_width(c);
+    default: return c->n_embd;
+    }
+}
+
+static int lora_active(const rg_model *m) { return m->lora_index != NULL && !m->lora_merged; }
+
+/* The adapter input: `in` itself, or in training with lora_dropout its
+ * dropped copy in m->lora_x (the same mask in forward and backward). */
+static const float *lora_input(rg_model *m, int l, int site, const float *in, int N, int in_width, int train)
+{
+    const float p = m->config.lora_dropout;
+    if (!train || p <= 0.0f)
+        return in;
+    memcpy(m->lora_x, in, (size_t)N * in_width * sizeof(float));
+    m->ops->dropout_apply(m->lora_x, (size_t)N * in_width, p, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
+    return m->lora_x;
+}
+
+/* Adds the adapters of linear layer `linear` of block l: out (N, width) +=
+ * scale * B @ A @ dropout(in), in (N, in_width); saves A @ dropout(in) in a. */
+static void lora_forward(rg_model *m, int l, int linear, rg_layer_acts *a, float *out, const float *in, int N,
+                         int train)
+{
+    if (!lora_active(m))
+        return;
+    const rg_model_config *c = &m->config;
+    const float scale = c->lora_alpha / (float)c->lora_rank;
+    for (int site = 0; site < RG_LORA_SITES; site++) {
+        const int ia = LORA_INDEX(m, l, site, 0);
+        int lin;
+        int64_t row0, rows, in_width;
+        if (ia < 0 || !lora_site_shape(c, site, &lin, &row0, &rows, &in_width) || lin != linear)
+            continue;
+        const float *x = lora_input(m, l, site, in, N, (int)in_width, train);
+        m->ops->lora_forward(out + row0, a->lora_u[site], x, param(m, ia), param(m, LORA_INDEX(m, l, site, 1)), scale,
+                             N, (int)in_width, c->lora_rank, (int)rows, linear_width(c, linear));
+    }
+}
+
+/* Backward of those adapters: dout (N, width) is the gradient of the linear
+ * layer's output; their A and B gradients are accumulated, and the gradient
+ * of `in` ADDED into d_in (N, in_width) unless d_in is NULL. */
+static void lora_backward(rg_model *m, int l, int linear, const rg_layer_acts *a, const float *dout,
+                          const float *in, float *d_in, int N)
+{
+    if (!lora_active(m))
+        return;
+    const rg_model_config *c = &m->config;
+    const float scale = c->lora_alpha / (float)c->lora_rank;
+    for (int site = 0; site < RG_LORA_SITES; site++) {
+        const int ia = LORA_INDEX(m, l, site, 0), ib = LORA_INDEX(m, l, site, 1);
+        int lin;
+        int64_t row0, rows, in_width;
+        if (ia < 0 || !lora_site_shape(c, site, &lin, &row0, &rows, &in_width) || lin != linear)
+            continue;
+        float *ga = grad(m, ia), *gb = grad(m, ib);
+        if (ga == NULL && gb == NULL && d_in == NULL)
+            continue;
+        const float *x = lora_input(m, l, site, in, N, (int)in_width, m->train);
+        const int dropped = x != in;
+        const size_t n_in = (size_t)N * (size_t)in_width;
+        float *dx = d_in;
+        if (d_in != NULL && dropped) {
+            dx = m->lora_dx;
+            memset(dx, 0, n_in * sizeof(float));
+        }
+        m->ops->lora_backward(dx, ga, gb, m->lora_du, dout + row0, x, a->lora_u[site], param(m, ia), param(m, ib),
+                              scale, N, (int)in_width, c->lora_rank, (int)rows, linear_width(c, linear));
+        if (d_in != NULL && dropped) {
+            m->ops->dropout_apply(dx, n_in, c->lora_dropout, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
+            m->ops->add_inplace(d_in, dx, n_in);
+        }
+    }
+}
+
+/* W[row0 : row0 + rows] += sign * scale * B @ A for every adapter. */
+static void lora_fold(rg_model *m, float sign)
+{
+    const rg_model_config *c = &m->config;
+    const int R = c->lora_rank;
+    const float scale = sign * c->lora_alpha / (float)R;
+    for (int l = 0; l < c->n_layer; l++)
+        for (int site = 0; site < RG_LORA_SITES; site++) {
+            const int ia = LORA_INDEX(m, l, site, 0);
+            int lin;
+            int64_t row0, rows, in_width;
+            if (ia < 0 || !lora_site_shape(c, site, &lin, &row0, &rows, &in_width))
+                continue;
+            static const int slots[4] = {L_QKV_W, L_PROJ_W, L_FC_W, L_FC2_W};
+            float *w = LP(m, l, slots[lin]) + (size_t)row0 * (size_t)in_width; /* (rows, in_width) */
+            const float *A = param(m, ia);                                /* (R, in_width) */
+            const float *Bm = param(m, LORA_INDEX(m, l, site, 1));        /* (rows, R) */
+#pragma omp parallel for schedule(static) if (rows * in_width > 65536)
+            for (int64_t i = 0; i < rows; i++)
+                for (int r = 0; r < R; r++) {
+                    const float coef = scale * Bm[i * R + r];
+                    if (coef == 0.0f)
+                        continue;
+                    float *row = w + i * in_width;
+                    const float *arow = A + (size_t)r * in_width;
+                    for (int64_t j = 0; j < in_width; j++)
+                        row[j] += coef * arow[j];
+                }
+        }
+}
+
+rg_status rg_model_lora_merge(rg_model *model)
+{
+    if (model == NULL)
+        return RG_ERR_INVALID_ARG;
+    if (model->lora_index == NULL)
+        return RG_ERR_UNSUPPORTED;
+    if (model->lora_merged)
+        return RG_ERR_STATE;
+    lora_fold(model, 1.0f);
+    model->lora_merged = 1;
+    model->has_targets = 0; /* the pass before belongs to the unmerged model */
+    model->logits_valid = 0;
+    return RG_OK;
+}
+
+rg_status rg_model_lora_unmerge(rg_model *model)
+{
+    if (model == NULL)
+        return RG_ERR_INVALID_ARG;
+    if (model->lora_index == NULL)
+        return RG_ERR_UNSUPPORTED;
+    if (!model->lora_merged)
+        return RG_ERR_STATE;
+    lora_fold(model, -1.0f);
+    model->lora_merged = 0;
+    model->has_targets = 0;
+    model->logits_valid = 0;
+    return RG_OK;
+}
 
 /* Where a block's attention reads its keys and values: the current block
  * (training, scoring) or the generation cache. */
@@ -728,6 +1103,7 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         attn_in = a->ln1;
     }
     m->ops->matmul_forward(a->qkv, attn_in, LP(m, l, L_QKV_W), LP(m, l, L_QKV_B), N, C, QKV);
+    lora_forward(m, l, LIN_QKV, a, a->qkv, attn_in, N, src->train);
     if (c->position == RG_POSITION_ROPE)
         m->ops->rope_forward(a->qkv, positions, N, NH, NKV, HS, c->rope_theta);
     if (src->cache == NULL) {
@@ -751,6 +1127,7 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
                                          kv->filled, NH, NKV, HS);
     }
     m->ops->matmul_forward(a->res1, a->atty, LP(m, l, L_PROJ_W), LP(m, l, L_PROJ_B), N, NH * HS, C);
+    lora_forward(m, l, LIN_PROJ, a, a->res1, a->atty, N, src->train);
     m->ops->dropout_apply(a->res1, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
     m->ops->add_inplace(a->res1, x_in, (size_t)N * C);
 
@@ -763,8 +1140,10 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         mlp_in = a->ln1;
     }
     m->ops->matmul_forward(a->fch, mlp_in, LP(m, l, L_FC_W), LP(m, l, L_FC_B), N, C, fc_width(c));
+    lora_forward(m, l, LIN_FC, a, a->fch, mlp_in, N, src->train);
     activation_forward(m, a->fch_act, a->fch, N);
     m->ops->matmul_forward(a->res2, a->fch_act, LP(m, l, L_FC2_W), LP(m, l, L_FC2_B), N, F, C);
+    lora_forward(m, l, LIN_FC2, a, a->res2, a->fch_act, N, src->train);
     m->ops->dropout_apply(a->res2, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_MLP_RESID)));
     m->ops->add_inplace(a->res2, mlp_in == a->ln2 ? a->res1 : a->ln1, (size_t)N * C);
     if (!c->pre_norm)
@@ -784,9 +1163,11 @@ static void mlp_branch_backward(rg_model *m, int l, const rg_layer_acts *a, floa
                           rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
     memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
     m->ops->matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_out, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
+    lora_backward(m, l, LIN_FC2, a, d_out, a->fch_act, m->d_fch_act, N);
     memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
     activation_backward(m, m->d_fch, a->fch, m->d_fch_act, N);
     m->ops->matmul_backward(d_in, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, in, LP(m, l, L_FC_W), N, C, FW);
+    lora_backward(m, l, LIN_FC, a, m->d_fch, in, d_in, N);
 }
 
 /* Backward of the attention branch's inner part, likewise: d_out (N, C) is
@@ -802,12 +1183,14 @@ static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a
                           rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
     memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
     m->ops->matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
+    lora_backward(m, l, LIN_PROJ, a, d_out, a->atty, m->d_atty, N);
     memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
     m->ops->attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, m->train ? c->attn_pdrop : 0.0f,
                                rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
     if (c->position == RG_POSITION_ROPE)
         m->ops->rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
     m->ops->matmul_backward(d_in, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, in, LP(m, l, L_QKV_W), N, C, QKV);
+    lora_backward(m, l, LIN_QKV, a, m->d_qkv, in, d_in, N);
 }
 
 /* One block, backward. On entry d_res (N, C) holds the gradient of the
@@ -899,6 +1282,8 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     m->logits_valid = 0;
     if (tokens == NULL || (targets != NULL && loss == NULL))
         return RG_ERR_INVALID_ARG;
+    if (targets != NULL && m->lora_merged)
+        return RG_ERR_STATE; /* the adapters' gradients need them unmerged */
     if (B <= 0 || T <= 0)
         return RG_ERR_EMPTY;
     const rg_model_config *c = &m->config;

@@ -4,7 +4,8 @@
  * names and layouts every loader follows).
  *
  * Memory, llm.c style: all parameters live in one flat float block, all
- * gradients in a second block with the same layout (rg_param_table), and all
+ * gradients in a second block with the same layout (rg_param_table; with
+ * LoRA a compact one holding only the tensors that may train), and all
  * activations of a forward/backward pass in a third block sized from a table
  * for (B, T); it grows only when a larger batch arrives.
  *
@@ -76,6 +77,28 @@ typedef enum rg_head_policy {
     RG_HEAD_POLICY_UNTIE = 2   /* tied LM head: copy wte into lm_head.w and train that copy */
 } rg_head_policy;
 
+/* Low-rank adapters (LoRA): which linear layers of every block get one
+ * (rg_model_config.lora_targets, a bitmask). An adapter adds
+ * (lora_alpha / lora_rank) * B @ A @ dropout(x) to rows [r0, r0 + rows) of a
+ * linear layer's output, A (rank, in) and B (rows, rank), as PEFT's
+ * LoraLayer does. The fused q/k/v and gate/up weights of the core take either
+ * one adapter over all their rows (GPT-2's c_attn, BERT's intermediate.dense)
+ * or one per part (Llama's q_proj, k_proj, v_proj; gate_proj, up_proj). */
+typedef enum rg_lora_site {
+    RG_LORA_SITE_Q = 0,    /* qkv.w rows of q */
+    RG_LORA_SITE_K = 1,    /* qkv.w rows of k */
+    RG_LORA_SITE_V = 2,    /* qkv.w rows of v */
+    RG_LORA_SITE_QKV = 3,  /* all of qkv.w (GPT-2 c_attn) */
+    RG_LORA_SITE_O = 4,    /* proj.w: attention output */
+    RG_LORA_SITE_FC = 5,   /* all of fc.w (MLP input; GPT-2 c_fc, BERT intermediate, DistilBERT lin1) */
+    RG_LORA_SITE_GATE = 6, /* fc.w rows of the swiglu gate */
+    RG_LORA_SITE_UP = 7,   /* fc.w rows of the swiglu up projection */
+    RG_LORA_SITE_FC2 = 8,  /* fc2.w: MLP output (down_proj, mlp.c_proj, output.dense, lin2) */
+    RG_LORA_SITES = 9
+} rg_lora_site;
+#define RG_LORA_BIT(site) (1 << (site))
+#define RG_LORA_ALL_BITS ((1 << RG_LORA_SITES) - 1)
+
 typedef struct rg_model_config {
     int vocab_size;      /* V */
     int n_positions;     /* P: the longest sequence */
@@ -100,6 +123,14 @@ typedef struct rg_model_config {
     int tie_word_embeddings; /* LM head: 1 = reuse wte */
     int num_labels;      /* K, classification heads */
     float embd_pdrop, resid_pdrop, attn_pdrop, cls_pdrop;
+    /* LoRA (0 = none): with lora_rank > 0 the table also holds an A and a B
+     * per targeted linear layer of every block (after every base tensor:
+     * "h.<l>.lora.<site>.A" / ".B"), only they (and a classifier's head
+     * layers, see rg_model_set_trainable) may train, and the gradient block holds only them. */
+    int lora_rank;       /* R */
+    float lora_alpha;    /* the adapters' output is scaled by lora_alpha / R */
+    float lora_dropout;  /* dropout of each adapter's input, in training */
+    int lora_targets;    /* RG_LORA_BIT(site) | ... */
 } rg_model_config;
 
 /* Where one block's saved tensors lie inside the activation block. */
@@ -113,6 +144,7 @@ typedef struct rg_layer_acts {
     float *fch;                       /* (N, F) or swiglu (N, 2F): MLP pre-activation */
     float *fch_act;                   /* (N, F) */
     float *res2;                      /* (N, C) residual stream after the MLP add */
+    float *lora_u[RG_LORA_SITES];     /* (N, R) each adapter's A @ dropout(x), NULL if absent */
 } rg_layer_acts;
 
 typedef struct rg_kv_cache rg_kv_cache;
@@ -121,7 +153,12 @@ typedef struct rg_model {
     rg_model_config config;
     rg_param_table table;        /* tensors in the order of docs/model_layout.md */
     float *params;               /* (table.total + reserve) */
-    float *grads;                /* same layout as params */
+    float *grads;                /* same layout as params, or compact (table.compact_grads:
+                                    only the tensors that may train, table.grads_total) */
+    size_t grads_total;          /* floats in the gradient block */
+    int *lora_index;             /* (L, RG_LORA_SITES, 2) table index of each adapter's A
+                                    and B, -1 if absent; NULL without LoRA */
+    int lora_merged;             /* adapters added into the base weights (rg_model_lora_merge) */
     size_t reserve;              /* room after the table for lm_head.w when untying later */
     int tied;                    /* LM head reads wte */
     int n_trainable_blocks;      /* -1: everything trains, embeddings included */
@@ -159,6 +196,9 @@ typedef struct rg_model {
     float *lse;                  /* (N,) or (B,) log-sum-exp of each loss row */
     float *cls_h0, *cls_pre, *cls_act, *cls_drop;            /* (B, C) each */
     float *d_res, *d_tmp, *d_tmp2, *d_qkv, *d_atty, *d_fch, *d_fch_act; /* backward scratch */
+    float *lora_x, *lora_dx;     /* (N, widest adapter input): dropped input and its gradient,
+                                    only with lora_dropout > 0 */
+    float *lora_du;              /* (N, R) adapter backward scratch */
 
     rg_kv_cache *cache;
 
@@ -204,9 +244,29 @@ rg_status rg_model_check_finite(const rg_model *model, int *bad_tensor);
 /* A tensor of the table by internal name, or NULL. */
 const rg_param_info *rg_model_find_param(const rg_model *model, const char *name);
 
+/* LoRA: adds each adapter's scaled B @ A into its rows of the base weight
+ * (merge), or subtracts it again (unmerge). A merged model runs forward and
+ * generation without the adapters (the base weights hold them), e.g. for
+ * export; training a merged model is RG_ERR_STATE. RG_ERR_UNSUPPORTED
+ * without adapters; RG_ERR_STATE when already in the asked state. */
+rg_status rg_model_lora_merge(rg_model *model);
+rg_status rg_model_lora_unmerge(rg_model *model);
+
+/* Rows [*row0, *row0 + *rows) of the output of the base weight named by
+ * *weight ("qkv.w", "proj.w", "fc.w" or "fc2.w") that adapter `site` adds
+ * into, and its input width; RG_ERR_INVALID_ARG for a site the config does
+ * not allow (gate/up without swiglu). */
+rg_status rg_model_lora_site(const rg_model_config *config, int site, const char **weight,
+                             int *row0, int *rows, int *in_width);
+
 /* Keep only the last n_trainable_blocks blocks (+ final norm + head)
  * trainable; n_trainable_blocks < 0 trains everything (embeddings too).
- * The backward pass stops at the lowest trainable block. */
+ * The backward pass stops at the lowest trainable block.
+ * With LoRA the base weights stay frozen whatever the arguments: the adapters
+ * of the last n_trainable_blocks blocks train (all of them when < 0), and a
+ * classifier's output layer (cls.out; with DistilBERT's head cls.pre too:
+ * what PEFT's modules_to_save ["classifier", "score"] catches) trains unless
+ * the policy is frozen; untie is RG_ERR_UNSUPPORTED. */
 rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_head_policy policy);
 
 /* Forward pass. tokens (B, T); attention_mask (B, T) 1 = real token, or NULL;

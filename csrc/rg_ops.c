@@ -117,8 +117,9 @@ static void ensure_blas_single_threaded(void)
 
 /* C (M, N) = op(A) @ op(B) + beta * C, as single-threaded OpenBLAS calls on
  * blocks of C's rows (or columns, when C is wide) spread over OpenMP threads. */
-static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
-                        const float *B, int ldb, float beta, float *C, int ldc)
+static void gemm_blocks_scaled(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                               const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                               int ldc)
 {
     ensure_blas_single_threaded();
     const double flops = 2.0 * M * N * K;
@@ -132,7 +133,7 @@ static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const flo
             const int lo = (int)((int64_t)N * th / nth), hi = (int)((int64_t)N * (th + 1) / nth);
             if (hi > lo)
                 for (int m = 0; m < M; m++)
-                    scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, 1.0f, B + (size_t)lo * ldb, ldb,
+                    scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, alpha, B + (size_t)lo * ldb, ldb,
                                       A + (size_t)m * lda, 1, beta, C + (size_t)m * ldc + lo, 1);
         }
         return;
@@ -159,14 +160,21 @@ static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const flo
             continue;
         if (split_rows) {
             const float *a = trans_a ? A + lo : A + (size_t)lo * lda;
-            scipy_cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, 1.0f, a, lda, B, ldb, beta,
+            scipy_cblas_sgemm(CblasRowMajor, ta, tb, hi - lo, N, K, alpha, a, lda, B, ldb, beta,
                               C + (size_t)lo * ldc, ldc);
         } else {
             const float *b = trans_b ? B + (size_t)lo * ldb : B + lo;
-            scipy_cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, 1.0f, A, lda, b, ldb, beta,
+            scipy_cblas_sgemm(CblasRowMajor, ta, tb, M, hi - lo, K, alpha, A, lda, b, ldb, beta,
                               C + lo, ldc);
         }
     }
+}
+
+/* C = op(A) @ op(B) + beta * C (gemm_blocks_scaled with alpha 1). */
+static void gemm_blocks(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                        const float *B, int ldb, float beta, float *C, int ldc)
+{
+    gemm_blocks_scaled(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* sums (OC,) += column sums of x (N, OC): rows in parallel, each thread into
@@ -218,6 +226,34 @@ void rg_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
         gemm_blocks(1, 0, OC, IC, N, dout, OC, inp, IC, 1.0f, dweight, IC);
     if (dbias != NULL)
         column_sums_add(dbias, dout, N, OC);
+}
+
+/* ------------------------------------------------------------------------ */
+/* low-rank adapter (LoRA)                                                   */
+/* ------------------------------------------------------------------------ */
+
+void rg_lora_forward(float *out, float *u, const float *inp, const float *a, const float *b,
+                     float scale, int N, int IC, int R, int OC, int ldo)
+{
+    /* u (N, R) = inp (N, IC) @ a^T; out[:, :OC] (N, OC; stride ldo) += scale * u @ b^T */
+    gemm_blocks_scaled(0, 1, N, R, IC, 1.0f, inp, IC, a, IC, 0.0f, u, R);
+    gemm_blocks_scaled(0, 1, N, OC, R, scale, u, R, b, R, 1.0f, out, ldo);
+}
+
+void rg_lora_backward(float *dinp, float *da, float *db, float *du, const float *dout,
+                      const float *inp, const float *u, const float *a, const float *b,
+                      float scale, int N, int IC, int R, int OC, int ldo)
+{
+    if (db != NULL) /* (OC, R) += scale * dout^T (OC, N) @ u (N, R) */
+        gemm_blocks_scaled(1, 0, OC, R, N, scale, dout, ldo, u, R, 1.0f, db, R);
+    if (da == NULL && dinp == NULL)
+        return;
+    /* du (N, R) = scale * dout (N, OC) @ b (OC, R) */
+    gemm_blocks_scaled(0, 0, N, R, OC, scale, dout, ldo, b, R, 0.0f, du, R);
+    if (da != NULL) /* (R, IC) += du^T (R, N) @ inp (N, IC) */
+        gemm_blocks_scaled(1, 0, R, IC, N, 1.0f, du, R, inp, IC, 1.0f, da, IC);
+    if (dinp != NULL) /* (N, IC) += du (N, R) @ a (R, IC) */
+        gemm_blocks_scaled(0, 0, N, IC, R, 1.0f, du, R, a, IC, 1.0f, dinp, IC);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -835,6 +871,8 @@ static const rg_ops_table cpu_ops = {
     .add_inplace = rg_add_inplace,
     .matmul_forward = rg_matmul_forward,
     .matmul_backward = rg_matmul_backward,
+    .lora_forward = rg_lora_forward,
+    .lora_backward = rg_lora_backward,
     .layernorm_forward = rg_layernorm_forward,
     .layernorm_backward = rg_layernorm_backward,
     .rmsnorm_forward = rg_rmsnorm_forward,

@@ -41,6 +41,30 @@ void rg_matmul_backward(float *dinp,          /* (N, IC) += or NULL */
                         const float *weight,  /* (OC, IC) */
                         int N, int IC, int OC);
 
+/* ---- low-rank adapter (LoRA) on a linear layer: out += scale * (inp @ a^T) @ b^T ----
+ * The adapter's output may be a column slice of a wider output: row n of it
+ * starts at out + n * ldo (ldo >= OC), so the q, k and v adapters add into
+ * their parts of the fused qkv rows in place. Dropout of the adapter input is
+ * the caller's (inp is the dropped input, the same in forward and backward). */
+
+void rg_lora_forward(float *out,          /* (N, ldo): columns [0, OC) += */
+                     float *u,            /* (N, R) inp @ a^T, saved for backward */
+                     const float *inp,    /* (N, IC) */
+                     const float *a,      /* (R, IC) lora_A */
+                     const float *b,      /* (OC, R) lora_B */
+                     float scale,         /* alpha / R */
+                     int N, int IC, int R, int OC, int ldo);
+void rg_lora_backward(float *dinp,        /* (N, IC) += or NULL */
+                      float *da,          /* (R, IC) += or NULL */
+                      float *db,          /* (OC, R) += or NULL */
+                      float *du,          /* (N, R) scratch */
+                      const float *dout,  /* (N, ldo): the gradient of columns [0, OC) */
+                      const float *inp,   /* (N, IC) as given to the forward */
+                      const float *u,     /* (N, R) saved by the forward */
+                      const float *a,     /* (R, IC) */
+                      const float *b,     /* (OC, R) */
+                      float scale, int N, int IC, int R, int OC, int ldo);
+
 /* ---- normalisation ---- */
 
 void rg_layernorm_forward(float *out,          /* (N, C) */

@@ -55,8 +55,13 @@ rg_status rg_adamw_init(rg_adamw *opt, const rg_adamw_config *config, const rg_p
         /* Written so that offset + numel cannot overflow. */
         if (t->offset > table->total || t->numel > table->total - t->offset)
             return RG_ERR_SHAPE;
-        if (t->trainable && t->numel > 0)
+        if (t->trainable && t->numel > 0) {
+            /* a compact gradient block must hold every trainable tensor's slot */
+            if (table->compact_grads && (t->grad_offset > table->grads_total ||
+                                         t->numel > table->grads_total - t->grad_offset))
+                return RG_ERR_SHAPE;
             n_trainable++;
+        }
     }
 
     rg_adamw_segment *segments = calloc(n_trainable > 0 ? (size_t)n_trainable : 1, sizeof(*segments));
@@ -69,6 +74,7 @@ rg_status rg_adamw_init(rg_adamw *opt, const rg_adamw_config *config, const rg_p
         if (!t->trainable || t->numel == 0)
             continue;
         segments[k].offset = t->offset;
+        segments[k].grad_offset = rg_param_grad_offset(table, t);
         segments[k].numel = t->numel;
         segments[k].decay = t->decay ? 1 : 0;
         segments[k].state_offset = state_numel;
@@ -172,7 +178,7 @@ rg_status rg_adamw_grad_norm(const rg_adamw *opt, const float *grads, double *no
         return RG_ERR_INVALID_ARG;
     double total_sq = 0.0;
     for (int s = 0; s < opt->n_segments; s++) {
-        const float *g = grads + opt->segments[s].offset; /* (numel,) */
+        const float *g = grads + opt->segments[s].grad_offset; /* (numel,) */
         size_t numel = opt->segments[s].numel;
         const int64_t n_chunks = (int64_t)((numel + RG_NORM_CHUNK - 1) / RG_NORM_CHUNK);
         double *partials = opt->norm_partials;
@@ -230,7 +236,7 @@ rg_status rg_adamw_step(rg_adamw *opt, float *params, float *grads, double *lr_o
     for (int s = 0; s < opt->n_segments; s++) {
         const rg_adamw_segment *seg = &opt->segments[s];
         float *p = params + seg->offset;    /* (numel,) */
-        float *g = grads + seg->offset;     /* (numel,) */
+        float *g = grads + seg->grad_offset; /* (numel,) */
         float *m = opt->m + seg->state_offset; /* (numel,) */
         float *v = opt->v + seg->state_offset; /* (numel,) */
         const int64_t numel = (int64_t)seg->numel;

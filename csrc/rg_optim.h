@@ -48,7 +48,9 @@ typedef struct rg_adamw_config {
 /* The slice of the flat blocks that one trainable tensor occupies, and where
  * its moments lie in the compact moment blocks. */
 typedef struct rg_adamw_segment {
-    size_t offset;        /* first element in the parameter / gradient block */
+    size_t offset;        /* first element in the parameter block */
+    size_t grad_offset;   /* first element in the gradient block (= offset unless the
+                             table's gradients are compact) */
     size_t numel;
     size_t state_offset;  /* first element in m and v */
     uint8_t decay;

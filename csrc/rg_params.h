@@ -26,13 +26,28 @@ typedef struct rg_param_info {
     int layer;                    /* -1 embeddings, 0..L-1 a block, L final norm and heads */
     uint8_t decay;                /* 1: AdamW weight decay applies; 0: biases, norms (as HF Trainer) */
     uint8_t trainable;            /* 0: frozen, its gradient is never computed nor applied */
+    size_t grad_offset;           /* first element of its gradient when the table's
+                                     compact_grads is set (SIZE_MAX: it has none) */
 } rg_param_info;
 
 typedef struct rg_param_table {
     rg_param_info *tensors; /* (count,) */
     int count;
     size_t total;           /* elements in the flat block */
+    /* 0: the gradient block has the parameter block's layout (tensor i's
+     * gradient at tensors[i].offset). 1: it is compact, grads_total elements
+     * holding only the tensors that may train, each at tensors[i].grad_offset
+     * (a LoRA model: the frozen base weights get no gradient memory). */
+    int compact_grads;
+    size_t grads_total;
 } rg_param_table;
+
+/* Where tensor `info` of `table` keeps its gradient in the gradient block
+ * (SIZE_MAX: it has no slot, so it can never train). */
+static inline size_t rg_param_grad_offset(const rg_param_table *table, const rg_param_info *info)
+{
+    return table->compact_grads ? info->grad_offset : info->offset;
+}
 
 /* Element types a checkpoint tensor may arrive in (rg_param_write converts). */
 typedef enum rg_dtype {

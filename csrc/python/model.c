@@ -1,7 +1,7 @@
 /*
  * model.c - the Model type of reviewgen._core: _core.Model(config: dict, *,
  * initialize=True), the generic transformer of rg_model.h. Arrays handed out by .parameters /
- * .gradients are views whose base is the Model, so the model outlives them;
+ * .gradients (compact with LoRA: param_table()'s grad_offset says where) are views whose base is the Model, so the model outlives them;
  * untying the head never moves the blocks. The key/value-cache methods live in
  * generate.c.
  */
@@ -60,6 +60,10 @@ static const struct {
     FIELD(resid_pdrop, FIELD_FLOAT, NULL, 0.0, "dropout before each residual add"),
     FIELD(attn_pdrop, FIELD_FLOAT, NULL, 0.0, "dropout on the attention weights"),
     FIELD(cls_pdrop, FIELD_FLOAT, NULL, 0.0, "dropout before the classifier"),
+    FIELD(lora_rank, FIELD_INT, NULL, 0, "R: rank of the LoRA adapters (0: none)"),
+    FIELD(lora_alpha, FIELD_FLOAT, NULL, 8.0, "adapters' output scaled by lora_alpha / lora_rank"),
+    FIELD(lora_dropout, FIELD_FLOAT, NULL, 0.0, "dropout of each adapter's input, in training"),
+    FIELD(lora_targets, FIELD_INT, NULL, 0, "bitmask of adapted linear layers (lora_sites())"),
 };
 #undef FIELD
 #define MODEL_CONFIG_FIELD_COUNT (sizeof(model_config_fields) / sizeof(model_config_fields[0]))
@@ -220,9 +224,9 @@ static void model_dealloc(ModelObject *self)
 }
 
 /* A flat float32 view of a model block; its base keeps the model alive. */
-static PyObject *model_block_view(ModelObject *self, float *data, int writable)
+static PyObject *model_block_view(ModelObject *self, float *data, size_t numel, int writable)
 {
-    npy_intp n = (npy_intp)self->model->table.total;
+    npy_intp n = (npy_intp)numel;
     PyObject *array = PyArray_New(&PyArray_Type, 1, &n, NPY_FLOAT32, NULL, data, 0,
                                   NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | (writable ? NPY_ARRAY_WRITEABLE : 0), NULL);
     if (array == NULL)
@@ -237,12 +241,14 @@ static PyObject *model_block_view(ModelObject *self, float *data, int writable)
 
 static PyObject *model_get_parameters(ModelObject *self, void *closure)
 {
-    return model_block_view(self, self->model->params, 1);
+    return model_block_view(self, self->model->params, self->model->table.total, 1);
 }
 
 static PyObject *model_get_gradients(ModelObject *self, void *closure)
 {
-    return model_block_view(self, self->model->grads, 1);
+    /* with LoRA the gradient block is compact: only the tensors that may train */
+    const rg_model *m = self->model; /* without LoRA: the parameter block's layout */
+    return model_block_view(self, m->grads, m->table.compact_grads ? m->grads_total : m->table.total, 1);
 }
 
 static PyObject *model_get_config(ModelObject *self, void *closure)
@@ -286,12 +292,20 @@ static PyObject *model_param_table_locked(ModelObject *self)
         const rg_param_info *info = &table->tensors[i];
         PyObject *shape = info->ndim == 2 ? Py_BuildValue("(LL)", (long long)info->shape[0], (long long)info->shape[1])
                                           : Py_BuildValue("(L)", (long long)info->shape[0]);
-        PyObject *entry = shape ? Py_BuildValue("{s:s,s:n,s:n,s:N,s:i,s:O,s:O}", "name", info->name,
-                                                "offset", (Py_ssize_t)info->offset, "numel", (Py_ssize_t)info->numel,
-                                                "shape", shape, "layer", info->layer,
-                                                "decay", info->decay ? Py_True : Py_False,
-                                                "trainable", info->trainable ? Py_True : Py_False)
-                                : NULL;
+        const size_t at = rg_param_grad_offset(table, info);
+        PyObject *grad_offset = at == SIZE_MAX ? Py_NewRef(Py_None) : PyLong_FromSize_t(at);
+        PyObject *entry = shape && grad_offset
+                              ? Py_BuildValue("{s:s,s:n,s:n,s:N,s:i,s:O,s:O,s:N}", "name", info->name,
+                                              "offset", (Py_ssize_t)info->offset, "numel", (Py_ssize_t)info->numel,
+                                              "shape", shape, "layer", info->layer,
+                                              "decay", info->decay ? Py_True : Py_False,
+                                              "trainable", info->trainable ? Py_True : Py_False,
+                                              "grad_offset", grad_offset)
+                              : NULL;
+        if (shape == NULL || grad_offset == NULL) { /* Py_BuildValue (N) was not called */
+            Py_XDECREF(shape);
+            Py_XDECREF(grad_offset);
+        }
         if (entry == NULL) {
             Py_DECREF(list);
             return NULL;
@@ -488,10 +502,54 @@ static PyObject *model_set_trainable(ModelObject *self, PyObject *args, PyObject
     rg_status status = rg_model_set_trainable(self->model, k, (rg_head_policy)policy);
     model_leave(self);
     if (status == RG_ERR_UNSUPPORTED)
-        return binding_raise_for(self, status, "set_trainable: 'untie' needs a language-model head");
+        return binding_raise_for(self, status, "set_trainable: 'untie' needs a language-model head (and no LoRA adapters)");
     if (status != RG_OK)
         return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "set_trainable");
     Py_RETURN_NONE;
+}
+
+/* merge_lora() / unmerge_lora(): fold the adapters into the base weights and back. */
+static PyObject *model_lora_fold(ModelObject *self, int merge)
+{
+    if (model_enter(self) < 0)
+        return NULL;
+    rg_status status;
+    Py_BEGIN_ALLOW_THREADS
+    status = merge ? rg_model_lora_merge(self->model) : rg_model_lora_unmerge(self->model);
+    Py_END_ALLOW_THREADS
+    model_leave(self);
+    if (status == RG_ERR_UNSUPPORTED)
+        return binding_raise_for(self, status, "the model has no LoRA adapters");
+    if (status == RG_ERR_STATE)
+        return binding_raise_for(self, status, merge ? "the adapters are merged already" : "the adapters are not merged");
+    if (status != RG_OK)
+        return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "lora merge");
+    Py_RETURN_NONE;
+}
+
+static PyObject *model_merge_lora(ModelObject *self, PyObject *unused) { return model_lora_fold(self, 1); }
+static PyObject *model_unmerge_lora(ModelObject *self, PyObject *unused) { return model_lora_fold(self, 0); }
+
+static PyObject *model_get_lora_merged(ModelObject *self, void *closure)
+{
+    return PyBool_FromLong(self->model->lora_merged);
+}
+
+/* _core.lora_sites(): name, bit and nothing else; the shapes come from lora_site(). */
+static PyObject *core_lora_sites(PyObject *module, PyObject *unused)
+{
+    static const char *const names[RG_LORA_SITES] = {"q", "k", "v", "qkv", "o", "fc", "gate", "up", "fc2"};
+    PyObject *dict = PyDict_New();
+    for (int site = 0; dict != NULL && site < RG_LORA_SITES; site++) {
+        PyObject *bit = PyLong_FromLong(RG_LORA_BIT(site));
+        if (bit == NULL || PyDict_SetItemString(dict, names[site], bit) < 0) {
+            Py_XDECREF(bit);
+            Py_CLEAR(dict);
+            break;
+        }
+        Py_DECREF(bit);
+    }
+    return dict;
 }
 
 static PyObject *model_zero_grad(ModelObject *self, PyObject *unused)
@@ -654,6 +712,10 @@ static PyMethodDef model_methods[] = {
      "set_trainable(n_trainable_blocks, head_policy='train'): train the last k blocks, the final norm and\n"
      "the head ('frozen', 'train' or 'untie'); k < 0 trains everything."},
     {"zero_grad", (PyCFunction)model_zero_grad, METH_NOARGS, "zero_grad(): zero the gradient block."},
+    {"merge_lora", (PyCFunction)model_merge_lora, METH_NOARGS,
+     "merge_lora(): add every LoRA adapter's scaled B @ A into its base weight (forward then skips them)."},
+    {"unmerge_lora", (PyCFunction)model_unmerge_lora, METH_NOARGS,
+     "unmerge_lora(): subtract them again (training needs the adapters unmerged)."},
     {"reset_cache", (PyCFunction)(void (*)(void))model_reset_cache, METH_VARARGS | METH_KEYWORDS,
      "reset_cache(batch_size, max_length): an empty key/value cache for generation."},
     {"forward_logits", (PyCFunction)(void (*)(void))model_forward_logits, METH_VARARGS | METH_KEYWORDS,
@@ -667,7 +729,9 @@ static PyMethodDef model_methods[] = {
 
 static PyGetSetDef model_getset[] = {
     {"parameters", (getter)model_get_parameters, NULL, "Flat float32 view of every parameter (table order).", NULL},
-    {"gradients", (getter)model_get_gradients, NULL, "Flat float32 view of the gradient block.", NULL},
+    {"gradients", (getter)model_get_gradients, NULL, "Flat float32 view of the gradient block (with LoRA: "
+     "compact, each trainable tensor at its table entry's grad_offset).", NULL},
+    {"lora_merged", (getter)model_get_lora_merged, NULL, "True while the LoRA adapters are merged.", NULL},
     {"config", (getter)model_get_config, NULL, "The configuration as a dict (after untying: tie_word_embeddings 0).", NULL},
     {"trainable", (getter)model_get_trainable, NULL, "(n_trainable_blocks, head_policy) of the last set_trainable.", NULL},
     {"activation_floats", (getter)model_get_activation_floats, NULL,
@@ -692,6 +756,8 @@ static PyType_Spec model_type_spec = {
 };
 
 static PyMethodDef model_module_methods[] = {
+    {"lora_sites", core_lora_sites, METH_NOARGS,
+     "lora_sites() -> {site name: bit of rg_model_config.lora_targets} (rg_model.h rg_lora_site)."},
     {"config_fields", core_config_fields, METH_NOARGS,
      "config_fields() -> list of dicts (name, kind, choices, required, default, doc): the fields of "
      "rg_model_config, in order."},

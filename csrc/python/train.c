@@ -124,9 +124,12 @@ static int table_entry_numel(PyObject *entry, Py_ssize_t index, long long *numel
 }
 
 /* Builds an rg_param_table from a list of dicts, checking every entry lies inside
- * [0, total). On success table->tensors is PyMem_Malloc'ed (caller frees). */
-static int param_table_from_python(PyObject *table_obj, size_t total, rg_param_table *table)
+ * [0, total). An entry's optional 'grad_offset' (a LoRA model's param_table:
+ * None for a tensor without gradient memory) makes the gradient block compact,
+ * grads_total elements. On success table->tensors is PyMem_Malloc'ed (caller frees). */
+static int param_table_from_python(PyObject *table_obj, size_t total, size_t grads_total, rg_param_table *table)
 {
+    int compact = 0;
     PyObject *entries = PySequence_Fast(table_obj, "table must be a sequence of dicts");
     if (entries == NULL)
         return -1;
@@ -176,6 +179,34 @@ static int param_table_from_python(PyObject *table_obj, size_t total, rg_param_t
         }
         t->offset = (size_t)offset;
         t->numel = (size_t)numel;
+        t->grad_offset = t->offset;
+        PyObject *grad_offset;
+        found = table_entry_field(entry, "grad_offset", &grad_offset);
+        if (found < 0)
+            goto error;
+        if (found) {
+            if (grad_offset == Py_None) {
+                t->grad_offset = SIZE_MAX;
+                compact = 1;
+                if (t->trainable) {
+                    Py_DECREF(grad_offset);
+                    PyErr_Format(PyExc_ValueError, "table[%zd]: trainable without a gradient (grad_offset None)", i);
+                    goto error;
+                }
+            } else {
+                long long at = PyLong_AsLongLong(grad_offset);
+                if (at < 0 || (unsigned long long)at > grads_total ||
+                    (unsigned long long)numel > grads_total - (size_t)at) {
+                    Py_DECREF(grad_offset);
+                    if (!PyErr_Occurred())
+                        PyErr_Format(PyExc_ValueError, "table[%zd]: grad_offset outside the gradient block", i);
+                    goto error;
+                }
+                t->grad_offset = (size_t)at;
+                compact |= t->grad_offset != t->offset;
+            }
+            Py_DECREF(grad_offset);
+        }
         t->ndim = 1;
         t->shape[0] = numel;
         t->layer = 0;
@@ -184,6 +215,15 @@ static int param_table_from_python(PyObject *table_obj, size_t total, rg_param_t
     table->tensors = tensors;
     table->count = (int)count;
     table->total = total;
+    table->compact_grads = compact;
+    table->grads_total = grads_total;
+    if (!compact && grads_total != total) {
+        PyMem_Free(tensors);
+        table->tensors = NULL;
+        PyErr_Format(PyExc_ValueError, "parameters and gradients must be 1-D arrays of the same length "
+                     "(%zu and %zu elements)", total, grads_total);
+        return -1;
+    }
     return 0;
 error:
     Py_DECREF(entries);
@@ -285,8 +325,10 @@ static int adamw_init(AdamWObject *self, PyObject *args, PyObject *kwargs)
         Py_XDECREF(params);
         return -1;
     }
+    /* a model's gradient block may be compact (LoRA): its own table says where */
     if (PyArray_NDIM(params) != 1 || PyArray_NDIM(grads) != 1 ||
-        PyArray_DIM(params, 0) != PyArray_DIM(grads, 0)) {
+        (model != NULL && (size_t)PyArray_DIM(grads, 0) !=
+                              (model->table.compact_grads ? model->grads_total : model->table.total))) {
         PyErr_Format(PyExc_ValueError,
                      "parameters and gradients must be 1-D arrays of the same length "
                      "(got %d-D and %d-D)", PyArray_NDIM(params), PyArray_NDIM(grads));
@@ -297,7 +339,8 @@ static int adamw_init(AdamWObject *self, PyObject *args, PyObject *kwargs)
         goto error;
     }
     rg_param_table table = {0};
-    if (model == NULL && param_table_from_python(table_obj, (size_t)PyArray_DIM(params, 0), &table) < 0)
+    if (model == NULL && param_table_from_python(table_obj, (size_t)PyArray_DIM(params, 0),
+                                                 (size_t)PyArray_DIM(grads, 0), &table) < 0)
         goto error;
     rg_status status = rg_adamw_init(&self->opt, &config, model ? &model->table : &table);
     PyMem_Free(table.tensors);

@@ -661,7 +661,7 @@ void test_model_random_configs_under_ubsan(void)
 /* ---- the op table ---- */
 
 /* A table whose every entry counts its calls and forwards to the CPU op. */
-enum { OP_COUNT = 28 };
+enum { OP_COUNT = 29 };
 static long op_calls[OP_COUNT];
 #define COUNTING(index, name, params, args)        \
     static void counting_##name params            \
@@ -724,6 +724,14 @@ COUNTING(24, attention_cached_forward,
          (o, q, kc, vc, k, B, Tn, S, st, NH, NKV, HS))
 COUNTING(26, crossentropy_backward, (float *l, const float *s, const int32_t *t, int N, int V, float sc),
          (l, s, t, N, V, sc))
+COUNTING(27, lora_forward,
+         (float *o, float *u, const float *i, const float *a, const float *b, float s, int N, int IC, int R, int OC,
+          int ld),
+         (o, u, i, a, b, s, N, IC, R, OC, ld))
+COUNTING(28, lora_backward,
+         (float *di, float *da, float *db, float *du, const float *d, const float *i, const float *u, const float *a,
+          const float *b, float s, int N, int IC, int R, int OC, int ld),
+         (di, da, db, du, d, i, u, a, b, s, N, IC, R, OC, ld))
 #undef COUNTING
 static double counting_crossentropy_forward(float *lse, const float *logits, const int32_t *targets, int N, int V,
                                             long *count)
@@ -738,6 +746,8 @@ static const rg_ops_table counting_ops = {
     .add_inplace = counting_add_inplace,
     .matmul_forward = counting_matmul_forward,
     .matmul_backward = counting_matmul_backward,
+    .lora_forward = counting_lora_forward,
+    .lora_backward = counting_lora_backward,
     .layernorm_forward = counting_layernorm_forward,
     .layernorm_backward = counting_layernorm_backward,
     .rmsnorm_forward = counting_rmsnorm_forward,

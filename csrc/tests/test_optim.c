@@ -25,7 +25,7 @@ static rg_adamw_config seed_config(void)
 
 void test_optim_two_steps_match_adamw_formula(void)
 {
-    rg_param_table table = {three_tensors, 3, 10};
+    rg_param_table table = {three_tensors, 3, 10, 0, 0};
     rg_adamw_config config = seed_config();
     config.warmup_ratio = 0.0; /* so that the first step moves the parameters */
     config.max_grad_norm = 0.0;
@@ -83,7 +83,7 @@ void test_optim_linear_schedule_as_hf(void)
     RG_CHECK_CLOSE(rg_schedule_factor(RG_SCHEDULE_CONSTANT_WITH_WARMUP, 5, 10, 95), 0.5, 1e-15);
     RG_CHECK_CLOSE(rg_schedule_factor(RG_SCHEDULE_CONSTANT_WITH_WARMUP, 50, 10, 95), 1.0, 0);
 
-    rg_param_table table = {three_tensors, 3, 10};
+    rg_param_table table = {three_tensors, 3, 10, 0, 0};
     rg_adamw_config config = seed_config();
     config.total_steps = 95;
     rg_adamw opt;
@@ -96,7 +96,7 @@ void test_optim_linear_schedule_as_hf(void)
 
 void test_optim_clipping_scales_the_gradient(void)
 {
-    rg_param_table table = {three_tensors, 3, 10};
+    rg_param_table table = {three_tensors, 3, 10, 0, 0};
     rg_adamw_config config = seed_config();
     rg_adamw opt;
     if (!RG_CHECK(rg_adamw_init(&opt, &config, &table) == RG_OK))
@@ -126,7 +126,7 @@ void test_optim_clipping_scales_the_gradient(void)
 
 void test_optim_nonfinite_gradient_changes_nothing(void)
 {
-    rg_param_table table = {three_tensors, 3, 10};
+    rg_param_table table = {three_tensors, 3, 10, 0, 0};
     rg_adamw_config config = seed_config();
     rg_adamw opt;
     if (!RG_CHECK(rg_adamw_init(&opt, &config, &table) == RG_OK))
@@ -161,20 +161,20 @@ void test_optim_bad_tables_and_configs(void)
     rg_adamw opt;
     rg_adamw_config config = seed_config();
     rg_param_info past_end[1] = {{.name = "x", .offset = 8, .numel = 3, .decay = 1, .trainable = 1}};
-    rg_param_table table = {past_end, 1, 10};
+    rg_param_table table = {past_end, 1, 10, 0, 0};
     RG_CHECK_STATUS(rg_adamw_init(&opt, &config, &table), RG_ERR_SHAPE);
     past_end[0].offset = SIZE_MAX; /* offset + numel would wrap around */
     RG_CHECK_STATUS(rg_adamw_init(&opt, &config, &table), RG_ERR_SHAPE);
 
     rg_param_info overlap[2] = {{.offset = 0, .numel = 6, .trainable = 1},
                                 {.offset = 5, .numel = 3, .trainable = 1}};
-    rg_param_table overlapping = {overlap, 2, 10};
+    rg_param_table overlapping = {overlap, 2, 10, 0, 0};
     RG_CHECK_STATUS(rg_adamw_init(&opt, &config, &overlapping), RG_ERR_SHAPE);
     overlap[1].trainable = 0;
     RG_CHECK_STATUS(rg_adamw_init(&opt, &config, &overlapping), RG_OK);
     rg_adamw_free(&opt);
 
-    rg_param_table good = {three_tensors, 3, 10};
+    rg_param_table good = {three_tensors, 3, 10, 0, 0};
     rg_adamw_config bad = config;
     bad.beta1 = 1.0;
     RG_CHECK_STATUS(rg_adamw_init(&opt, &bad, &good), RG_ERR_INVALID_ARG);
@@ -193,7 +193,7 @@ void test_optim_bad_tables_and_configs(void)
 
 void test_optim_state_round_trip(void)
 {
-    rg_param_table table = {three_tensors, 3, 10};
+    rg_param_table table = {three_tensors, 3, 10, 0, 0};
     rg_adamw_config config = seed_config();
     rg_adamw a, b;
     if (!RG_CHECK(rg_adamw_init(&a, &config, &table) == RG_OK))
@@ -228,7 +228,7 @@ void test_optim_state_round_trip(void)
  * non-finite or negative hyperparameters are refused by init and by step. */
 void test_optim_refuses_zero_eps_and_nonfinite_hyperparameters(void)
 {
-    rg_param_table good = {three_tensors, 3, 10};
+    rg_param_table good = {three_tensors, 3, 10, 0, 0};
     rg_adamw opt;
     const rg_adamw_config config = seed_config();
     const double bad_values[] = {0.0, -1e-8, NAN, INFINITY, -INFINITY};
@@ -283,7 +283,7 @@ void test_optim_refuses_zero_eps_and_nonfinite_hyperparameters(void)
 
 void test_optim_busy_flag(void)
 {
-    rg_param_table good = {three_tensors, 3, 10};
+    rg_param_table good = {three_tensors, 3, 10, 0, 0};
     rg_adamw opt;
     const rg_adamw_config config = seed_config();
     if (!RG_CHECK_STATUS(rg_adamw_init(&opt, &config, &good), RG_OK))

@@ -132,6 +132,14 @@ class TrainingConfig(JsonConfig):
     trainable_blocks: int = 1
     head_policy: str = "train"
     seed: int = 42
+    # LoRA (lora_rank > 0): adapters of that rank on the lora_targets projections of
+    # EVERY block (PEFT target_modules names of the family, core site names, or
+    # "all"); the base weights stay frozen and trainable_blocks does not apply
+    # (head_policy still decides a classifier's head). See reviewgen.weights.lora.
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: Any = "all"
 
     def __post_init__(self):
         self.validate()
@@ -199,6 +207,16 @@ class TrainingConfig(JsonConfig):
             fail("head_policy", f"must be one of {HEAD_POLICIES}")
         if not is_int(self.seed) or self.seed < 0:
             fail("seed", "must be an integer >= 0")
+        if not is_int(self.lora_rank) or self.lora_rank < 0:
+            fail("lora_rank", "must be an integer >= 0 (0: no LoRA)")
+        if not is_number(self.lora_alpha) or self.lora_alpha <= 0:
+            fail("lora_alpha", "must be a finite number > 0")
+        if not is_number(self.lora_dropout) or not 0 <= self.lora_dropout < 1:
+            fail("lora_dropout", "must lie in [0, 1)")
+        targets = self.lora_targets
+        if not (isinstance(targets, str) and targets) and not (
+                isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) for t in targets)):
+            fail("lora_targets", "must be a non-empty module name list, a name, or 'all'")
 
     # ------------------------------------------------------------------ derived values
 

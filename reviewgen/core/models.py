@@ -36,6 +36,28 @@ POSITIONS = _CHOICES["position"]
 ACTIVATIONS = _CHOICES["activation"]
 HEADS = _CHOICES["head"]
 HEAD_POLICIES = ("frozen", "train", "untie")
+# LoRA sites of a block and their bits in ModelConfig.lora_targets (rg_model.h rg_lora_site);
+# PEFT's module names per family are reviewgen.weights.lora's business.
+LORA_SITES = dict(_core.lora_sites())
+
+
+def lora_target_bits(targets) -> int:
+    """The lora_targets bitmask of `targets`: an int bitmask, or core site names
+    (q, k, v, qkv, o, fc, gate, up, fc2)."""
+    if isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
+        return int(targets)
+    if isinstance(targets, str):
+        targets = [targets]
+    bits = 0
+    for name in targets:
+        if name not in LORA_SITES:
+            raise ValueError(f"unknown LoRA site {name!r}; the core's sites are {sorted(LORA_SITES)}")
+        bits |= LORA_SITES[name]
+    return bits
+
+
+def lora_site_names(bits: int) -> List[str]:
+    return [name for name, bit in LORA_SITES.items() if bits & bit]
 _PYTHON_TYPES = {"int": int, "flag": bool, "float": float, "choice": str}
 
 
@@ -169,19 +191,24 @@ class Model:
     def param_names(self) -> List[str]:
         return list(self._table)
 
-    def _view(self, block: np.ndarray, name: str) -> np.ndarray:
+    def _view(self, block: np.ndarray, name: str, key: str = "offset") -> np.ndarray:
         try:
             entry = self._table[name]
         except KeyError:
             raise KeyError(f"no parameter named {name!r} (see docs/model_layout.md)") from None
-        return block[entry["offset"]:entry["offset"] + entry["numel"]].reshape(entry["shape"])
+        start = entry.get(key, entry["offset"])
+        if start is None:
+            raise KeyError(f"{name!r} has no gradient (a base weight of a LoRA model)")
+        return block[start:start + entry["numel"]].reshape(entry["shape"])
 
     def param(self, name: str) -> np.ndarray:
         """Writable view of one named parameter, shaped as in docs/model_layout.md."""
         return self._view(self._core.parameters, name)
 
     def grad(self, name: str) -> np.ndarray:
-        return self._view(self._core.gradients, name)
+        """View of one tensor's gradient (with LoRA the gradient block is compact:
+        each trainable tensor at its table entry's grad_offset)."""
+        return self._view(self._core.gradients, name, "grad_offset")
 
     def state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of every parameter by internal name."""
@@ -206,6 +233,66 @@ class Model:
         """Copy `values` (float32/16/64, or uint16 bfloat16 bits; any strides) into rows
         [row_offset, row_offset + len(values)) of a parameter, in the core (rg_param_write)."""
         self._core.set_param(name, values, int(row_offset), bool(bfloat16))
+
+    # -- LoRA -----------------------------------------------------------------
+    @property
+    def lora_rank(self) -> int:
+        return int(self.config.lora_rank)
+
+    def add_lora(self, rank: int, alpha: float = 8.0, dropout: float = 0.0, targets=("q", "v")) -> None:
+        """Replace the core model by one with LoRA adapters on `targets` (core site names
+        or a bitmask, see LORA_SITES) of every block: A kaiming-uniform, B zero, so the
+        model computes what it did. The base weights are copied and frozen; only the
+        adapters (and a classifier's head layers) train, and the gradient block holds
+        only them. Views of the old parameters stay valid but no longer belong to the model."""
+        if self.lora_rank:
+            raise ValueError("add_lora: the model has adapters already")
+        bits = lora_target_bits(targets)
+        config = self.config.replace(lora_rank=int(rank), lora_alpha=float(alpha),
+                                     lora_dropout=float(dropout), lora_targets=bits)
+        old = self._core
+        new = _core.Model(config.to_dict(), initialize=False)
+        new_table = {entry["name"]: entry for entry in new.param_table()}
+        source, target = old.parameters, new.parameters
+        for entry in old.param_table():
+            into = new_table[entry["name"]]
+            target[into["offset"]:into["offset"] + into["numel"]] = \
+                source[entry["offset"]:entry["offset"] + entry["numel"]]
+        self.config = config
+        self._core = new
+        self._refresh_table()
+
+    def lora_state_dict(self) -> Dict[str, np.ndarray]:
+        """Copies of the adapters by internal name (h.<l>.lora.<site>.A / .B)."""
+        return {name: self.param(name).copy() for name in self._table if ".lora." in name}
+
+    def merge_lora(self) -> None:
+        """Add each adapter's (alpha / r) * B @ A into its base weight (the forward then skips them)."""
+        self._core.merge_lora()
+
+    def unmerge_lora(self) -> None:
+        self._core.unmerge_lora()
+
+    @property
+    def lora_merged(self) -> bool:
+        return bool(self._core.lora_merged)
+
+    def without_lora(self) -> "Model":
+        """A plain model (no adapters) whose weights are this one's with the adapters
+        merged in: what a Hugging Face exporter takes."""
+        merged_here = self.lora_rank and not self.lora_merged
+        # merge + unmerge would leave rounding in the base weights: restore them bit-exactly
+        snapshot = self.parameters.copy() if merged_here else None
+        if merged_here:
+            self.merge_lora()
+        try:
+            plain = Model(self.config.replace(lora_rank=0, lora_targets=0), initialize=False)
+            plain.load_state_dict({name: self.param(name) for name in plain.param_names()})
+        finally:
+            if merged_here:
+                self.unmerge_lora()
+                self.parameters[:] = snapshot
+        return plain
 
     # -- training -------------------------------------------------------------
     def forward(self, tokens, attention_mask=None, targets=None, token_types=None,
@@ -281,4 +368,5 @@ class Model:
         return out
 
 
-__all__ = ["ModelConfig", "Model", "NORMS", "POSITIONS", "ACTIVATIONS", "HEADS", "HEAD_POLICIES"]
+__all__ = ["ModelConfig", "Model", "NORMS", "POSITIONS", "ACTIVATIONS", "HEADS", "HEAD_POLICIES",
+           "LORA_SITES", "lora_target_bits", "lora_site_names"]

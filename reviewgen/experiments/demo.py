@@ -66,6 +66,13 @@ class DemoConfig(JsonConfig):
     temperature: float = 0.9
     top_k: int = 50
     top_p: float = 0.95
+    # LoRA (--lora-rank > 0): adapters on lora_targets of every block of both models,
+    # instead of training the last blocks; "all", or comma-separated names both families
+    # know (core sites such as "q,v,o,fc2"; PEFT module names fit one family only)
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: str = "all"
 
 
 def _training_config(task: str, cfg: DemoConfig, epochs: int, learning_rate: float) -> TrainingConfig:
@@ -75,6 +82,13 @@ def _training_config(task: str, cfg: DemoConfig, epochs: int, learning_rate: flo
     config.trainable_blocks = cfg.trainable_blocks
     config.gradient_accumulation_steps = cfg.gradient_accumulation_steps
     config.seed = cfg.seed
+    if cfg.lora_rank:
+        config.lora_rank = cfg.lora_rank
+        config.lora_alpha = cfg.lora_alpha
+        config.lora_dropout = cfg.lora_dropout
+        targets = [t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+        config.lora_targets = targets[0] if len(targets) == 1 else targets
+        config.validate()
     return config
 
 

@@ -33,6 +33,7 @@ from ..weights.bert import export_encoder, init_classifier_head, load_encoder
 from ..weights.checkpoint import Checkpoint, LabelMapping, WeightsError
 from ..text.tokenization import EncodedBatch, EncodedBatches, TextTokenizer
 from ..core.training import Trainer, TrainResult
+from ..weights.lora import load_peft_adapter, prepare_lora_training, save_peft_adapter
 
 __all__ = ["Classifier", "softmax"]
 
@@ -294,6 +295,7 @@ class Classifier(LabelMapping):
             self._adopt_labels(data_labels)
         train_targets = self._targets(train_labels, "train_labels")
         eval_targets = self._targets(eval_labels, "eval_labels")
+        config = prepare_lora_training(self.model, config, self.family)  # lora_rank > 0: adapters
 
         train_batches = self._batches(self.encode(train_texts), train_targets,
                                       config.per_device_train_batch_size, shuffle=True, seed=config.seed)
@@ -326,12 +328,22 @@ class Classifier(LabelMapping):
 
     def save(self, directory: str) -> str:
         """Write a Hugging Face directory (config.json, model.safetensors, tokenizer
-        files) that AutoModelForSequenceClassification / Classifier.from_pretrained load.
+        files) that AutoModelForSequenceClassification / Classifier.from_pretrained load
+        (LoRA adapters merged into the weights).
 
         The directory is replaced as a whole (core/files.py atomic_directory): a save
         that fails or is killed part-way leaves the previous model as it was."""
         directory = os.fspath(directory)
+        model = self.model.without_lora() if self.model.lora_rank else self.model  # adapters merged
         with atomic_directory(directory) as staging:
-            export_encoder(staging, self.model, self.family, self.labels, self._hf_config)
+            export_encoder(staging, model, self.family, self.labels, self._hf_config)
             self.tokenizer.save(staging)
         return directory
+
+    def save_adapter(self, directory: str) -> str:
+        """The LoRA adapters (and the trained head layers) in PEFT's format."""
+        return save_peft_adapter(directory, self.model, self.family)
+
+    def load_adapter(self, directory: str) -> None:
+        """Add a PEFT LoRA adapter (saved by peft or save_adapter) to the model."""
+        load_peft_adapter(directory, self.model, self.family)

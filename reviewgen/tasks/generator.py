@@ -32,6 +32,7 @@ from ..weights.hub import resolve
 from ..weights.safetensors_io import read_config
 from ..text.tokenization import EncodedBatch, EncodedBatches, TextTokenizer, TokenizerError, load_tokenizer
 from ..core.training import Trainer, TrainResult
+from ..weights.lora import load_peft_adapter, prepare_lora_training, save_peft_adapter
 
 __all__ = ["Generator", "LMBatches", "load_generator_checkpoint"]
 
@@ -130,6 +131,7 @@ class Generator:
         """Fine-tune on ``Review of {label}. {text}`` strings (the data pipeline's
         generator_text). Checkpoints go to output_dir (a temporary folder if None)."""
         config = config or TrainingConfig.for_generator()
+        config = prepare_lora_training(self.model, config, self.family)  # lora_rank > 0: adapters
         train = self.batches(train_texts, config.per_device_train_batch_size, shuffle=True, seed=config.seed)
         evaluation = (self.batches(eval_texts, config.per_device_eval_batch_size)
                       if eval_texts is not None and len(eval_texts) else None)
@@ -192,24 +194,34 @@ class Generator:
 
     def save(self, directory: str) -> str:
         """Write a Hugging Face directory (config.json, model.safetensors, tokenizer)
-        that transformers loads with AutoModelForCausalLM as-is.
+        that transformers loads with AutoModelForCausalLM as-is (LoRA adapters merged
+        into the weights; save_adapter writes them in PEFT's format).
 
         The directory is replaced as a whole (core/files.py atomic_directory): it is
         written beside the destination and swapped in, so a save that fails or is
         killed part-way leaves the previous model as it was."""
         directory = os.fspath(directory)
+        model = self.model.without_lora() if self.model.lora_rank else self.model
         with atomic_directory(directory) as staging:
             if self.family == "gpt2":
                 from ..weights.gpt2 import export_gpt2
 
-                export_gpt2(self.model, staging, hf_config=self.hf_config)
+                export_gpt2(model, staging, hf_config=self.hf_config)
                 self.tokenizer.save(staging)
             else:
                 from ..weights.llama import export_hf_llama
 
-                export_hf_llama(staging, self.model, tokenizer=self.tokenizer.tokenizer,
+                export_hf_llama(staging, model, tokenizer=self.tokenizer.tokenizer,
                                 special_tokens=self.special_tokens)
         return directory
+
+    def save_adapter(self, directory: str) -> str:
+        """The LoRA adapters alone, as peft.PeftModel.from_pretrained(base, directory) loads them."""
+        return save_peft_adapter(directory, self.model, self.family, base_model_name_or_path=self.source)
+
+    def load_adapter(self, directory: str) -> None:
+        """Add a PEFT LoRA adapter (saved by peft or save_adapter) to the model."""
+        load_peft_adapter(directory, self.model, self.family)
 
 
 def load_generator_checkpoint(source: str) -> Checkpoint:
