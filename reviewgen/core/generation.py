@@ -29,7 +29,7 @@ import numpy as np
 
 from ._native import _core
 
-__all__ = ["Decoder", "generate"]
+__all__ = ["Decoder", "generate", "apply_repetition_penalty", "banned_ngram_tokens"]
 
 
 @runtime_checkable
@@ -60,17 +60,56 @@ def _left_pad(prompts: Sequence[Sequence[int]], pad_id: int):
     return tokens, mask
 
 
+def apply_repetition_penalty(logits: np.ndarray, histories: Sequence[Sequence[int]], penalty: float) -> np.ndarray:
+    """Hugging Face's repetition penalty (CTRL): for every token id already in a
+    row's history (prompt and generated tokens), a positive logit is divided by
+    ``penalty`` and a negative one multiplied by it. Works in place on float32."""
+    if penalty == 1.0:
+        return logits
+    for row, history in enumerate(histories):
+        if len(history):
+            ids = np.unique(np.asarray(history, np.int64))
+            values = logits[row, ids]
+            logits[row, ids] = np.where(values < 0, values * penalty, values / penalty)
+    return logits
+
+
+def banned_ngram_tokens(history: Sequence[int], n: int) -> List[int]:
+    """Token ids that would repeat an n-gram of ``history`` if appended (Hugging
+    Face's no_repeat_ngram_size: the last n-1 tokens as prefix)."""
+    if n <= 0 or len(history) < n:
+        return []
+    if n == 1:
+        return sorted(set(int(t) for t in history))
+    prefix = tuple(history[len(history) - n + 1:])
+    banned = set()
+    for i in range(len(history) - n + 1):
+        if tuple(history[i:i + n - 1]) == prefix:
+            banned.add(int(history[i + n - 1]))
+    return sorted(banned)
+
+
 def _generate_batch(model: Decoder, prompts: List[List[int]], row_offset: int, max_new_tokens: int,
                     temperature: float, top_k: int, top_p: float, do_sample: bool,
                     stop_ids: np.ndarray, pad_id: int, seed: int, min_new_tokens: int,
-                    include_eos: bool) -> List[List[int]]:
+                    include_eos: bool, repetition_penalty: float = 1.0,
+                    no_repeat_ngram_size: int = 0) -> List[List[int]]:
     rows = len(prompts)
     tokens, mask = _left_pad(prompts, pad_id)
     model.reset_cache(rows, tokens.shape[1] + max_new_tokens)
     logits = _check_logits(model.forward_logits(tokens, mask), rows, "forward_logits")
     outputs: List[List[int]] = [[] for _ in range(rows)]
     finished = np.zeros(rows, bool)
+    histories = [list(p) for p in prompts]  # prompt + generated ids, as transformers' input_ids
     for step in range(max_new_tokens):
+        if repetition_penalty != 1.0 or no_repeat_ngram_size > 0:
+            logits = np.array(logits, np.float32, copy=True)
+            apply_repetition_penalty(logits, histories, repetition_penalty)
+            if no_repeat_ngram_size > 0:
+                for row in np.flatnonzero(~finished):
+                    banned = banned_ngram_tokens(histories[row], no_repeat_ngram_size)
+                    if banned:
+                        logits[row, banned] = -np.inf
         if step < min_new_tokens and stop_ids.size:
             logits = np.array(logits, np.float32, copy=True)
             logits[:, stop_ids] = -np.inf
@@ -82,6 +121,7 @@ def _generate_batch(model: Decoder, prompts: List[List[int]], row_offset: int, m
             is_stop = bool(stop_ids.size) and token in stop_ids
             if not is_stop or include_eos:
                 outputs[row].append(token)
+            histories[row].append(token)
             finished[row] = is_stop
         if finished.all() or step == max_new_tokens - 1:
             break
@@ -96,7 +136,8 @@ def generate(model: Decoder, prompt_ids: Iterable[Sequence[int]], max_new_tokens
              eos_id: Union[int, Iterable[int], None] = None, pad_id: Optional[int] = None,
              seed: int = 0, do_sample: bool = True, min_new_tokens: int = 0,
              batch_size: Optional[int] = None, include_eos: bool = True,
-             progress: Optional[Callable[[int], None]] = None) -> List[List[int]]:
+             progress: Optional[Callable[[int], None]] = None, repetition_penalty: float = 1.0,
+             no_repeat_ngram_size: int = 0) -> List[List[int]]:
     """Continue each prompt (a list of token ids); returns the new ids per prompt.
 
     temperature / top_k / top_p follow Hugging Face generate() (0 and 1.0
@@ -107,6 +148,10 @@ def generate(model: Decoder, prompt_ids: Iterable[Sequence[int]], max_new_tokens
     pad_id fills the left padding (default: the first eos id, else 0).
     batch_size splits the prompts into batches of at most that many rows;
     progress(rows_done) is called after each batch.
+    repetition_penalty (> 0, 1.0 off) and no_repeat_ngram_size (0 off) follow
+    transformers' logits processors of the same names and apply, in that
+    order, to the raw logits before the end-token ban, temperature and
+    top-k/top-p; both look at the prompt and the generated ids of each row.
     """
     prompts = [[int(t) for t in p] for p in prompt_ids]
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
@@ -126,6 +171,14 @@ def generate(model: Decoder, prompt_ids: Iterable[Sequence[int]], max_new_tokens
         stop_ids = np.array(sorted({int(t) for t in eos_id}), np.int64)
     if pad_id is None:
         pad_id = int(stop_ids[0]) if stop_ids.size else 0
+    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float, np.floating)) \
+            or not np.isfinite(repetition_penalty) or repetition_penalty <= 0:
+        raise ValueError(f"repetition_penalty must be a finite number > 0, got {repetition_penalty!r}")
+    if isinstance(no_repeat_ngram_size, bool) or not isinstance(no_repeat_ngram_size, (int, np.integer)) \
+            or no_repeat_ngram_size < 0:
+        raise ValueError(f"no_repeat_ngram_size must be an integer >= 0, got {no_repeat_ngram_size!r}")
+    if min_new_tokens > max_new_tokens:
+        raise ValueError(f"min_new_tokens ({min_new_tokens}) is larger than max_new_tokens ({max_new_tokens})")
     if batch_size is None:
         batch_size = max(len(prompts), 1)
     if batch_size < 1:
@@ -139,7 +192,8 @@ def generate(model: Decoder, prompt_ids: Iterable[Sequence[int]], max_new_tokens
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         outputs.extend(_generate_batch(model, chunk, start, max_new_tokens, temperature, top_k, top_p,
-                                       do_sample, stop_ids, pad_id, seed, min_new_tokens, include_eos))
+                                       do_sample, stop_ids, pad_id, seed, min_new_tokens, include_eos,
+                                       float(repetition_penalty), int(no_repeat_ngram_size)))
         if progress is not None:
             progress(len(outputs))
     return outputs
