@@ -11,7 +11,6 @@ appends one line to notebooks/results/quality/LOG.md.
 """
 import json
 import os
-import pickle
 import sys
 import time
 
@@ -29,7 +28,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 IMDB = os.environ.get("IMDB_DIR", os.path.join(ROOT, "..", "shared", "data", "imdb-aclimdb"))
 RESULTS = os.path.join(ROOT, "notebooks", "results", "quality")
-CACHE = os.path.join(RESULTS, ".cache")
 
 DEFAULTS = dict(name="run", format="chat", instruction=None, system=None, words=None, train_rows=0, max_words=0,
                 epochs=1, lr=1e-4, blocks=4, batch_size=8, grad_accum=1, max_length=160, review_only=True,
@@ -38,20 +36,12 @@ DEFAULTS = dict(name="run", format="chat", instruction=None, system=None, words=
 
 
 def judge_and_real(seed=0, real_per_label=100):
-    os.makedirs(CACHE, exist_ok=True)
-    path = os.path.join(CACHE, "judge.pkl")
+    """The judge (fitted here, about half a minute) and a balanced slice of IMDB test."""
     sample = set(D.load_sample("imdb")["text"])
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            judge = pickle.load(f)
-    else:
-        train = pd.read_csv(os.path.join(IMDB, "train.csv"))
-        train = train[~train["text"].isin(sample)]
-        train["label"] = np.ceil(train["rating"] / 2).astype(int)
-        judge = Judge().fit(D.clean_texts(train["text"]), train["label"].tolist())
-        with open(path + ".tmp", "wb") as f:
-            pickle.dump(judge, f)
-        os.replace(path + ".tmp", path)
+    train = pd.read_csv(os.path.join(IMDB, "train.csv"))
+    train = train[~train["text"].isin(sample)]
+    train["label"] = np.ceil(train["rating"] / 2).astype(int)
+    judge = Judge().fit(D.clean_texts(train["text"]), train["label"].tolist())
     test = pd.read_csv(os.path.join(IMDB, "test.csv"))
     test["label"] = np.ceil(test["rating"] / 2).astype(int)
     real = test.groupby("label").sample(real_per_label, random_state=seed).reset_index(drop=True)
