@@ -90,6 +90,7 @@ class DemoConfig(JsonConfig):
     filter_rule: str = "exact"           # "exact", "near" or "any"
     filter_threshold: float = 0.4        # the classifier's probability of the wanted label must reach it
     filter_top_n: int = 0
+    filter_fill_below_threshold: int = 1  # 1: a starved rating takes its best reviews under the threshold
     near_duplicate: float = 0.5
     quality: int = 1                     # 1: write the quality table (reviewgen.evaluation)
     judge_data: str = ""                 # "" = the sample rows nobody trained on; or a CSV/JSONL path
@@ -131,16 +132,17 @@ def _refuse_interrupted(result, what: str) -> None:
 def _write_reviews(path: str, rows: list) -> None:
     with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["label", "predicted", "probability", "wanted_probability", "round", "reason", "text"])
+        writer.writerow(["label", "predicted", "probability", "wanted_probability", "round", "reason", "fallback",
+                         "text"])
         for row in rows:
             writer.writerow([row["label"], row["predicted"], f"{row['probability']:.4f}",
                              f"{row.get('wanted_probability', float('nan')):.4f}", row["round"],
-                             row.get("reason", ""), row["text"]])
+                             row.get("reason", ""), row.get("fallback", 0), row["text"]])
 
 
 def _write_jsonl(path: str, rows: list) -> None:
     """One JSON object per review: wanted label, predicted label, probability, ..."""
-    keys = ("label", "predicted", "probability", "wanted_probability", "round", "reason", "text")
+    keys = ("label", "predicted", "probability", "wanted_probability", "round", "reason", "fallback", "text")
     with atomic_write(path) as f:
         for row in rows:
             record = {k: _jsonable(row.get(k)) for k in keys}
@@ -356,6 +358,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
 
     filter_config = FilterConfig(rule=cfg.filter_rule, threshold=cfg.filter_threshold, top_n=cfg.filter_top_n,
                                  near_duplicate=cfg.near_duplicate,
+                                 fill_below_threshold=bool(cfg.filter_fill_below_threshold),
                                  min_words=5 if cfg.keep_per_label else 0)
     seen_real = gen_train["text"].tolist() + clf_train["text"].tolist()
     review_filter = ReviewFilter(classifier, filter_config, train_texts=seen_real)

@@ -25,6 +25,12 @@ least ``near_duplicate`` with one). Then ``mismatch`` (the label rule fails),
 (passed in a round that brought more than ``keep_per_label``; the most
 confident are kept).
 
+``fill_below_threshold``: a label that kept fewer than ``keep_per_label``
+after the last round is filled up with its reviews that passed the rule but
+missed the threshold (the seed's rule without the threshold), the most
+confident first, never a duplicate; they carry ``fallback=1`` and are counted
+in the ``fallback`` column, so a starved rating is visible, not hidden.
+
 The classifier is anything with ``labels`` (the label value of each column)
 and ``predict_proba(texts) -> (N, K)``: a :class:`reviewgen.Classifier` or an
 :class:`EmbeddingClassifier` (frozen sentence embeddings + logistic regression).
@@ -43,6 +49,7 @@ __all__ = ["FilterConfig", "ReviewFilter", "FilterResult", "generate_filtered", 
 
 RULES = ("exact", "near", "any")
 REASONS = ("empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus")
+COUNTS = ("generated", "kept", "fallback") + REASONS
 
 
 @dataclass
@@ -54,6 +61,7 @@ class FilterConfig(JsonConfig):
     min_words: int = 5
     copy_span: int = 12
     near_duplicate: float = 0.5    # word-trigram Jaccard; 1.0 drops only identical texts
+    fill_below_threshold: bool = False  # fill a starved label with rule-passing reviews under the threshold
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -132,7 +140,8 @@ class ReviewFilter:
         for text, label, probs in zip(texts, wanted, probabilities):
             guess = self.labels[int(np.argmax(probs))]
             row = {"label": label, "predicted": guess, "probability": float(np.max(probs)),
-                   "wanted_probability": float(probs[self.labels.index(label)]), "text": text, "reason": ""}
+                   "wanted_probability": float(probs[self.labels.index(label)]), "text": text, "reason": "",
+                   "fallback": 0}
             tokens = words(text)
             key = " ".join(tokens)
             if len(tokens) < cfg.min_words:
@@ -184,7 +193,7 @@ def generate_filtered(generate: Callable[[object, int, int], List[str]], labels:
     counts: Dict[object, Dict[str, int]] = {}
     for label in labels:
         passed: List[dict] = []
-        tally = {"generated": 0, "kept": 0, **{reason: 0 for reason in REASONS}}
+        tally = dict.fromkeys(COUNTS, 0)
         for round_index in range(1, max_rounds + 1):
             texts = generate(label, batch_per_label, round_index)
             rows = review_filter.check(texts, [label] * len(texts))
@@ -210,6 +219,8 @@ def generate_filtered(generate: Callable[[object, int, int], List[str]], labels:
             row["reason"] = "top_n" if top_n else "surplus"  # passed, but beyond the N kept
             review_filter.forget(row["text"])
             tally[row["reason"]] += 1
+        if review_filter.config.fill_below_threshold and len(keep) < target:
+            keep += _fill_below_threshold(review_filter, result.rejected, label, target - len(keep), tally)
         result.accepted.extend(keep)
         result.rejected.extend(extra)
         tally["kept"] = len(keep)
@@ -219,6 +230,28 @@ def generate_filtered(generate: Callable[[object, int, int], List[str]], labels:
     table.loc["all"] = table.sum()
     result.counts = table
     return result
+
+
+def _fill_below_threshold(review_filter: ReviewFilter, rejected: List[dict], label, wanted: int,
+                          tally: Dict[str, int]) -> List[dict]:
+    """Up to `wanted` of the label's reviews refused only for the threshold, most
+    confident first, skipping near-duplicates of what is kept (see the module docstring)."""
+    candidates = sorted((row for row in rejected if row["label"] == label and row["reason"] == "threshold"),
+                        key=lambda row: -row["wanted_probability"])
+    taken = []
+    for row in candidates:
+        if len(taken) == wanted:
+            break
+        tokens = words(row["text"])
+        if review_filter._is_duplicate(" ".join(tokens), _shingles(tokens)):
+            continue
+        review_filter.remember(row["text"])
+        row["reason"], row["fallback"] = "", 1
+        tally["threshold"] -= 1
+        tally["fallback"] += 1
+        taken.append(row)
+    rejected[:] = [row for row in rejected if row["reason"]]
+    return taken
 
 
 class EmbeddingClassifier:

@@ -132,3 +132,29 @@ def test_embedding_classifier_with_a_tfidf_head(tmp_path):
     assert not np.allclose(alone.predict_proba(TEXTS), only.predict_proba(TEXTS))
     with pytest.raises(ValueError, match="tfidf_weight"):
         EmbeddingClassifier(encoder, tfidf_weight=2.0)
+
+
+def test_a_starved_label_is_filled_below_the_threshold_and_flagged():
+    """Label 2 never reaches p >= 0.8: with fill_below_threshold its rule-passing reviews
+    fill it up, the most confident first, flagged and counted; mismatches never do."""
+    plan = {2: [["stars2 sure dull film %s %d" % (w, i) if i < 2 else "stars2 dull film %s %d" % (w, i)
+                 for i in range(3)] + ["stars5 wrong film is here %s" % w] for w in ("x", "y")],
+            5: [["stars5 sure great film %s %d" % (w, i) for i in range(4)] for w in ("x", "y")]}
+    for fill in (False, True):
+        generate, _ = _fake_generator(plan)
+        flt = ReviewFilter(KeywordClassifier(), FilterConfig(threshold=0.8, near_duplicate=1.0,
+                                                             fill_below_threshold=fill))
+        result = generate_filtered(generate, [2, 5], flt, keep_per_label=6, batch_per_label=4, max_rounds=2)
+        counts = result.counts
+        kept2 = [r for r in result.accepted if r["label"] == 2]
+        if not fill:
+            assert counts.loc[2, "kept"] == 4 and counts.loc[2, "threshold"] == 2 and counts.loc[2, "fallback"] == 0
+            continue
+        assert counts.loc[2, "kept"] == 6 and counts.loc[2, "fallback"] == 2 and counts.loc[2, "threshold"] == 0
+        assert counts.loc[2, "mismatch"] == 2
+        assert sum(r["fallback"] for r in kept2) == 2 and all(r["predicted"] == 2 for r in kept2)
+        assert counts.loc[5, "fallback"] == 0 and counts.loc[5, "kept"] == 6
+        row = counts.loc[2]
+        assert row["generated"] == row["kept"] + row[
+            ["empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus"]].sum()
+        assert all(r["reason"] for r in result.rejected)
