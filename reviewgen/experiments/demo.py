@@ -73,12 +73,13 @@ class DemoConfig(JsonConfig):
     per_label: int = 24                  # reviews generated per round and label (the seed: 20)
     max_rounds: int = 4                  # rounds per label until keep_per_label are kept
     max_new_tokens: int = 120
-    temperature: float = 0.8
+    temperature: float = 0.7
     top_k: int = 0
     top_p: float = 0.95
     # issue #16: conditioning, sampling controls, classifier recipe, filter, quality table
     generator_format: str = "auto"       # "auto" (chat for an instruct model), "chat" or "review_of"
-    instruction: str = ""                # chat user turn ("" = reviewgen.conditioning.DEFAULT_INSTRUCTION)
+    chat_prompt: str = "reviewer"        # "reviewer" (conditioning.REVIEWER_PROMPT, measured best) or "plain"
+    instruction: str = ""                # overrides the chat prompt's user turn ({word}, {label}, {stars}, {scale})
     review_only_loss: int = 1            # 1: the loss counts the review tokens only (targets -100 on the prompt)
     min_new_tokens: int = 0
     repetition_penalty: float = 1.15
@@ -158,8 +159,9 @@ def _conditioning(cfg: DemoConfig, generator):
         raise ValueError(f"DemoConfig.generator_format must be auto, chat or review_of, got {cfg.generator_format!r}")
     name = None if cfg.generator_format == "auto" else cfg.generator_format
     fmt = format_for(generator, name)
-    if isinstance(fmt, ChatFormat) and cfg.instruction:
-        fmt.instruction = cfg.instruction
+    if isinstance(fmt, ChatFormat):
+        fmt = format_for(generator, "chat", prompt=cfg.chat_prompt,
+                         **({"instruction": cfg.instruction} if cfg.instruction else {}))
     return fmt
 
 

@@ -29,7 +29,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 __all__ = ["ReviewOfFormat", "ChatFormat", "format_for", "PromptedLMBatches", "encode_pairs",
-           "train_generator", "generate_reviews", "RATING_WORDS", "DEFAULT_INSTRUCTION", "FORMATS"]
+           "train_generator", "generate_reviews", "RATING_WORDS", "DEFAULT_INSTRUCTION", "FORMATS",
+           "REVIEWER_PROMPT", "CHAT_PROMPTS"]
 
 # The rating in words, for a 1-5 scale (ceil(stars / 2) for IMDB's 1-10).
 RATING_WORDS: Dict[int, str] = {1: "terrible", 2: "bad", 3: "mediocre", 4: "good", 5: "excellent"}
@@ -38,6 +39,14 @@ STARS_10: Dict[int, int] = {1: 1, 2: 3, 3: 5, 4: 8, 5: 10}
 DEFAULT_INSTRUCTION = ("Write a short IMDB user review of a movie you found {word}, {label} out of "
                        "{scale} stars. Only the review.")
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# The prompt that measured best in notebooks/results/quality/LOG.md (e08, untrained SmolLM2):
+# a reviewer's system turn, the verdict in words without the opposite sentiment, the 10-point rating.
+REVIEWER_PROMPT = dict(
+    system="You are a movie fan who writes user reviews on IMDB.",
+    instruction="Write your IMDB review of a movie you found {word}. You rate it {stars}/10. Only the review.",
+    words={1: "terrible, a waste of time", 2: "disappointing and mostly boring", 3: "average",
+           4: "good and enjoyable", 5: "excellent, one of the best"})
+CHAT_PROMPTS = ("reviewer", "plain")
 FORMATS = ("review_of", "chat")
 
 
@@ -92,13 +101,18 @@ class ChatFormat:
 
 def format_for(generator, name: Optional[str] = None, **kwargs):
     """The named format, or by default: chat for a model whose tokenizer knows
-    ``<|im_start|>`` (an instruct model), the seed's format otherwise."""
+    ``<|im_start|>`` (an instruct model), the seed's format otherwise. For chat,
+    ``prompt="reviewer"`` starts from REVIEWER_PROMPT, ``"plain"`` (default) from
+    DEFAULT_INSTRUCTION under the template's own system turn; other kwargs override."""
     if name is None:
         name = "chat" if generator.tokenizer.token_to_id("<|im_start|>") is not None else "review_of"
     if name == "chat":
         if generator.tokenizer.token_to_id("<|im_start|>") is None:
             raise ValueError("the chat format needs a tokenizer with <|im_start|> / <|im_end|> tokens")
-        return ChatFormat(**kwargs)
+        prompt = kwargs.pop("prompt", "plain")
+        if prompt not in CHAT_PROMPTS:
+            raise ValueError(f"unknown chat prompt {prompt!r}; known: {CHAT_PROMPTS}")
+        return ChatFormat(**{**(REVIEWER_PROMPT if prompt == "reviewer" else {}), **kwargs})
     if name == "review_of":
         return ReviewOfFormat(**kwargs)
     raise ValueError(f"unknown conditioning format {name!r}; known: {FORMATS}")

@@ -85,3 +85,16 @@ def test_training_on_reviews_only_lowers_their_loss(tiny_gpt2_dir, texts):
         encode_pairs(gen, fmt, ["a"], [1, 2])
     with pytest.raises(ValueError, match="no room"):
         encode_pairs(gen, ChatFormat(instruction="x " * 60), ["a"], [1], max_length=48)
+
+
+def test_the_reviewer_prompt_and_overrides(tiny_gpt2_dir):
+    from reviewgen.text.conditioning import REVIEWER_PROMPT
+
+    fmt = ChatFormat(**REVIEWER_PROMPT)
+    prompt = fmt.prompt(2)
+    assert prompt.startswith("<|im_start|>system\nYou are a movie fan")
+    assert "disappointing and mostly boring" in prompt and "3/10" in prompt
+    assert "9/10" not in ChatFormat(**REVIEWER_PROMPT).prompt(5) and "10/10" in ChatFormat(**REVIEWER_PROMPT).prompt(5)
+    generator = Generator.from_pretrained(str(tiny_gpt2_dir))
+    with pytest.raises(ValueError, match="<|im_start|>"):
+        format_for(generator, "chat", prompt="reviewer")
