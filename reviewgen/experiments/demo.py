@@ -360,7 +360,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
 
     filter_config = FilterConfig(rule=cfg.filter_rule, threshold=cfg.filter_threshold, top_n=cfg.filter_top_n,
                                  near_duplicate=cfg.near_duplicate,
-                                 fill_below_threshold=bool(cfg.filter_fill_below_threshold),
+                                 fill_below_threshold=bool(cfg.filter_fill_below_threshold and cfg.keep_per_label),
                                  min_words=5 if cfg.keep_per_label else 0)
     seen_real = gen_train["text"].tolist() + clf_train["text"].tolist()
     review_filter = ReviewFilter(classifier, filter_config, train_texts=seen_real)
