@@ -3,6 +3,8 @@
     demo      the seed study's demo on the bundled sample (or your data)
     study     a classifier fine-tune with model selection, or a hyperparameter sweep
     prepare   clean, label, balance and split a review file; print the stage report
+    augment   does synthetic data help? a classifier on r real reviews per label, with and without
+              the filtered synthetic ones, on the same held-out real test set
 """
 from __future__ import annotations
 
@@ -56,6 +58,49 @@ def _prepare(args) -> int:
     return 0
 
 
+def _labelled(path: str, scale: str, text_column: str, rating_column: str):
+    """A review file as (text, label) rows: cleaned and mapped through the scale, not balanced."""
+    import pandas as pd
+
+    from .text import data
+
+    source = data.load_sample(path.split(":", 1)[1]) if path.startswith("sample:") else path
+    prepared = data.prepare(source, scale, text_column=text_column, rating_column=rating_column,
+                            balance=False, val_fraction=0.1)
+    return pd.concat([prepared.train, prepared.val], ignore_index=True)[["text", "label"]]
+
+
+def _augment(args) -> int:
+    import pandas as pd
+
+    from .core.files import atomic_write
+    from .experiments.augmentation import AugmentationConfig, run_augmentation, summarize
+
+    cfg = AugmentationConfig.load(args.config) if args.config else AugmentationConfig()
+    if args.real_per_label:
+        cfg.real_per_label = [int(v) for v in args.real_per_label.split(",")]
+    if args.seeds:
+        cfg.seeds = [int(v) for v in args.seeds.split(",")]
+    if args.synthetic_per_real:
+        cfg.synthetic_per_real = args.synthetic_per_real
+    cfg.__post_init__()
+    real = _labelled(args.real, args.scale, args.text_column, args.rating_column)
+    test = _labelled(args.test, args.scale, args.text_column, args.rating_column)
+    synthetic = pd.read_csv(args.synthetic)
+    table = run_augmentation(real, synthetic, test, cfg, log=print)
+    summary = summarize(table)
+    print(summary.round(3).to_string())
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        cfg.save(os.path.join(args.out, "augmentation_config.json"))
+        with atomic_write(os.path.join(args.out, "augmentation_runs.csv"), newline="") as f:
+            table.to_csv(f, index=False)
+        with atomic_write(os.path.join(args.out, "augmentation_summary.csv"), newline="") as f:
+            summary.to_csv(f)
+        print(f"wrote augmentation_runs.csv and augmentation_summary.csv to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="reviewgen", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,6 +138,21 @@ def main(argv=None) -> int:
     study.add_argument("--config", required=True, help="a ClassifierStudy or SweepStudy JSON file")
     study.add_argument("--out", required=True, help="output folder (results.json, checkpoints)")
     study.set_defaults(run=_study)
+
+    augment = commands.add_parser("augment", help="does synthetic data help? real only against real + synthetic")
+    augment.add_argument("--synthetic", required=True, help="CSV of synthetic reviews with text and label "
+                                                            "columns (a demo's accepted.csv)")
+    augment.add_argument("--real", required=True, help="real training reviews (file or sample:imdb)")
+    augment.add_argument("--test", required=True, help="held-out real test reviews (file)")
+    augment.add_argument("--scale", default="imdb10", help="rating scale of --real and --test (see prepare)")
+    augment.add_argument("--text-column", default="text")
+    augment.add_argument("--rating-column", default="rating")
+    augment.add_argument("--config", help="an AugmentationConfig JSON file; flags below override it")
+    augment.add_argument("--real-per-label", help="comma-separated r values (default 10,50,200)")
+    augment.add_argument("--synthetic-per-real", type=int, help="synthetic reviews per real one (default 5)")
+    augment.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
+    augment.add_argument("--out", help="write the runs, the summary and the config here")
+    augment.set_defaults(run=_augment)
 
     args = parser.parse_args(argv)
     try:

@@ -116,3 +116,19 @@ def sweep_figures(results, metric="eval_loss", axes=None):
     sweep({v: rows[metric].tolist() for v, rows in best.groupby("value", sort=True)}, axes[1], metric=metric,
           parameter=results.parameter)
     return figure
+
+
+def augmentation(summary, metric: str = "macro_f1", ax=None):
+    """Test metric against real reviews per label, real only and real + synthetic,
+    with the spread over seeds (the summary of reviewgen.experiments.augmentation)."""
+    ax = _axes(ax)
+    frame = summary.reset_index()
+    for arm, rows in frame.groupby("arm"):
+        rows = rows.sort_values("real_per_label")
+        ax.errorbar(rows["real_per_label"], rows[metric], yerr=rows.get(metric + "_std"), marker="o",
+                    capsize=3, label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("real reviews per label")
+    ax.set_ylabel(metric.replace("_", " ") + " on held-out real reviews")
+    ax.legend()
+    return ax

@@ -24,12 +24,15 @@ def _config(tiny_gpt2_dir, classifier_dir):
 
 def test_demo_writes_accepted_and_rejected_reviews(tiny_gpt2_dir, tmp_path):
     cfg = _config(tiny_gpt2_dir, _tiny_distilbert(tmp_path / "clf"))
+    # the seed's recipe and rule: a fine-tuned classifier, a new round only while a label kept nothing
+    cfg.classifier_recipe, cfg.keep_per_label, cfg.near_duplicate = "finetune", 0, 1.0
     lines = []
     summary = run_demo(cfg, str(tmp_path / "out"), log=lines.append)
     accepted = pd.read_csv(tmp_path / "out" / "accepted.csv")
     rejected = pd.read_csv(tmp_path / "out" / "rejected.csv")
     assert (accepted["label"] == accepted["predicted"]).all()
-    assert (rejected["label"] != rejected["predicted"]).all()
+    assert (rejected[rejected["reason"] == "mismatch"]["label"]
+            != rejected[rejected["reason"] == "mismatch"]["predicted"]).all()
     assert summary["generated"]["count"] == len(accepted) + len(rejected)
     assert sorted(set(accepted["label"]) | set(rejected["label"])) == [1, 2, 4, 5]  # label 3 is empty
     both = pd.concat([accepted, rejected])
@@ -51,3 +54,61 @@ def test_cli_names_bad_input(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--classifier", str(tmp_path / "missing"),
                  "--classifier-train-rows", "8"]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_dir, tmp_path):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("mauve")
+    cfg = _config(tiny_gpt2_dir, _tiny_distilbert(tmp_path / "clf"))
+    assert cfg.classifier_recipe == "embedding" and cfg.review_only_loss == 1  # the defaults
+    cfg.keep_per_label = 2
+    cfg.max_new_tokens = 12
+    cfg.repetition_penalty = 1.2
+    cfg.no_repeat_ngram_size = 3
+    cfg.near_duplicate = 0.9
+    lines = []
+    summary = run_demo(cfg, str(tmp_path / "out"), log=lines.append, plots=False)
+    out = tmp_path / "out"
+    accepted = pd.read_csv(out / "accepted.csv")
+    rejected = pd.read_csv(out / "rejected.csv")
+    counts = pd.read_csv(out / "filter_counts.csv", index_col=0)
+    assert (accepted["label"] == accepted["predicted"]).all()
+    assert (rejected["reason"].isin(["empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus"])).all()
+    mismatched = rejected[rejected["reason"] == "mismatch"]
+    assert (mismatched["label"] != mismatched["predicted"]).all()
+    for label in (1, 2, 4, 5):
+        row = counts.loc[str(label)]
+        assert row["kept"] == (accepted["label"] == label).sum() <= cfg.keep_per_label
+        assert row["generated"] == ((accepted["label"] == label).sum() + (rejected["label"] == label).sum())
+        if row["kept"] < cfg.keep_per_label:  # regenerated up to the cap
+            assert row["generated"] == cfg.max_rounds * cfg.per_label
+    records = [json.loads(line) for line in (out / "accepted.jsonl").read_text().splitlines()]
+    assert len(records) == len(accepted)
+    assert all({"wanted_label", "predicted_label", "probability", "text"} <= set(r) for r in records)
+    if len(accepted):
+        quality = pd.read_csv(out / "quality_accepted.csv", index_col=0)
+        assert "judge_exact" in quality and "mauve" in quality and quality.loc["all", "n"] == len(accepted)
+        assert set(summary["quality"]["met"]) >= {"accepted", "judge_exact", "mauve", "classifier_above_tfidf"}
+    assert "tfidf_baseline" in summary["classifier"]
+    assert summary["generator"]["format"] == "review_of"
+
+
+def test_an_interrupted_training_stops_the_demo_before_any_result(tiny_gpt2_dir, tmp_path, monkeypatch):
+    """Ctrl-C inside a training run: the Trainer returns interrupted=True;
+    the demo must stop there, not report a half-trained model nor write results."""
+    from reviewgen.core import training
+
+    original = training.Trainer.train
+
+    def interrupted_train(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        result.interrupted = True
+        return result
+
+    monkeypatch.setattr(training.Trainer, "train", interrupted_train)
+    cfg = _config(tiny_gpt2_dir, _tiny_distilbert(tmp_path / "clf"))
+    cfg.classifier_recipe, cfg.keep_per_label = "finetune", 0
+    with pytest.raises(KeyboardInterrupt, match="classifier training was interrupted"):
+        run_demo(cfg, str(tmp_path / "out"), log=lambda line: None)
+    for name in ("accepted.csv", "rejected.csv", "summary.json"):
+        assert not (tmp_path / "out" / name).exists()

@@ -34,3 +34,18 @@ def test_data_notebook_runs(monkeypatch, tmp_path):
         exec(compile(source, NOTEBOOKS[0].name, "exec"), namespace)
     assert namespace["prepared"].report.empty_labels == [3]
     assert namespace["generator_part"].train["generator_text"].str.startswith("Review of ").all()
+
+
+def test_quality_notebook_runs_on_the_logged_results(monkeypatch):
+    """Notebook 05 only reads notebooks/results/quality and plots: run it as written."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    path = next(p for p in NOTEBOOKS if p.name == "05_quality.ipynb")
+    monkeypatch.chdir(path.parent)
+    namespace = {"display": lambda value: None}
+    for source in _code_cells(path):
+        exec(compile(source, path.name, "exec"), namespace)
+    assert "e08_chat_reviewer_plain_words" in namespace["runs"]
+    assert {"judge_exact", "mauve"} <= set(namespace["quality"].columns)

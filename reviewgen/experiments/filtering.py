@@ -1,0 +1,334 @@
+"""The filter between the generator and the data set: which generated reviews are kept.
+
+    flt = ReviewFilter(classifier, FilterConfig(rule="exact"), train_texts=real_training_texts)
+    result = generate_filtered(lambda label, n, round_: texts..., labels=[1, 2, 4, 5], review_filter=flt,
+                               keep_per_label=20, batch_per_label=20, max_rounds=4)
+    result.accepted, result.rejected     # one dict per review: label, predicted, probability, reason, ...
+    result.counts                        # pandas DataFrame: per label generated, kept, dropped per reason
+
+Rules (``FilterConfig.rule``):
+
+* ``"exact"`` (default, the seed's rule): the classifier's most likely label is the wanted one;
+* ``"near"``: it lies within ``near_distance`` of the wanted one;
+* ``"any"``: no label check (for top-N alone).
+
+On top of the rule: ``threshold`` (the classifier's probability of the wanted
+label must reach it) and ``top_n`` (LAMBADA's rule: of the reviews that pass,
+keep the ``top_n`` per label with the highest probability of the wanted label).
+
+Dropped before the classifier is asked, in this order, each with its reason:
+``empty`` (fewer than ``min_words`` words), ``copy`` (shares a span of
+``copy_span`` words with a training text, or equals one), ``duplicate`` (the
+same words as a review already kept, or word-trigram Jaccard similarity of at
+least ``near_duplicate`` with one). Then ``mismatch`` (the label rule fails),
+``threshold``, and ``top_n`` (passed, but not among the best N) or ``surplus``
+(passed in a round that brought more than ``keep_per_label``; the most
+confident are kept).
+
+``fill_below_threshold``: a label that kept fewer than ``keep_per_label``
+after the last round is filled up with its reviews that passed the rule but
+missed the threshold (the seed's rule without the threshold), the most
+confident first, never a duplicate; they carry ``fallback=1`` and are counted
+in the ``fallback`` column, so a starved rating is visible, not hidden.
+
+The classifier is anything with ``labels`` (the label value of each column)
+and ``predict_proba(texts) -> (N, K)``: a :class:`reviewgen.Classifier` or an
+:class:`EmbeddingClassifier` (frozen sentence embeddings + logistic regression).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..core.config import JsonConfig
+from .evaluation import SpanIndex, words
+
+__all__ = ["FilterConfig", "ReviewFilter", "FilterResult", "generate_filtered", "EmbeddingClassifier", "REASONS"]
+
+RULES = ("exact", "near", "any")
+REASONS = ("empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus")
+COUNTS = ("generated", "kept", "fallback") + REASONS
+
+
+@dataclass
+class FilterConfig(JsonConfig):
+    rule: str = "exact"
+    near_distance: int = 1
+    threshold: float = 0.0
+    top_n: int = 0                 # 0: no top-N selection
+    min_words: int = 5
+    copy_span: int = 12
+    near_duplicate: float = 0.5    # word-trigram Jaccard; 1.0 drops only identical texts
+    fill_below_threshold: bool = False  # fill a starved label with rule-passing reviews under the threshold
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"FilterConfig.rule must be one of {RULES}, got {self.rule!r}")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"FilterConfig.threshold must lie in [0, 1], got {self.threshold!r}")
+        if not 0.0 < float(self.near_duplicate) <= 1.0:
+            raise ValueError(f"FilterConfig.near_duplicate must lie in (0, 1], got {self.near_duplicate!r}")
+        for name in ("near_distance", "top_n", "min_words", "copy_span"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"FilterConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.copy_span < 1:
+            raise ValueError("FilterConfig.copy_span must be at least 1")
+
+
+def _shingles(tokens: List[str], n: int = 3) -> frozenset:
+    if len(tokens) < n:
+        return frozenset([tuple(tokens)])
+    return frozenset(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+class ReviewFilter:
+    """Checks generated reviews; remembers what it kept (for duplicates across rounds)."""
+
+    def __init__(self, classifier, config: Optional[FilterConfig] = None, train_texts: Sequence[str] = ()):
+        if not hasattr(classifier, "predict_proba") or not hasattr(classifier, "labels"):
+            raise TypeError("the classifier needs .labels and .predict_proba(texts)")
+        self.classifier = classifier
+        self.config = config or FilterConfig()
+        self.labels = list(classifier.labels)
+        train_texts = list(train_texts)
+        self._spans = SpanIndex(train_texts, self.config.copy_span)
+        self._train_exact = {" ".join(words(t)) for t in train_texts}
+        self._kept_exact: set = set()
+        self._kept_shingles: List[frozenset] = []
+
+    def _is_duplicate(self, key: str, shingles: frozenset) -> bool:
+        if key in self._kept_exact:
+            return True
+        limit = self.config.near_duplicate
+        for other in self._kept_shingles:
+            union = len(shingles | other)
+            if union and len(shingles & other) / union >= limit:
+                return True
+        return False
+
+    def remember(self, text: str) -> None:
+        tokens = words(text)
+        self._kept_exact.add(" ".join(tokens))
+        self._kept_shingles.append(_shingles(tokens))
+
+    def forget(self, text: str) -> None:
+        tokens = words(text)
+        key = " ".join(tokens)
+        self._kept_exact.discard(key)
+        shingles = _shingles(tokens)
+        if shingles in self._kept_shingles:
+            self._kept_shingles.remove(shingles)
+
+    def check(self, texts: Sequence[str], wanted: Sequence) -> List[dict]:
+        """One row per text: label, predicted, probability (of the predicted
+        label), wanted_probability, reason ("" when kept). Kept texts are
+        remembered, so a later duplicate of them is dropped."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string")
+        texts, wanted = list(texts), list(wanted)
+        if len(texts) != len(wanted):
+            raise ValueError(f"{len(texts)} texts but {len(wanted)} wanted labels")
+        for label in set(wanted):
+            if label not in self.labels:
+                raise ValueError(f"wanted label {label!r} is not one of the classifier's labels {self.labels}")
+        cfg = self.config
+        probabilities = self.classifier.predict_proba(texts) if texts else np.zeros((0, len(self.labels)))
+        rows = []
+        for text, label, probs in zip(texts, wanted, probabilities):
+            guess = self.labels[int(np.argmax(probs))]
+            row = {"label": label, "predicted": guess, "probability": float(np.max(probs)),
+                   "wanted_probability": float(probs[self.labels.index(label)]), "text": text, "reason": "",
+                   "fallback": 0}
+            tokens = words(text)
+            key = " ".join(tokens)
+            if len(tokens) < cfg.min_words:
+                row["reason"] = "empty"
+            elif key in self._train_exact or self._spans.copies(text):
+                row["reason"] = "copy"
+            elif self._is_duplicate(key, _shingles(tokens)):
+                row["reason"] = "duplicate"
+            elif cfg.rule == "exact" and guess != label:
+                row["reason"] = "mismatch"
+            elif cfg.rule == "near" and abs(float(guess) - float(label)) > cfg.near_distance:
+                row["reason"] = "mismatch"
+            elif row["wanted_probability"] < cfg.threshold:
+                row["reason"] = "threshold"
+            if not row["reason"]:
+                self.remember(text)
+            rows.append(row)
+        return rows
+
+
+@dataclass
+class FilterResult:
+    accepted: List[dict] = field(default_factory=list)
+    rejected: List[dict] = field(default_factory=list)
+    counts: "object" = None  # pandas DataFrame
+
+    def frame(self, which: str = "accepted"):
+        import pandas as pd
+
+        return pd.DataFrame(getattr(self, which))
+
+
+def generate_filtered(generate: Callable[[object, int, int], List[str]], labels: Sequence,
+                      review_filter: ReviewFilter, *, keep_per_label: int = 20, batch_per_label: int = 20,
+                      max_rounds: int = 3, log: Optional[Callable[[str], None]] = None,
+                      keep_surplus: bool = False) -> FilterResult:
+    """For each label, call ``generate(label, n, round)`` (round 1, 2, ...) and filter
+    until ``keep_per_label`` reviews pass (with top_n: until top_n pass, then the
+    best top_n are kept) or ``max_rounds`` rounds ran. keep_surplus keeps every
+    review that passed, even beyond keep_per_label (the seed's rule with
+    keep_per_label=1: a new round only while a label has kept nothing)."""
+    import pandas as pd
+
+    if keep_per_label < 1 or batch_per_label < 1 or max_rounds < 1:
+        raise ValueError("keep_per_label, batch_per_label and max_rounds must be at least 1")
+    top_n = review_filter.config.top_n
+    target = top_n or keep_per_label
+    result = FilterResult()
+    counts: Dict[object, Dict[str, int]] = {}
+    for label in labels:
+        passed: List[dict] = []
+        tally = dict.fromkeys(COUNTS, 0)
+        for round_index in range(1, max_rounds + 1):
+            texts = generate(label, batch_per_label, round_index)
+            rows = review_filter.check(texts, [label] * len(texts))
+            tally["generated"] += len(rows)
+            for row in rows:
+                row["round"] = round_index
+                (passed if not row["reason"] else result.rejected).append(row)
+                if row["reason"]:
+                    tally[row["reason"]] += 1
+            if log:
+                log(f"label {label} round {round_index}: {sum(not r['reason'] for r in rows)}/{len(rows)} passed, "
+                    f"{len(passed)} so far")
+            if len(passed) >= target:
+                break
+        passed.sort(key=lambda r: -r["wanted_probability"])
+        if top_n:
+            keep, extra = passed[:top_n], passed[top_n:]
+        elif keep_surplus:
+            keep, extra = passed, []
+        else:
+            keep, extra = passed[:keep_per_label], passed[keep_per_label:]
+        for row in extra:
+            row["reason"] = "top_n" if top_n else "surplus"  # passed, but beyond the N kept
+            review_filter.forget(row["text"])
+            tally[row["reason"]] += 1
+        if review_filter.config.fill_below_threshold and len(keep) < target:
+            keep += _fill_below_threshold(review_filter, result.rejected, label, target - len(keep), tally)
+        result.accepted.extend(keep)
+        result.rejected.extend(extra)
+        tally["kept"] = len(keep)
+        counts[label] = tally
+    table = pd.DataFrame.from_dict(counts, orient="index")
+    table.index.name = "label"
+    table.loc["all"] = table.sum()
+    result.counts = table
+    return result
+
+
+def _fill_below_threshold(review_filter: ReviewFilter, rejected: List[dict], label, wanted: int,
+                          tally: Dict[str, int]) -> List[dict]:
+    """Up to `wanted` of the label's reviews refused only for the threshold, most
+    confident first, skipping near-duplicates of what is kept (see the module docstring)."""
+    candidates = sorted((row for row in rejected if row["label"] == label and row["reason"] == "threshold"),
+                        key=lambda row: -row["wanted_probability"])
+    taken = []
+    for row in candidates:
+        if len(taken) == wanted:
+            break
+        tokens = words(row["text"])
+        if review_filter._is_duplicate(" ".join(tokens), _shingles(tokens)):
+            continue
+        review_filter.remember(row["text"])
+        row["reason"], row["fallback"] = "", 1
+        tally["threshold"] -= 1
+        tally["fallback"] += 1
+        taken.append(row)
+    rejected[:] = [row for row in rejected if row["reason"]]
+    return taken
+
+
+class EmbeddingClassifier:
+    """Frozen sentence embeddings (:class:`reviewgen.embeddings.SentenceEncoder`,
+    mean-pooled MiniLM by default) and a multinomial logistic-regression head
+    (scikit-learn), with C chosen by cross-validation on the training rows.
+
+    tfidf_weight > 0 adds a second head, TF-IDF (word 1-2-grams) + logistic
+    regression on the same rows, and averages the two heads' probabilities
+    with that weight on the TF-IDF one."""
+
+    def __init__(self, encoder, Cs: Sequence[float] = (0.25, 1.0, 4.0, 16.0, 64.0), cv: int = 5, seed: int = 0,
+                 tfidf_weight: float = 0.0):
+        if not 0.0 <= float(tfidf_weight) <= 1.0:
+            raise ValueError(f"tfidf_weight must lie in [0, 1], got {tfidf_weight!r}")
+        self.encoder = encoder
+        self.Cs, self.cv, self.seed = list(Cs), int(cv), int(seed)
+        self.tfidf_weight = float(tfidf_weight)
+        self.head = None
+        self.tfidf = None
+        self.labels: list = []
+
+    def fit(self, texts: Sequence[str], labels: Sequence) -> "EmbeddingClassifier":
+        try:
+            from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+        except ImportError:
+            raise ImportError("EmbeddingClassifier needs scikit-learn: pip install 'reviewgen[quality]'") from None
+        texts, labels = list(texts), [v.item() if hasattr(v, "item") else v for v in labels]
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        if len(set(labels)) < 2:
+            raise ValueError("EmbeddingClassifier needs at least two labels")
+        features = self.encoder.encode(texts)
+        folds = min(self.cv, min(labels.count(v) for v in set(labels)))
+        if folds >= 2 and len(self.Cs) > 1:
+            self.head = LogisticRegressionCV(Cs=self.Cs, cv=folds, max_iter=3000, random_state=self.seed)
+        else:
+            self.head = LogisticRegression(C=self.Cs[0], max_iter=3000, random_state=self.seed)
+        self.head.fit(features, labels)
+        self.labels = [v.item() if hasattr(v, "item") else v for v in self.head.classes_]
+        if self.tfidf_weight > 0:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+            from sklearn.pipeline import make_pipeline
+
+            self.tfidf = make_pipeline(
+                TfidfVectorizer(ngram_range=(1, 2), min_df=2 if len(texts) >= 50 else 1, sublinear_tf=True,
+                                max_features=50000, strip_accents="unicode"),
+                LogisticRegression(C=2.0, max_iter=2000, random_state=self.seed))
+            self.tfidf.fit(texts, labels)
+        return self
+
+    @property
+    def C(self) -> float:
+        return float(self.head.C_[0]) if hasattr(self.head, "C_") else float(self.head.C)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        if self.head is None:
+            raise RuntimeError("the classifier is not trained: call fit() first")
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, len(self.labels)))
+        probs = self.head.predict_proba(self.encoder.encode(texts))
+        if self.tfidf is not None:
+            probs = (1 - self.tfidf_weight) * probs + self.tfidf_weight * self.tfidf.predict_proba(texts)
+        return probs
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        probs = self.predict_proba(texts)
+        return np.asarray(self.labels)[probs.argmax(axis=1)] if len(probs) else np.zeros(0)
+
+    def evaluate(self, texts: Sequence[str], labels: Sequence) -> dict:
+        from ..core import metrics as _metrics
+
+        predicted = self.predict(texts)
+        truth = np.asarray(labels)
+        exact = _metrics.classification_report(truth, predicted, labels=sorted(self.labels))
+        near = _metrics.classification_report(truth, predicted, labels=sorted(self.labels), near=True)
+        return {"n_samples": len(truth), "accuracy": exact.accuracy, "macro_f1": exact.macro_f1,
+                "near_accuracy": near.accuracy, "near_macro_f1": near.macro_f1,
+                "confusion_matrix": np.asarray(exact.confusion).tolist(), "labels": sorted(self.labels)}
