@@ -53,6 +53,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, runtime_checkable
 
@@ -426,7 +427,7 @@ class Trainer:
         try:
             with np.load(self.best_path, allow_pickle=False) as data:
                 params, epoch = data["parameters"], int(data["epoch"])
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:  # BadZipFile: a CRC mismatch
             raise TrainingError(f"{self.best_path}: unreadable best parameters ({error})") from None
         if params.shape != self.model.parameters.shape:
             raise TrainingError(f"{self.best_path}: saved for a different parameter layout")

@@ -77,13 +77,14 @@ def _check_frame(frame, what: str):
 
 
 def _draw(frame, per_label: int, labels, seed: int):
-    """Up to per_label rows of each label, drawn with the seed."""
+    """The first per_label rows of each label in the seed's order: for one seed a
+    smaller r is a subset of a larger one, so the arms and the r values are paired."""
     import pandas as pd
 
     parts = []
     for label in labels:
         rows = frame[frame["label"] == label]
-        parts.append(rows.sample(n=min(per_label, len(rows)), random_state=seed))
+        parts.append(rows.sample(frac=1.0, random_state=seed).head(per_label))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -99,10 +100,15 @@ def run_augmentation(real, synthetic, test, config: Optional[AugmentationConfig]
     real, synthetic, test = (_check_frame(real, "the real reviews"), _check_frame(synthetic, "the synthetic reviews"),
                              _check_frame(test, "the test reviews"))
     labels = sorted(set(real["label"]))
-    overlap = set(test["text"]) & (set(real["text"]) | set(synthetic["text"]))
-    if overlap:
-        raise ValueError(f"{len(overlap)} test texts also appear among the training texts; "
+    copied = set(test["text"]) & set(synthetic["text"])
+    if copied:
+        raise ValueError(f"{len(copied)} test texts also appear among the synthetic reviews; "
                          "the test set must be held out")
+    shared = real["text"].isin(set(test["text"]))
+    if shared.any():  # e.g. IMDB holds a few reviews in both train and test
+        real = real[~shared]
+        if log:
+            log(f"{int(shared.sum())} real reviews also in the test set left out of the real pool")
     if encoder is None:
         from ..tasks.encoder import SentenceEncoder
 

@@ -74,11 +74,21 @@ def test_each_text_is_embedded_once():
     assert BagOfWords.calls == 3
 
 
-def test_a_test_set_that_overlaps_the_training_texts_is_refused():
+def test_test_texts_never_train():
+    """A synthetic review equal to a test one is refused; real reviews also in the
+    test set are left out of the real pool (IMDB has a few in train and test)."""
     real = _reviews(10, seed=1, signal=0.5)
+    synthetic = _reviews(5, seed=2, signal=1.0)
     with pytest.raises(ValueError, match="held out"):
-        run_augmentation(real, _reviews(5, seed=2, signal=1.0), real.head(8),
+        run_augmentation(real, synthetic, synthetic.head(8),
                          AugmentationConfig(real_per_label=[2], seeds=[0]), encoder=BagOfWords())
+    test = pd.concat([real.head(3), _reviews(4, seed=3, signal=1.0)], ignore_index=True)
+    lines = []
+    table = run_augmentation(real, synthetic, test, AugmentationConfig(real_per_label=[10], seeds=[0],
+                                                                       tfidf_weight=0.0),
+                             encoder=BagOfWords(), log=lines.append)
+    assert table["n_real"].iloc[0] == 4 * 10 - 3
+    assert any("3 real reviews also in the test set" in line for line in lines)
     with pytest.raises(ValueError, match="column 'label'"):
         run_augmentation(real, real[["text"]], real, AugmentationConfig(seeds=[0]), encoder=BagOfWords())
     with pytest.raises(ValueError, match="real_per_label"):
