@@ -158,12 +158,16 @@ def generate(model: Decoder, prompt_ids: Iterable[Sequence[int]], max_new_tokens
     each batch.
     """
     prompts = [[int(t) for t in p] for p in prompt_ids]
-    if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
-    if not isinstance(min_new_tokens, (int, np.integer)) or min_new_tokens < 0:
+    if isinstance(min_new_tokens, bool) or not isinstance(min_new_tokens, (int, np.integer)) or min_new_tokens < 0:
         raise ValueError(f"min_new_tokens must be an integer >= 0, got {min_new_tokens!r}")
-    if not isinstance(no_repeat_ngram_size, (int, np.integer)) or no_repeat_ngram_size < 0:
+    if min_new_tokens > max_new_tokens:
+        raise ValueError(f"min_new_tokens ({min_new_tokens}) exceeds max_new_tokens ({max_new_tokens})")
+    if isinstance(no_repeat_ngram_size, bool) or not isinstance(no_repeat_ngram_size, (int, np.integer)) or no_repeat_ngram_size < 0:
         raise ValueError(f"no_repeat_ngram_size must be an integer >= 0, got {no_repeat_ngram_size!r}")
+    if isinstance(repetition_penalty, bool) or not isinstance(repetition_penalty, (int, float, np.number)):
+        raise ValueError(f"repetition_penalty must be a number > 0 (1.0 disables it), got {repetition_penalty!r}")
     repetition_penalty = float(repetition_penalty)
     if not (repetition_penalty > 0.0 and np.isfinite(repetition_penalty)):
         raise ValueError(f"repetition_penalty must be finite and > 0 (1.0 disables it), got {repetition_penalty!r}")

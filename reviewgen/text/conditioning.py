@@ -186,10 +186,32 @@ class PromptedLMBatches:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __iter__(self):
+    def order(self) -> np.ndarray:
         order = np.arange(len(self.tokens))
         if self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(order)
+        return order
+
+    def epoch_orders(self, epochs: int) -> np.ndarray:
+        """(epochs, N) the row order of each epoch, which the core trainer follows."""
+        saved = self.epoch
+        try:
+            orders = []
+            for epoch in range(epochs):
+                self.epoch = epoch
+                orders.append(self.order())
+            return np.asarray(orders, np.int32).reshape(epochs, len(self.tokens))
+        finally:
+            self.epoch = saved
+
+    def arrays(self) -> dict:
+        """The whole data set as the core trainer takes it (int32 arrays)."""
+        return {"tokens": np.ascontiguousarray(self.tokens, np.int32),
+                "attention_mask": np.ascontiguousarray(self.mask, np.int32),
+                "targets": np.ascontiguousarray(self.targets, np.int32)}
+
+    def __iter__(self):
+        order = self.order()
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             width = int(self.mask[rows].sum(axis=1).max())
