@@ -150,11 +150,14 @@ def test_ctrl_c_stops_the_sweep_and_marks_nothing_unfinished_as_finished(model_d
     assert isinstance(raised.value, SweepInterrupted)
     partial = raised.value.results
     assert not partial.finished
-    # only the finished run: all its epochs; the interrupted one is not there
-    assert len(partial.best) == 1 and len(partial.frame) == epochs
-    assert list(partial) == ["0.0001"] and len(partial["0.0001"]["runs"]) == 1
+    # only finished runs, each with all its epochs; the interrupted one is not there (how many
+    # finished before the signal depends on the machine's speed: at least one of four is cut)
+    finished = len(partial.best)
+    assert finished < 4 and len(partial.frame) == finished * epochs
+    assert (partial.frame.groupby(["value", "sample"]).size() == epochs).all()
+    assert sum(len(entry["runs"]) for entry in (partial[key] for key in partial)) == finished
     saved = json.loads((tmp_path / "c" / "results.json").read_text())
-    assert saved["finished"] is False and len(saved["epochs"]) == epochs
+    assert saved["finished"] is False and len(saved["epochs"]) == finished * epochs
 
 
 def test_generator_sweep_over_epochs(tiny_gpt2_dir, tmp_path):
