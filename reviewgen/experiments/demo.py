@@ -137,13 +137,6 @@ def _take_balanced(frame, rows: int, seed: int):
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
-def _refuse_interrupted(result, what: str) -> None:
-    """An interrupted training run stops the demo: nothing after it may report a
-    half-trained model as the result (its checkpoints stay on disk)."""
-    if getattr(result, "interrupted", False):
-        raise KeyboardInterrupt(f"{what} training was interrupted; the demo wrote no results")
-
-
 def _write_reviews(path: str, rows: list) -> None:
     with atomic_write(path, newline="") as f:
         writer = csv.writer(f)
@@ -203,7 +196,6 @@ def _train_classifier(cfg: DemoConfig, labels, clf_train, clf_eval, out_dir, log
             config=_training_config("classifier", cfg, cfg.classifier_epochs, cfg.classifier_learning_rate),
             output_dir=os.path.join(out_dir, "classifier_checkpoints"),
             progress=_progress_printer("classifier", log))
-        _refuse_interrupted(result, "classifier")
     else:
         raise ValueError(f"DemoConfig.classifier_recipe must be 'embedding' or 'finetune', "
                          f"got {cfg.classifier_recipe!r}")
@@ -352,7 +344,6 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
             config=_training_config("generator", cfg, cfg.generator_epochs, cfg.generator_learning_rate),
             output_dir=os.path.join(out_dir, "generator_checkpoints"),
             progress=_progress_printer("generator", log), review_only=bool(cfg.review_only_loss))
-        _refuse_interrupted(gen_result, "generator")
     after = review_loss(generator, fmt, gen_eval["text"].tolist(), gen_eval["label"].tolist()) \
         if len(gen_train) else before
     log(f"generator perplexity after fine-tuning: {after['perplexity']:.2f}"

@@ -194,15 +194,9 @@ class PromptedLMBatches:
 
     def epoch_orders(self, epochs: int) -> np.ndarray:
         """(epochs, N) the row order of each epoch, which the core trainer follows."""
-        saved = self.epoch
-        try:
-            orders = []
-            for epoch in range(epochs):
-                self.epoch = epoch
-                orders.append(self.order())
-            return np.asarray(orders, np.int32).reshape(epochs, len(self.tokens))
-        finally:
-            self.epoch = saved
+        from .tokenization import epoch_orders
+
+        return epoch_orders(self, epochs, len(self.tokens))
 
     def arrays(self) -> dict:
         """The whole data set as the core trainer takes it (int32 arrays)."""

@@ -92,6 +92,21 @@ class EncodedBatch:
                             self.token_types[start:stop])
 
 
+def epoch_orders(batcher, epochs: int, rows: int) -> np.ndarray:
+    """(epochs, rows) int32: ``batcher.order()`` for epochs 0 .. epochs-1 (its
+    ``epoch`` attribute set in turn and restored), for batchers whose epochs the
+    C trainer replays."""
+    saved = batcher.epoch
+    try:
+        orders = []
+        for epoch in range(epochs):
+            batcher.epoch = epoch
+            orders.append(batcher.order())
+        return np.asarray(orders, np.int32).reshape(epochs, rows)
+    finally:
+        batcher.epoch = saved
+
+
 class EncodedBatches:
     """Mini-batches over pre-encoded texts, as the Trainer iterates them.
 
@@ -132,15 +147,7 @@ class EncodedBatches:
     def epoch_orders(self, epochs: int) -> np.ndarray:
         """(epochs, N) the row order of every epoch, as __iter__ would give it:
         the C trainer follows these, so a run keeps numpy's exact shuffle."""
-        saved = self.epoch
-        try:
-            orders = []
-            for epoch in range(epochs):
-                self.epoch = epoch
-                orders.append(self.order())
-            return np.asarray(orders, np.int32).reshape(epochs, len(self.encoded))
-        finally:
-            self.epoch = saved
+        return epoch_orders(self, epochs, len(self.encoded))
 
     def arrays(self) -> dict:
         """The whole data set as the C trainer takes it (int32 arrays)."""

@@ -94,21 +94,22 @@ def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_d
 
 
 def test_an_interrupted_training_stops_the_demo_before_any_result(tiny_gpt2_dir, tmp_path, monkeypatch):
-    """Ctrl-C inside a training run: the Trainer returns interrupted=True;
-    the demo must stop there, not report a half-trained model nor write results."""
+    """Ctrl-C inside a training run: the Trainer raises TrainingInterrupted (a
+    KeyboardInterrupt); the demo must stop there, not report a half-trained
+    model nor write results."""
     from reviewgen.core import training
 
     original = training.Trainer.train
 
     def interrupted_train(self, *args, **kwargs):
         result = original(self, *args, **kwargs)
-        result.interrupted = True
-        return result
+        result.interrupted, result.finished = True, False
+        raise training.TrainingInterrupted(result)
 
     monkeypatch.setattr(training.Trainer, "train", interrupted_train)
     cfg = _config(tiny_gpt2_dir, _tiny_distilbert(tmp_path / "clf"))
     cfg.classifier_recipe, cfg.keep_per_label = "finetune", 0
-    with pytest.raises(KeyboardInterrupt, match="classifier training was interrupted"):
+    with pytest.raises(KeyboardInterrupt, match="training interrupted"):
         run_demo(cfg, str(tmp_path / "out"), log=lambda line: None)
     for name in ("accepted.csv", "rejected.csv", "summary.json"):
         assert not (tmp_path / "out" / name).exists()
