@@ -24,7 +24,7 @@ import tempfile
 from typing import IO, Iterator
 
 __all__ = ["atomic_write", "atomic_directory", "fsync_directory", "remove_stale_temporaries", "write_json",
-           "copy_file"]
+           "copy_file", "jsonable"]
 
 TEMP_PREFIX = ".rg-tmp-"
 
@@ -70,6 +70,21 @@ def atomic_write(path, mode: str = "w", *, encoding: str | None = "utf-8", newli
             os.unlink(tmp)
         raise
     fsync_directory(directory)
+
+
+def jsonable(value):
+    """``value`` with numpy arrays and scalars (and tuple / non-str keys) made plain JSON."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def write_json(path, value, **dump_options) -> None:

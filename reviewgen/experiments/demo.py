@@ -26,7 +26,6 @@ holds every knob, and one JSON file per experiment reproduces a run.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -39,9 +38,9 @@ import numpy as np
 from ..text import data as _data
 from ..core import metrics as _metrics
 from ..core.config import JsonConfig, TrainingConfig
-from ..core.files import atomic_write
+from ..core.files import atomic_write, jsonable
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "run_demo", "check_models"]
 
 
 @dataclass
@@ -135,28 +134,6 @@ def _take_balanced(frame, rows: int, seed: int):
     import pandas as pd
 
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
-
-
-def _write_reviews(path: str, rows: list) -> None:
-    with atomic_write(path, newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["label", "predicted", "probability", "wanted_probability", "round", "reason", "fallback",
-                         "text"])
-        for row in rows:
-            writer.writerow([row["label"], row["predicted"], f"{row['probability']:.4f}",
-                             f"{row.get('wanted_probability', float('nan')):.4f}", row["round"],
-                             row.get("reason", ""), row.get("fallback", 0), row["text"]])
-
-
-def _write_jsonl(path: str, rows: list) -> None:
-    """One JSON object per review: wanted label, predicted label, probability, ..."""
-    keys = ("label", "predicted", "probability", "wanted_probability", "round", "reason", "fallback", "text")
-    with atomic_write(path) as f:
-        for row in rows:
-            record = {k: _jsonable(row.get(k)) for k in keys}
-            record["wanted_label"] = record.pop("label")
-            record["predicted_label"] = record.pop("predicted")
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _conditioning(cfg: DemoConfig, generator):
@@ -291,12 +268,22 @@ def _progress_printer(name: str, log: Callable[[str], None]):
     return progress
 
 
+def check_models(cfg: DemoConfig) -> None:
+    """Both model names resolve (a wrong one fails now, not after the classifier trained)."""
+    from ..weights.hub import resolve
+
+    resolve(cfg.generator)
+    resolve(cfg.classifier)
+
+
 def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
              plots: bool = True) -> dict:
     """Run the whole demo; returns the summary also written to out_dir/summary.json."""
-    from ..tasks.classifier import Classifier
     from ..tasks.generator import Generator
 
+    from ..weights.hub import precision_note
+
+    check_models(cfg)
     os.makedirs(out_dir, exist_ok=True)
     cfg.save(os.path.join(out_dir, "demo_config.json"))
     started = time.perf_counter()
@@ -319,16 +306,17 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     clf_train = _take_balanced(classifier_part.train, cfg.classifier_train_rows, cfg.seed)
     clf_eval = _take_balanced(classifier_part.val, cfg.classifier_eval_rows, cfg.seed)
     classifier, clf_metrics, clf_result = _train_classifier(cfg, labels, clf_train, clf_eval, out_dir, log)
-    summary["classifier"] = {"recipe": cfg.classifier_recipe, "validation": _jsonable(clf_metrics),
+    summary["classifier"] = {"recipe": cfg.classifier_recipe, "validation": jsonable(clf_metrics),
                              "history": clf_result.history if clf_result is not None else []}
     baseline = _tfidf_baseline(clf_train, clf_eval, labels, log)
     if baseline is not None:
         summary["classifier"]["tfidf_baseline"] = baseline
 
     # 3. generator ------------------------------------------------------------
-    from ..text.conditioning import format_for, generate_reviews, review_loss, train_generator
+    from ..text.conditioning import generate_reviews, review_loss, train_generator
 
-    log(f"generator: loading {cfg.generator}")
+    note = precision_note(cfg.generator)
+    log(f"generator: loading {cfg.generator}" + (f" ({note})" if note else ""))
     generator = Generator.from_pretrained(cfg.generator, max_length=cfg.generator_max_length)
     fmt = _conditioning(cfg, generator)
     gen_train = _take_balanced(generator_part.train, cfg.generator_train_rows, cfg.seed) \
@@ -353,7 +341,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
                             "history": gen_result.history if gen_result is not None else []}
 
     # 4. generate, filter, regenerate ---------------------------------------------
-    from .filtering import FilterConfig, ReviewFilter, generate_filtered
+    from .filtering import FilterConfig, GenerationInterrupted, ReviewFilter, generate_filtered, write_filter_result
 
     def sample(label, n, round_index):
         texts = generate_reviews(generator, fmt, label, n, max_new_tokens=cfg.max_new_tokens,
@@ -369,23 +357,25 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
                                  min_words=5 if cfg.keep_per_label else 0)
     seen_real = gen_train["text"].tolist() + clf_train["text"].tolist()
     review_filter = ReviewFilter(classifier, filter_config, train_texts=seen_real)
-    if cfg.keep_per_label:
-        filtered = generate_filtered(sample, labels, review_filter, keep_per_label=cfg.keep_per_label,
-                                     batch_per_label=cfg.per_label, max_rounds=cfg.max_rounds, log=log)
-    else:  # the seed's rule: a new round only while a label has kept nothing
-        filtered = generate_filtered(sample, labels, review_filter, keep_per_label=1,
-                                     batch_per_label=cfg.per_label, max_rounds=cfg.max_rounds, log=log,
-                                     keep_surplus=True)
+    try:
+        if cfg.keep_per_label:
+            filtered = generate_filtered(sample, labels, review_filter, keep_per_label=cfg.keep_per_label,
+                                         batch_per_label=cfg.per_label, max_rounds=cfg.max_rounds, log=log)
+        else:  # the seed's rule: a new round only while a label has kept nothing
+            filtered = generate_filtered(sample, labels, review_filter, keep_per_label=1,
+                                         batch_per_label=cfg.per_label, max_rounds=cfg.max_rounds, log=log,
+                                         keep_surplus=True)
+    except GenerationInterrupted as stop:
+        write_filter_result(out_dir, stop.result)
+        from .workflow import StepInterrupted
+
+        raise StepInterrupted(f"demo interrupted while generating: the {len(stop.result.accepted)} accepted and "
+                              f"{len(stop.result.rejected)} rejected reviews so far are in {out_dir}") from None
     accepted, rejected = filtered.accepted, filtered.rejected
-    _write_reviews(os.path.join(out_dir, "accepted.csv"), accepted)
-    _write_reviews(os.path.join(out_dir, "rejected.csv"), rejected)
-    _write_jsonl(os.path.join(out_dir, "accepted.jsonl"), accepted)
-    _write_jsonl(os.path.join(out_dir, "rejected.jsonl"), rejected)
-    with atomic_write(os.path.join(out_dir, "filter_counts.csv"), newline="") as f:
-        filtered.counts.to_csv(f)
+    write_filter_result(out_dir, filtered)
     log("filter counts per label:\n" + filtered.counts.to_string())
     summary["filter"] = {"config": dataclasses.asdict(filter_config),
-                         "counts": _jsonable(filtered.counts.reset_index().to_dict(orient="records"))}
+                         "counts": jsonable(filtered.counts.reset_index().to_dict(orient="records"))}
 
     # 5. metrics on the generated reviews ----------------------------------------
     generated = accepted + rejected
@@ -394,7 +384,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     exact = _metrics.classification_report(y_true, y_pred, labels=labels)
     near = _metrics.classification_report(y_true, y_pred, labels=labels, near=True)
     summary["generated"] = {"count": len(generated), "accepted": len(accepted), "rejected": len(rejected),
-                            "exact": _jsonable(exact.as_dict()), "near": _jsonable(near.as_dict())}
+                            "exact": jsonable(exact.as_dict()), "near": jsonable(near.as_dict())}
     log(f"generated {len(generated)} reviews: {len(accepted)} accepted, {len(rejected)} rejected; "
         f"classifier agreement {exact.accuracy:.3f}, near {near.accuracy:.3f}")
     if cfg.quality and accepted:
@@ -405,7 +395,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
         _save_plots(out_dir, classifier_part.report, clf_metrics, exact, labels, gen_result, clf_result)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     with atomic_write(os.path.join(out_dir, "summary.json")) as f:
-        json.dump(_jsonable(summary), f, indent=2)
+        json.dump(jsonable(summary), f, indent=2)
     log(f"done in {summary['seconds']} s; files in {out_dir}")
     return summary
 
@@ -427,15 +417,3 @@ def _save_plots(out_dir, report, clf_metrics, generated_metrics, labels, gen_res
     with atomic_write(os.path.join(out_dir, "demo.png"), "wb", encoding=None) as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value

@@ -45,7 +45,7 @@ import numpy as np
 from ..core.config import JsonConfig
 from .evaluation import SpanIndex, words
 
-__all__ = ["FilterConfig", "ReviewFilter", "FilterResult", "generate_filtered", "EmbeddingClassifier", "REASONS"]
+__all__ = ["FilterConfig", "ReviewFilter", "FilterResult", "generate_filtered", "GenerationInterrupted", "write_filter_result", "EmbeddingClassifier", "REASONS"]
 
 RULES = ("exact", "near", "any")
 REASONS = ("empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus")
@@ -177,37 +177,63 @@ class FilterResult:
 def generate_filtered(generate: Callable[[object, int, int], List[str]], labels: Sequence,
                       review_filter: ReviewFilter, *, keep_per_label: int = 20, batch_per_label: int = 20,
                       max_rounds: int = 3, log: Optional[Callable[[str], None]] = None,
-                      keep_surplus: bool = False) -> FilterResult:
+                      keep_surplus: bool = False,
+                      on_round: Optional[Callable[[object, int, int], None]] = None) -> FilterResult:
     """For each label, call ``generate(label, n, round)`` (round 1, 2, ...) and filter
     until ``keep_per_label`` reviews pass (with top_n: until top_n pass, then the
     best top_n are kept) or ``max_rounds`` rounds ran. keep_surplus keeps every
     review that passed, even beyond keep_per_label (the seed's rule with
-    keep_per_label=1: a new round only while a label has kept nothing)."""
-    import pandas as pd
+    keep_per_label=1: a new round only while a label has kept nothing).
 
+    ``on_round(label, round, passed so far)`` after each round (progress bars).
+    Ctrl-C raises :class:`GenerationInterrupted` with the reviews so far."""
     if keep_per_label < 1 or batch_per_label < 1 or max_rounds < 1:
         raise ValueError("keep_per_label, batch_per_label and max_rounds must be at least 1")
     top_n = review_filter.config.top_n
     target = top_n or keep_per_label
     result = FilterResult()
     counts: Dict[object, Dict[str, int]] = {}
+    try:
+        _filter_labels(generate, labels, review_filter, result, counts, keep_per_label, batch_per_label,
+                       max_rounds, log, keep_surplus, top_n, target, on_round)
+    except KeyboardInterrupt:
+        result.counts = _count_table(counts)
+        raise GenerationInterrupted(result) from None
+    result.counts = _count_table(counts)
+    return result
+
+
+class GenerationInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`generate_filtered`; ``result`` holds what was
+    generated so far: the finished labels as usual, and the reviews of the label
+    in progress that had passed the filter (accepted, before any top-N choice)."""
+
+    def __init__(self, result: FilterResult):
+        super().__init__(f"generation interrupted after {len(result.accepted) + len(result.rejected)} reviews")
+        self.result = result
+
+
+def _count_table(counts: Dict[object, Dict[str, int]]):
+    import pandas as pd
+
+    table = pd.DataFrame.from_dict(counts, orient="index", columns=list(COUNTS))
+    table.index.name = "label"
+    table.loc["all"] = table.sum()
+    return table.astype(int)
+
+
+def _filter_labels(generate, labels, review_filter, result, counts, keep_per_label, batch_per_label, max_rounds,
+                   log, keep_surplus, top_n, target, on_round) -> None:
     for label in labels:
         passed: List[dict] = []
-        tally = dict.fromkeys(COUNTS, 0)
-        for round_index in range(1, max_rounds + 1):
-            texts = generate(label, batch_per_label, round_index)
-            rows = review_filter.check(texts, [label] * len(texts))
-            tally["generated"] += len(rows)
-            for row in rows:
-                row["round"] = round_index
-                (passed if not row["reason"] else result.rejected).append(row)
-                if row["reason"]:
-                    tally[row["reason"]] += 1
-            if log:
-                log(f"label {label} round {round_index}: {sum(not r['reason'] for r in rows)}/{len(rows)} passed, "
-                    f"{len(passed)} so far")
-            if len(passed) >= target:
-                break
+        tally = counts[label] = dict.fromkeys(COUNTS, 0)
+        try:
+            _filter_label(generate, label, review_filter, result, passed, tally, batch_per_label, max_rounds,
+                          log, target, on_round)
+        except KeyboardInterrupt:
+            result.accepted.extend(passed)  # they passed; the label is unfinished
+            tally["kept"] = len(passed)
+            raise
         passed.sort(key=lambda r: -r["wanted_probability"])
         if top_n:
             keep, extra = passed[:top_n], passed[top_n:]
@@ -224,12 +250,59 @@ def generate_filtered(generate: Callable[[object, int, int], List[str]], labels:
         result.accepted.extend(keep)
         result.rejected.extend(extra)
         tally["kept"] = len(keep)
-        counts[label] = tally
-    table = pd.DataFrame.from_dict(counts, orient="index")
-    table.index.name = "label"
-    table.loc["all"] = table.sum()
-    result.counts = table
-    return result
+
+
+def _filter_label(generate, label, review_filter, result, passed, tally, batch_per_label, max_rounds, log,
+                  target, on_round) -> None:
+    """Rounds of one label until `target` reviews passed or max_rounds ran."""
+    for round_index in range(1, max_rounds + 1):
+        texts = generate(label, batch_per_label, round_index)
+        rows = review_filter.check(texts, [label] * len(texts))
+        tally["generated"] += len(rows)
+        for row in rows:
+            row["round"] = round_index
+            (passed if not row["reason"] else result.rejected).append(row)
+            if row["reason"]:
+                tally[row["reason"]] += 1
+        if log:
+            log(f"label {label} round {round_index}: {sum(not r['reason'] for r in rows)}/{len(rows)} passed, "
+                f"{len(passed)} so far")
+        if on_round:
+            on_round(label, round_index, len(passed))
+        if len(passed) >= target:
+            break
+
+
+REVIEW_COLUMNS = ("label", "predicted", "probability", "wanted_probability", "round", "reason", "fallback", "text")
+
+
+def write_filter_result(out_dir: str, result: FilterResult) -> None:
+    """accepted.csv / .jsonl, rejected.csv / .jsonl (label is the wanted label; the
+    JSONL names it wanted_label, and predicted predicted_label) and filter_counts.csv."""
+    import csv
+    import json
+    import os
+
+    from ..core.files import atomic_write, jsonable
+
+    for name in ("accepted", "rejected"):
+        rows = getattr(result, name)
+        with atomic_write(os.path.join(out_dir, f"{name}.csv"), newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(REVIEW_COLUMNS)
+            for row in rows:
+                writer.writerow([row["label"], row["predicted"], f"{row['probability']:.4f}",
+                                 f"{row.get('wanted_probability', float('nan')):.4f}", row["round"],
+                                 row.get("reason", ""), row.get("fallback", 0), row["text"]])
+        with atomic_write(os.path.join(out_dir, f"{name}.jsonl")) as f:
+            for row in rows:
+                record = {k: jsonable(row.get(k)) for k in REVIEW_COLUMNS}
+                record["wanted_label"] = record.pop("label")
+                record["predicted_label"] = record.pop("predicted")
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if result.counts is not None:
+        with atomic_write(os.path.join(out_dir, "filter_counts.csv"), newline="") as f:
+            result.counts.to_csv(f)
 
 
 def _fill_below_threshold(review_filter: ReviewFilter, rejected: List[dict], label, wanted: int,

@@ -47,7 +47,7 @@ QUALITY = "quality.csv"
 KINDS = ("prepare", "train-classifier", "train-generator", "generate", "evaluate-classifier",
          "evaluate-generated", "sweep", "demo")
 
-__all__ = ["MANIFEST", "KINDS", "OutputFolderError", "prepare_output_dir", "start_run", "finish_run",
+__all__ = ["MANIFEST", "KINDS", "OutputFolderError", "prepare_output_dir", "start_run", "finish_run", "interrupt_run",
            "read_run", "find_runs", "write_frame", "history_frame", "per_class_frame", "confusion_frame"]
 
 
@@ -110,6 +110,15 @@ def finish_run(out_dir: str, manifest: dict, **extra) -> dict:
     done["ended"] = _now()
     if "_clock" in manifest:
         done["seconds"] = round(time.perf_counter() - manifest["_clock"], 1)
+    done["files"] = sorted(name for name in os.listdir(out_dir) if name != MANIFEST)
+    write_json(os.path.join(out_dir, MANIFEST), done, indent=2)
+    return done
+
+
+def interrupt_run(out_dir: str, manifest: dict, note: str) -> dict:
+    """Rewrite the manifest as interrupted (still ``finished: false``), with what was kept."""
+    done = {k: v for k, v in manifest.items() if k != "_clock"}
+    done.update(finished=False, interrupted=True, ended=_now(), note=note)
     done["files"] = sorted(name for name in os.listdir(out_dir) if name != MANIFEST)
     write_json(os.path.join(out_dir, MANIFEST), done, indent=2)
     return done

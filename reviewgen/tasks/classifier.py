@@ -168,8 +168,10 @@ class Classifier(LabelMapping):
 
     # ------------------------------------------------------------------ inference
 
-    def logits(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """(N, K) float32 logits, rows in the order of ``texts``."""
+    def logits(self, texts: Sequence[str], batch_size: int = 32,
+               progress: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """(N, K) float32 logits, rows in the order of ``texts``; ``progress(rows)``
+        after each batch."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.num_labels), dtype=np.float32)
@@ -184,6 +186,8 @@ class Classifier(LabelMapping):
             out[order[start:start + rows]] = self.model.forward(
                 batch["tokens"], batch["attention_mask"], None, batch["token_types"], train=False, seed=0)
             start += rows
+            if progress is not None:
+                progress(rows)
         return out
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -235,7 +239,8 @@ class Classifier(LabelMapping):
             "near": near.as_dict(),
         }
 
-    def evaluate(self, texts: Sequence[str], labels: Sequence, batch_size: int = 32) -> dict:
+    def evaluate(self, texts: Sequence[str], labels: Sequence, batch_size: int = 32,
+                 progress: Optional[Callable[[int], None]] = None) -> dict:
         """Loss, accuracy, F1 (macro / weighted), their near versions and both
         confusion matrices (rows true, columns predicted, in ``labels`` order);
         "exact" and "near" hold every figure of reviewgen.metrics."""
@@ -245,7 +250,7 @@ class Classifier(LabelMapping):
         if not texts:
             raise ValueError("evaluate needs at least one text")
         targets = self._targets(labels, "labels")
-        return self._report(self.logits(texts, batch_size), targets)
+        return self._report(self.logits(texts, batch_size, progress), targets)
 
     # ------------------------------------------------------------------ training
 

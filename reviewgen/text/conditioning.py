@@ -216,11 +216,13 @@ class PromptedLMBatches:
 
 def train_generator(generator, fmt, texts: Sequence[str], labels: Sequence, eval_texts=None, eval_labels=None,
                     config=None, output_dir: Optional[str] = None,
-                    progress: Optional[Callable[[dict], None]] = None, review_only: bool = True):
+                    progress: Optional[Callable[[dict], None]] = None, review_only: bool = True,
+                    resume: bool = False):
     """Fine-tune ``generator`` on (review, label) pairs in format ``fmt``.
 
     review_only: the loss counts the review and its end token only (targets
-    -100 on the prompt); False counts the prompt too (the seed's way)."""
+    -100 on the prompt); False counts the prompt too (the seed's way).
+    resume: go on from output_dir's checkpoint (Trainer.train(resume=True))."""
     from ..core.config import TrainingConfig
     from ..core.training import Trainer
 
@@ -236,7 +238,7 @@ def train_generator(generator, fmt, texts: Sequence[str], labels: Sequence, eval
         evaluation = PromptedLMBatches(et, em, eg, config.per_device_eval_batch_size)
 
     def run(directory: str):
-        return Trainer(generator.model, config, train, evaluation, directory, progress=progress).train()
+        return Trainer(generator.model, config, train, evaluation, directory, progress=progress).train(resume=resume)
 
     if output_dir is not None:
         return run(output_dir)

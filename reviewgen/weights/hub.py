@@ -34,7 +34,7 @@ from typing import Callable, Dict
 
 from .checkpoint import WeightsError
 
-__all__ = ["ALIASES", "ModelNotFoundError", "resolve", "smollm2_path", "minilm_path", "hub_offline"]
+__all__ = ["ALIASES", "ModelNotFoundError", "resolve", "precision_note", "smollm2_path", "minilm_path", "hub_offline"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -79,6 +79,17 @@ def minilm_path() -> str:
 
 
 ALIASES: Dict[str, Callable[[], str]] = {"smollm2": smollm2_path, "minilm": minilm_path}
+
+
+def precision_note(source: str | os.PathLike) -> str:
+    """What a user should know about a generator source's precision ("" when nothing):
+    the offline default is a 4-bit GGUF, below the original weights' quality."""
+    source = os.fspath(source)
+    if source == "smollm2" or source.endswith(".gguf"):
+        return ("a 4-bit (Q4_1) GGUF, dequantised to float32: its quality is below the original weights'; "
+                "for full precision use HuggingFaceTB/SmolLM2-135M-Instruct when online, or a local "
+                "Hugging Face directory")
+    return ""
 
 
 def resolve(source: str | os.PathLike, directory: bool = False) -> str:

@@ -1,0 +1,264 @@
+"""The user's workflow through the CLI, from a clean folder, on tiny random models:
+prepare -> train classifier -> train generator -> generate -> evaluate -> report,
+on a CSV with its own column names and a custom scale; both saved model
+directories load in transformers; and every refusal of issue #10."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from _reference import tiny_distilbert_dir as _tiny_distilbert  # noqa: E402
+
+from reviewgen.cli import main  # noqa: E402
+from reviewgen.experiments import runs  # noqa: E402
+
+SCALE = "1-3:1,4-7:2,8-10:3"  # three labels out of 1-10 stars
+WORDS = {1: ["awful", "boring", "worst", "bad", "hated"], 2: ["fine", "okay", "average", "not bad", "so so"],
+         3: ["great", "loved", "best", "fun", "really good"]}
+
+
+@pytest.fixture
+def reviews_csv(tmp_path):
+    """90 distinct reviews, columns "body" and "stars", 30 per label of SCALE."""
+    rng = np.random.default_rng(0)
+    per_stars = {1: 10, 2: 10, 3: 10, 4: 8, 5: 8, 6: 7, 7: 7, 8: 10, 9: 10, 10: 10}
+    rows = []
+    for stars, count in per_stars.items():
+        label = 1 if stars <= 3 else 2 if stars <= 7 else 3
+        for i in range(count):
+            words = rng.choice(WORDS[label], size=4)
+            rows.append({"stars": stars, "body": f"the movie number {stars} {i} was " + " , ".join(words) + " ."})
+    frame = pd.DataFrame(rows).sample(frac=1.0, random_state=0)
+    path = tmp_path / "my_reviews.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def classifier_base(tmp_path):
+    return str(_tiny_distilbert(tmp_path / "tiny-distilbert"))
+
+
+def _run(argv, capsys):
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_whole_chain_through_the_cli(tmp_path, reviews_csv, classifier_base, tiny_gpt2_dir, capsys):
+    root = tmp_path / "runs"
+    data, clf, gen, out, ev, quality = (root / n for n in ("data", "classifier", "generator", "generated",
+                                                           "evaluation", "quality"))
+    columns = ["--text-column", "body", "--rating-column", "stars", "--scale", SCALE]
+    code, output, err = _run(["prepare", reviews_csv, *columns, "--out", data, "--progress", "lines"], capsys)
+    assert code == 0, err
+    train = pd.read_csv(data / "train.csv")
+    assert sorted(train["label"].unique()) == [1, 2, 3]
+
+    code, output, err = _run(["train", "classifier", data, "--model", classifier_base, "--max-length", 32,
+                              "--epochs", 2, "--batch-size", 4, "--gradient-accumulation-steps", 1,
+                              "--learning-rate", 1e-3, "--out", clf, "--progress", "lines"], capsys)
+    assert code == 0, err
+    assert "classifier training: " in output and "ETA" in output  # plain progress lines, not a tty
+    history = pd.read_csv(clf / runs.HISTORY)
+    assert list(history["epoch"]) == [1, 2] and "eval_loss" in history
+    metrics = json.loads((clf / runs.METRICS).read_text())
+    assert {"accuracy", "near_accuracy", "macro_f1", "near_macro_f1", "confusion_matrix"} <= set(metrics)
+    per_class = pd.read_csv(clf / runs.PER_CLASS)
+    assert set(per_class["kind"]) == {"exact", "near"} and sorted(set(per_class["label"])) == [1, 2, 3]
+    assert not (clf / runs.CHECKPOINTS_DIR).exists()  # removed once the model is saved
+    assert runs.read_run(clf)["finished"] is True
+
+    code, output, err = _run(["train", "generator", data, "--model", tiny_gpt2_dir, "--max-length", 48,
+                              "--epochs", 1, "--batch-size", 8, "--max-val-rows", 9, "--keep-checkpoints",
+                              "--out", gen, "--progress", "lines"], capsys)
+    assert code == 0, err
+    gen_metrics = json.loads((gen / runs.METRICS).read_text())
+    assert gen_metrics["format"] == "review_of" and gen_metrics["after"]["perplexity"] > 0
+    assert (gen / runs.CHECKPOINTS_DIR / "checkpoint.rgck").exists()  # --keep-checkpoints
+
+    code, output, err = _run(["generate", "--generator", gen / "model", "--classifier", clf / "model",
+                              "--per-label", 4, "--keep-per-label", 2, "--max-rounds", 2, "--max-new-tokens", 10,
+                              "--filter-rule", "any", "--filter-threshold", 0, "--min-words", 0,
+                              "--out", out, "--progress", "lines"], capsys)
+    assert code == 0, err
+    accepted = pd.read_csv(out / "accepted.csv")
+    counts = pd.read_csv(out / "filter_counts.csv", index_col=0)
+    assert sorted(set(accepted["label"])) == [1, 2, 3]
+    assert counts.loc["all", "kept"] == len(accepted)
+    assert len((out / "accepted.jsonl").read_text().splitlines()) == len(accepted)
+
+    code, output, err = _run(["evaluate", "classifier", reviews_csv, "--classifier", clf / "model", *columns,
+                              "--max-length", 32, "--out", ev], capsys)
+    assert code == 0, err
+    ev_metrics = json.loads((ev / runs.METRICS).read_text())
+    assert ev_metrics["rows"] == 90 and np.asarray(ev_metrics["confusion_matrix"]).sum() == 90
+    confusion = pd.read_csv(ev / runs.CONFUSION, index_col=0)
+    assert confusion.shape == (3, 3)
+
+    code, output, err = _run(["evaluate", "generated", out / "accepted.csv", "--real", reviews_csv, *columns,
+                              "--encoder", "", "--out", quality], capsys)
+    assert code == 0, err
+    table = pd.read_csv(quality / runs.QUALITY, index_col=0)
+    assert {"judge_exact", "judge_near", "distinct_2", "repeated_4gram"} <= set(table.columns)
+    assert table.loc["all", "n"] == len(accepted)
+
+    code, output, err = _run(["report", root], capsys)
+    assert code == 0, err
+    html = (root / "report.html").read_text(encoding="utf-8")
+    for heading in ("Classifier", "Generator", "Generat"):
+        assert heading in html
+    assert (root / "report.md").exists()
+    found = {manifest["kind"] for _, manifest in runs.find_runs(str(root))}
+    assert found == {"prepare", "train-classifier", "train-generator", "generate", "evaluate-classifier",
+                     "evaluate-generated"}
+
+    # both model directories are what transformers loads
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(clf / "model")
+    assert model.config.num_labels == 3
+    tokenizer = transformers.AutoTokenizer.from_pretrained(clf / "model")
+    import torch
+
+    with torch.no_grad():
+        logits = model(**tokenizer(["a great movie"], return_tensors="pt")).logits
+    assert logits.shape == (1, 3)
+    lm = transformers.AutoModelForCausalLM.from_pretrained(gen / "model")
+    assert lm.config.model_type == "gpt2"
+    assert os.path.exists(gen / "model" / "tokenizer.json")
+    # one config file reproduces one run
+    code, _, err = _run(["train", "classifier", "--config", clf / runs.CONFIG, "--out", root / "again",
+                         "--quiet"], capsys)
+    assert code == 0, err
+    again = json.loads((root / "again" / runs.METRICS).read_text())
+    assert again["accuracy"] == metrics["accuracy"]
+
+
+def test_a_non_empty_output_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep")
+    code, _, err = _run(["prepare", "sample:imdb", "--out", out], capsys)
+    assert code == 2 and "not empty" in err and "--overwrite" in err
+    code, _, err = _run(["prepare", "sample:imdb", "--out", out, "--overwrite"], capsys)
+    assert code == 2 and "not a reviewgen output folder" in err  # --overwrite never deletes someone's files
+    assert (out / "precious.txt").read_text() == "keep"
+
+
+def test_overwrite_replaces_an_earlier_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _run(["prepare", "sample:imdb", "--out", out], capsys)[0] == 0
+    (out / "stale.csv").write_text("from the earlier run")
+    code, _, err = _run(["prepare", "sample:imdb", "--out", out], capsys)
+    assert code == 2 and "--overwrite" in err
+    assert _run(["prepare", "sample:imdb", "--out", out, "--overwrite"], capsys)[0] == 0
+    assert not (out / "stale.csv").exists() and runs.read_run(out)["finished"]
+
+
+def test_a_scale_that_does_not_fit_stops_before_any_work(tmp_path, reviews_csv, capsys):
+    out = tmp_path / "out"
+    code, _, err = _run(["prepare", reviews_csv, "--text-column", "body", "--rating-column", "stars",
+                         "--scale", "sst5", "--out", out], capsys)
+    assert code == 2 and "fall off" in err and "of 90" in err
+    assert not out.exists()
+    code, _, err = _run(["prepare", reviews_csv, "--text-column", "body", "--rating-column", "stars",
+                         "--scale", "sst5", "--allow-drop", "--out", out], capsys)
+    assert code == 0, err
+
+
+def test_a_missing_column_or_model_is_named_before_training(tmp_path, reviews_csv, classifier_base, capsys):
+    out = tmp_path / "out"
+    code, _, err = _run(["train", "classifier", reviews_csv, "--model", classifier_base, "--out", out], capsys)
+    assert code == 2 and "text" in err and "body" in err  # the columns it has
+    code, _, err = _run(["train", "classifier", reviews_csv, "--text-column", "body", "--rating-column", "stars",
+                         "--scale", SCALE, "--model", tmp_path / "no-such-model", "--out", out], capsys)
+    assert code == 2 and "no-such-model" in err
+    code, _, err = _run(["generate", "--generator", "./typo-generator", "--classifier", classifier_base,
+                         "--out", out], capsys)
+    assert code == 2 and "typo-generator" in err
+    assert not out.exists()
+
+
+def test_resume_needs_a_checkpoint_and_the_same_settings(tmp_path, reviews_csv, classifier_base, capsys):
+    out = tmp_path / "out"
+    base = ["train", "classifier", reviews_csv, "--text-column", "body", "--rating-column", "stars",
+            "--scale", SCALE, "--model", classifier_base, "--max-length", 32, "--out", out, "--quiet"]
+    code, _, err = _run(base + ["--resume"], capsys)
+    assert code == 2 and "no checkpoint" in err
+    assert _run(base + ["--epochs", 1, "--keep-checkpoints"], capsys)[0] == 0
+    code, _, err = _run(base + ["--epochs", 2, "--resume"], capsys)
+    assert code == 2 and "differ" in err and "training" in err
+
+
+def test_ctrl_c_in_training_keeps_the_checkpoint_and_exits_130(tmp_path, reviews_csv, classifier_base, capsys,
+                                                               monkeypatch):
+    from reviewgen.core import training
+
+    original = training.Trainer.train
+
+    def interrupted_train(self, *args, **kwargs):  # one epoch ran and was checkpointed, then Ctrl-C
+        result = original(self, *args, **kwargs)
+        result.interrupted, result.finished = True, False
+        raise training.TrainingInterrupted(result)
+
+    monkeypatch.setattr(training.Trainer, "train", interrupted_train)
+    out = tmp_path / "out"
+    code, _, err = _run(["train", "classifier", reviews_csv, "--text-column", "body", "--rating-column", "stars",
+                         "--scale", SCALE, "--model", classifier_base, "--max-length", 32, "--epochs", 1,
+                         "--out", out, "--quiet"], capsys)
+    assert code == 130
+    assert "--resume" in err and "checkpoint.rgck" in err
+    assert (out / runs.CHECKPOINTS_DIR / "checkpoint.rgck").exists()
+    assert not (out / runs.MODEL_DIR).exists()  # no half-finished model passes as finished
+    manifest = runs.read_run(out)
+    assert manifest["finished"] is False and manifest["interrupted"] is True
+    monkeypatch.setattr(training.Trainer, "train", original)
+    code, _, err = _run(["train", "classifier", reviews_csv, "--text-column", "body", "--rating-column", "stars",
+                         "--scale", SCALE, "--model", classifier_base, "--max-length", 32, "--epochs", 1,
+                         "--out", out, "--quiet", "--resume"], capsys)
+    assert code == 0, err
+    assert (out / runs.MODEL_DIR / "model.safetensors").exists() and runs.read_run(out)["finished"] is True
+
+
+def test_ctrl_c_in_generation_keeps_the_reviews_so_far(tmp_path, reviews_csv, classifier_base, tiny_gpt2_dir,
+                                                       capsys, monkeypatch):
+    from reviewgen.text import conditioning
+
+    original = conditioning.generate_reviews
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    clf = tmp_path / "clf"
+    assert _run(["train", "classifier", reviews_csv, "--text-column", "body", "--rating-column", "stars",
+                 "--scale", SCALE, "--model", classifier_base, "--max-length", 32, "--epochs", 1,
+                 "--out", clf, "--quiet"], capsys)[0] == 0
+    monkeypatch.setattr(conditioning, "generate_reviews", interrupted)
+    out = tmp_path / "gen"
+    code, _, err = _run(["generate", "--generator", tiny_gpt2_dir, "--classifier", clf / "model",
+                         "--per-label", 3, "--keep-per-label", 3, "--max-rounds", 1, "--max-new-tokens", 6,
+                         "--filter-rule", "any", "--filter-threshold", 0, "--min-words", 0,
+                         "--out", out, "--quiet"], capsys)
+    assert code == 130 and "so far" in err and str(out) in err
+    both = pd.concat([pd.read_csv(out / "accepted.csv"), pd.read_csv(out / "rejected.csv")])
+    assert len(both) == 6 and sorted(set(both["label"])) == [1, 2]  # the two labels done before Ctrl-C
+    manifest = runs.read_run(out)
+    assert manifest["finished"] is False and manifest["interrupted"] is True
+
+
+def test_every_subcommand_has_help_with_an_example(capsys):
+    for argv in (["prepare"], ["train", "classifier"], ["train", "generator"], ["generate"],
+                 ["evaluate", "classifier"], ["evaluate", "generated"], ["sweep"], ["report"], ["demo"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv + ["--help"])
+        assert stop.value.code == 0
+        text = capsys.readouterr().out
+        assert "reviewgen " + argv[0] in text and "example" in text.lower(), argv
