@@ -494,13 +494,16 @@ class Trainer:
 
 
 class TqdmProgress:
-    """A progress callback that drives a tqdm bar over the optimizer updates:
+    """A progress callback that drives a tqdm bar over the optimizer updates; the
+    total comes from the core's first step event unless given:
 
-        with TqdmProgress(total=trainer.total_steps) as progress:
+        with TqdmProgress() as progress:
             Trainer(..., progress=progress).train()
+
+    (reviewgen.experiments.progress.Progress also draws plain lines when not in a terminal.)
     """
 
-    def __init__(self, total: int, **tqdm_kwargs: Any):
+    def __init__(self, total: Optional[int] = None, **tqdm_kwargs: Any):
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, unit="step", **tqdm_kwargs)
@@ -508,6 +511,8 @@ class TqdmProgress:
 
     def __call__(self, event: dict) -> None:
         if event["event"] == "step":
+            if self.bar.total is None:
+                self.bar.total = event["total_steps"]
             self.bar.update(event["step"] - self.bar.n)  # STEP events may come every k-th update
             self.bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.4f}",
                                  lr=f"{event['lr']:.2e}", tok_s=f"{event['tokens_per_s']:.0f}")

@@ -431,6 +431,11 @@ def test_tqdm_progress_counts_updates(tmp_path):
         trainer.train()
         assert progress.bar.n == trainer.total_steps == 8
     assert "eval_loss" in stream.getvalue()
+    with training.TqdmProgress(file=stream) as progress:  # the total from the core's first event
+        trainer = Trainer(tiny_classifier(), cfg, batches_of(x, y, [2] * 8), None, tmp_path / "tq2",
+                          progress=progress)
+        trainer.train()
+        assert progress.bar.total == progress.bar.n == 8
 
 
 def test_trainer_fine_tunes_the_real_transformer_with_frozen_blocks(tmp_path):

@@ -262,3 +262,47 @@ def test_every_subcommand_has_help_with_an_example(capsys):
         assert stop.value.code == 0
         text = capsys.readouterr().out
         assert "reviewgen " + argv[0] in text and "example" in text.lower(), argv
+
+
+def test_sweep_writes_its_tables_and_goes_on_with_resume(tmp_path, classifier_base, capsys):
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--task", "classifier", "--model", classifier_base, "--data", "sample:imdb",
+            "--parameter", "learning_rate", "--values", "1e-4,1e-3", "--samples", 2, "--rows-per-sample", 24,
+            "--max-length", 32, "--epochs", 2, "--batch-size", 4, "--out", out, "--quiet"]
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    frame = pd.read_csv(out / "sweep_runs.csv")
+    assert sorted(frame["value"].unique()) == [1e-4, 1e-3] and set(frame["epoch"]) == {1, 2}
+    assert len(frame) == 2 * 2 * 2  # values x samples x epochs
+    curves = pd.read_csv(out / "sweep_curves.csv")
+    assert {"value", "epoch", "eval_loss_mean", "eval_loss_std"} <= set(curves.columns)
+    summary = pd.read_csv(out / "sweep_summary.csv")
+    assert len(summary) == 2 and "eval_loss_mean" in summary
+    assert json.loads((out / "study.json").read_text())["parameter"] == "learning_rate"
+    assert runs.read_run(out)["finished"] is True
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and "--resume" in err
+    code, _, err = _run(argv + ["--resume"], capsys)  # every run is in the journal: nothing retrains
+    assert code == 0, err
+    assert pd.read_csv(out / "sweep_runs.csv").equals(frame)
+
+
+def test_python_steps_return_dataframes(tmp_path, reviews_csv, classifier_base):
+    from reviewgen.core.config import TrainingConfig
+    from reviewgen.experiments import workflow
+    from reviewgen.experiments.progress import Progress
+
+    cfg = workflow.TrainClassifierConfig(data=str(reviews_csv), text_column="body", rating_column="stars",
+                                         scale=SCALE, model=classifier_base, max_length=32,
+                                         training=TrainingConfig.for_classifier(num_train_epochs=1))
+    result = workflow.train_classifier(cfg, str(tmp_path / "clf"), progress=Progress("quiet"), log=lambda _: None)
+    assert list(result.history["epoch"]) == [1]
+    assert set(result.per_class["kind"]) == {"exact", "near"}
+    assert result.confusion.shape == (3, 3)
+    assert 0.0 <= result.metrics["accuracy"] <= 1.0 and result.model.labels == [1, 2, 3]
+    with pytest.raises(AttributeError, match="tables: history"):
+        result.accepted
+    bad = workflow.TrainClassifierConfig.from_dict({"data": "x.csv", "max_length": "32"})
+    with pytest.raises(ValueError, match="max_length must be int"):
+        workflow.train_classifier(bad, str(tmp_path / "bad"), log=lambda _: None)
+    assert not (tmp_path / "bad").exists()
