@@ -68,6 +68,11 @@ def test_notebook_has_a_parameters_cell_and_small_committed_outputs(path):
     for cell in cells:
         ast.parse("".join(cell["source"]))
     assert path.stat().st_size < MAX_NOTEBOOK_BYTES
+    try:
+        import papermill
+    except ImportError:
+        return
+    assert set(papermill.inspect_notebook(str(path))) == names, "papermill reads every parameter"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
