@@ -8,6 +8,10 @@ config file reproduces one run:
     reviewgen study baseline --config experiments/minilm_sst5.json --out results/minilm_sst5
     reviewgen study sweep --config my_sweep.json --out runs/sweep
 
+The configs of notebooks/experiments/ read the project's copy of the full data
+(../../shared/data); :func:`with_data_root` points a study at another copy, and
+:func:`sample_study` runs it on the bundled sample instead.
+
 Notebooks load the JSON results and plot them (reviewgen.experiments.plots).
 """
 from __future__ import annotations
