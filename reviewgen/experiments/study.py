@@ -8,6 +8,10 @@ config file reproduces one run:
     reviewgen study baseline --config experiments/minilm_sst5.json --out results/minilm_sst5
     reviewgen study sweep --config my_sweep.json --out runs/sweep
 
+The configs of notebooks/experiments/ read the project's copy of the full data
+(../../shared/data); :func:`with_data_root` points a study at another copy, and
+:func:`sample_study` runs it on the bundled sample instead.
+
 Notebooks load the JSON results and plot them (reviewgen.experiments.plots).
 """
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ..text import data as _data
 from ..core.config import JsonConfig, TrainingConfig
 
 __all__ = ["ClassifierStudy", "SweepStudy", "SweepResults", "SweepInterrupted", "run_classifier_study", "run_baseline",
-           "run_sweep", "study_split", "SWEEP_PARAMETERS"]
+           "run_sweep", "study_split", "with_data_root", "sample_study", "SWEEP_PARAMETERS"]
 
 
 def _save_json(path: str, value) -> None:
@@ -63,6 +67,46 @@ class ClassifierStudy(JsonConfig):
     training: TrainingConfig = field(default_factory=TrainingConfig.for_classifier)
 
     _nested = {"training": TrainingConfig}
+
+
+def with_data_root(study: ClassifierStudy, data_root: str) -> ClassifierStudy:
+    """A copy of `study` reading its files from `data_root`: each of train, dev and
+    test keeps its last two parts (``<data set>/<file>``, e.g. ``imdb-aclimdb/train.csv``
+    of ``../../shared/data/imdb-aclimdb/train.csv``). Raises DataFileError naming
+    the missing files, where the full data sets come from and that the bundled
+    samples work without them (:func:`sample_study`)."""
+    moved = {}
+    for name in ("train", "dev", "test"):
+        path = getattr(study, name)
+        if path:
+            moved[name] = os.path.join(data_root, *path.replace("\\", "/").split("/")[-2:])
+    missing = [path for path in moved.values() if not os.path.isfile(path)]
+    if missing:
+        raise _data.DataFileError(", ".join(missing), "no such file\n" + _data.full_data_hint())
+    return dataclasses.replace(study, **moved)
+
+
+def sample_study(study: ClassifierStudy, out_dir: str, test_fraction: float = 0.2) -> ClassifierStudy:
+    """A copy of `study` on the bundled sample of its scale (imdb10: ``sample:imdb``,
+    sst5: ``sample:sst5``): the sample's raw rows (a repeated text once) are split,
+    stratified by rating (seed ``study.seed``), into ``out_dir/train.csv`` and ``out_dir/test.csv``
+    (`test_fraction` of each rating); dev is left empty, so ``val_fraction`` of
+    train picks the best epoch. The copy names those files, so its saved
+    study.json reproduces the run."""
+    names = {scale: name for name, (_, scale) in _data.SAMPLE_NAMES.items()}
+    if study.scale not in names:
+        raise ValueError(f"no bundled sample on scale {study.scale!r}; samples: "
+                         + ", ".join(f"{name} ({scale})" for scale, name in names.items()))
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    rows = _data.load_sample(names[study.scale]).drop_duplicates("text")  # no text on both sides
+    test = rows.groupby("rating", sort=True, group_keys=False).sample(frac=test_fraction, random_state=study.seed)
+    train = rows.drop(index=test.index)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"train": os.path.join(out_dir, "train.csv"), "test": os.path.join(out_dir, "test.csv")}
+    train.to_csv(paths["train"], index=False)
+    test.sort_index().to_csv(paths["test"], index=False)
+    return dataclasses.replace(study, dev="", **paths)
 
 
 def _cap(frame, cap: int, seed: int, per_label: bool):
@@ -335,8 +379,7 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
     base.validate()
     os.makedirs(out_dir, exist_ok=True)
     study.save(os.path.join(out_dir, "sweep.json"))
-    source = (_data.load_sample(study.data.split(":", 1)[1]) if study.data.startswith("sample:") else study.data)
-    cleaned = _data.prepare(source, study.scale, seed=study.seed, val_fraction=0.0).cleaned
+    cleaned = _data.prepare(_data.load_source(study.data), study.scale, seed=study.seed, val_fraction=0.0).cleaned
     samples = _data.sample_disjoint_balanced(cleaned, study.samples, study.rows_per_sample, seed=study.seed)
     model, data, label_values = _sweep_model_and_data(study, samples, base)
     if base.head_policy == "untie":

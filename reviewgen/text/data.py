@@ -64,8 +64,11 @@ __all__ = [
     "prepare",
     "prepare_generator_and_classifier",
     "load_sample",
+    "load_source",
     "sample_path",
     "SAMPLE_NAMES",
+    "FULL_DATASETS",
+    "full_data_hint",
     "DROP_REASONS",
 ]
 
@@ -1029,3 +1032,47 @@ def load_sample(name: str = "imdb") -> pd.DataFrame:
         encoding="utf-8",
     )
     return frame[["text", "rating"]]
+
+
+# --------------------------------------------------------------------------
+# Full datasets (not shipped) and sources given as "sample:<name>" or a path
+# --------------------------------------------------------------------------
+
+# Folder name under a data root -> where the full data set comes from and the
+# files the studies of notebooks/experiments/ read (CSV, columns text,rating).
+FULL_DATASETS = {
+    "imdb-aclimdb": (
+        "IMDB (Large Movie Review Dataset, Maas et al. 2011): http://ai.stanford.edu/~amaas/data/sentiment/ "
+        "(aclImdb_v1.tar.gz); train.csv and test.csv, one row per review file, the rating (1-10) taken "
+        "from the file name <id>_<rating>.txt"
+    ),
+    "sst5": (
+        "SST-5 (Stanford Sentiment Treebank, Socher et al. 2013): https://nlp.stanford.edu/sentiment/ "
+        "(trainDevTestTrees_PTB.zip); train.csv, dev.csv and test.csv, one row per tree, the root label "
+        "(0-4) as rating and the leaves joined with spaces as text"
+    ),
+}
+
+
+def full_data_hint() -> str:
+    """Where the full data sets come from, and that the bundled samples work without them."""
+    lines = [f"  {folder}/: {where}" for folder, where in FULL_DATASETS.items()]
+    return ("The full data sets are not shipped; a data root holds them as CSV files (columns text,rating):\n"
+            + "\n".join(lines)
+            + "\nWithout them, use the bundled samples: \"sample:imdb\" (3,000 IMDB reviews) or \"sample:sst5\" "
+              "(1,000 SST-5 sentences).")
+
+
+def load_source(source):
+    """``"sample:<name>"`` -> the bundled sample (a DataFrame, :func:`load_sample`);
+    a DataFrame or an existing path -> unchanged. A path that does not exist
+    raises :class:`DataFileError` saying where the full data sets come from and
+    that the bundled samples work without them."""
+    if isinstance(source, pd.DataFrame):
+        return source
+    text = os.fspath(source)
+    if text.startswith("sample:"):
+        return load_sample(text.split(":", 1)[1])
+    if not os.path.exists(text):
+        raise DataFileError(text, "no such file\n" + full_data_hint())
+    return source
