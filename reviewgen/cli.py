@@ -221,7 +221,7 @@ def _study(args) -> int:
     from .experiments.study import ClassifierStudy, SweepStudy, run_baseline, run_classifier_study, run_sweep
 
     if args.kind == "classifier":
-        run_classifier_study(ClassifierStudy.load(args.config), args.out)
+        run_classifier_study(ClassifierStudy.load(args.config), args.out, keep_checkpoints=args.keep_checkpoints)
     elif args.kind == "baseline":
         run_baseline(ClassifierStudy.load(args.config), args.out)
     else:
@@ -391,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "baseline, or a sweep, from a study config")
     study.add_argument("kind", choices=("classifier", "baseline", "sweep"))
     study.add_argument("--config", required=True, help="a ClassifierStudy or SweepStudy JSON file")
-    study.add_argument("--out", required=True, help="output folder (results.json, checkpoints)")
+    study.add_argument("--out", required=True, help="output folder (results.json, model/)")
+    study.add_argument("--keep-checkpoints", action="store_true", help="keep the training checkpoints")
     study.set_defaults(run=_study)
 
     augment = commands.add_parser("augment", help="does synthetic data help? real only against real + synthetic")

@@ -38,7 +38,7 @@ import numpy as np
 from ..text import data as _data
 from ..core import metrics as _metrics
 from ..core.config import JsonConfig, TrainingConfig
-from ..core.files import atomic_write, jsonable
+from ..core.files import atomic_write, jsonable, write_json
 
 __all__ = ["DemoConfig", "run_demo", "check_models"]
 
@@ -100,6 +100,7 @@ class DemoConfig(JsonConfig):
     filter_fill_below_threshold: int = 1  # 1: a starved rating takes its best reviews under the threshold
     near_duplicate: float = 0.5
     quality: int = 1                     # 1: write the quality table (reviewgen.evaluation)
+    keep_checkpoints: int = 0            # 1: keep the training checkpoints beside the saved models
     judge_data: str = ""                 # "" = the sample rows nobody trained on; or a CSV/JSONL path
 
 
@@ -173,6 +174,7 @@ def _train_classifier(cfg: DemoConfig, labels, clf_train, clf_eval, out_dir, log
             config=_training_config("classifier", cfg, cfg.classifier_epochs, cfg.classifier_learning_rate),
             output_dir=os.path.join(out_dir, "classifier_checkpoints"),
             progress=_progress_printer("classifier", log))
+        _keep_model(classifier, out_dir, "classifier", cfg.keep_checkpoints)
     else:
         raise ValueError(f"DemoConfig.classifier_recipe must be 'embedding' or 'finetune', "
                          f"got {cfg.classifier_recipe!r}")
@@ -180,6 +182,15 @@ def _train_classifier(cfg: DemoConfig, labels, clf_train, clf_eval, out_dir, log
     log(f"classifier on {len(clf_eval)} validation reviews: accuracy {metrics['accuracy']:.3f}, "
         f"near accuracy {metrics['near_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}")
     return classifier, metrics, result
+
+
+def _keep_model(model, out_dir: str, name: str, keep_checkpoints: int) -> None:
+    """The fine-tuned model as a Hugging Face directory (name_model/); its checkpoints go unless kept."""
+    import shutil
+
+    model.save(os.path.join(out_dir, f"{name}_model"))
+    if not keep_checkpoints:
+        shutil.rmtree(os.path.join(out_dir, f"{name}_checkpoints"), ignore_errors=True)
 
 
 def _tfidf_baseline(clf_train, clf_eval, labels, log):
@@ -332,6 +343,10 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
             config=_training_config("generator", cfg, cfg.generator_epochs, cfg.generator_learning_rate),
             output_dir=os.path.join(out_dir, "generator_checkpoints"),
             progress=_progress_printer("generator", log), review_only=bool(cfg.review_only_loss))
+        _keep_model(generator, out_dir, "generator", cfg.keep_checkpoints)
+        from .workflow import CONDITIONING_FILE, format_record
+
+        write_json(os.path.join(out_dir, "generator_model", CONDITIONING_FILE), format_record(fmt), indent=2)
     after = review_loss(generator, fmt, gen_eval["text"].tolist(), gen_eval["label"].tolist()) \
         if len(gen_train) else before
     log(f"generator perplexity after fine-tuning: {after['perplexity']:.2f}"

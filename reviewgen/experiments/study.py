@@ -57,6 +57,8 @@ class ClassifierStudy(JsonConfig):
     dev: str = ""                     # empty: hold out val_fraction of train
     test: str = ""
     scale: str = "imdb10"
+    text_column: str = "text"
+    rating_column: str = "rating"
     balance_train: bool = True        # the seed balances; SST-5's usual protocol does not
     max_train_per_label: int = 0      # 0: every row
     max_eval: int = 0                 # cap dev and test rows (0: all)
@@ -116,21 +118,23 @@ def _cap(frame, cap: int, seed: int, per_label: bool):
     return shuffled.groupby("label", sort=False).head(cap) if per_label else shuffled.head(cap)
 
 
-def _labelled(path: str, scale: str, seed: int, balance: bool):
-    prepared = _data.prepare(path, scale, seed=seed, val_fraction=0.0, balance=balance)
+def _labelled(path: str, study: "ClassifierStudy", balance: bool):
+    prepared = _data.prepare(path, study.scale, text_column=study.text_column, rating_column=study.rating_column,
+                             seed=study.seed, val_fraction=0.0, balance=balance)
     return prepared.train, prepared.report
 
 
 def study_split(study: ClassifierStudy):
     """(train, dev, test, report of train) as the study defines them."""
     if study.dev:
-        train, train_report = _labelled(study.train, study.scale, study.seed, balance=study.balance_train)
-        dev, _ = _labelled(study.dev, study.scale, study.seed, balance=study.balance_eval)
+        train, train_report = _labelled(study.train, study, balance=study.balance_train)
+        dev, _ = _labelled(study.dev, study, balance=study.balance_eval)
     else:
-        prepared = _data.prepare(study.train, study.scale, seed=study.seed, val_fraction=study.val_fraction,
-                                 balance=study.balance_train)
+        prepared = _data.prepare(study.train, study.scale, text_column=study.text_column,
+                                 rating_column=study.rating_column, seed=study.seed,
+                                 val_fraction=study.val_fraction, balance=study.balance_train)
         train, dev, train_report = prepared.train, prepared.val, prepared.report
-    test, _ = _labelled(study.test, study.scale, study.seed, balance=study.balance_eval)
+    test, _ = _labelled(study.test, study, balance=study.balance_eval)
     train = _cap(train, study.max_train_per_label, study.seed, per_label=True)
     dev = _cap(dev, study.max_eval, study.seed, per_label=False)
     test = _cap(test, study.max_eval, study.seed, per_label=False)
@@ -157,7 +161,12 @@ def run_baseline(study: ClassifierStudy, out_dir: str, log: Callable[[str], None
 
 
 def run_classifier_study(study: ClassifierStudy, out_dir: str,
-                         log: Callable[[str], None] = print) -> dict:
+                         log: Callable[[str], None] = print, keep_checkpoints: bool = False) -> dict:
+    """Fine-tune on the study's train rows (best epoch on dev), report on test;
+    results.json, and the fine-tuned classifier as a Hugging Face directory in
+    out_dir/model (the checkpoints are removed unless keep_checkpoints)."""
+    import shutil
+
     from ..tasks.classifier import Classifier
 
     os.makedirs(out_dir, exist_ok=True)
@@ -182,6 +191,9 @@ def run_classifier_study(study: ClassifierStudy, out_dir: str,
     result = classifier.train(train["text"].tolist(), train["label"].tolist(), dev["text"].tolist(),
                               dev["label"].tolist(), config=study.training,
                               output_dir=os.path.join(out_dir, "checkpoints"), progress=progress)
+    classifier.save(os.path.join(out_dir, "model"))
+    if not keep_checkpoints:
+        shutil.rmtree(os.path.join(out_dir, "checkpoints"), ignore_errors=True)
     report = classifier.evaluate(test["text"].tolist(), test["label"].tolist())
     summary = {
         "study": dataclasses.asdict(study), "rows": {"train": len(train), "dev": len(dev), "test": len(test)},
@@ -206,6 +218,8 @@ class SweepStudy(JsonConfig):
     model: str = "minilm"
     data: str = "sample:imdb"
     scale: str = "imdb10"
+    text_column: str = "text"
+    rating_column: str = "rating"
     parameter: str = "learning_rate"
     values: list = field(default_factory=lambda: [5e-5, 5e-4])
     samples: int = 3                  # the seed: 3
@@ -379,7 +393,8 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
     base.validate()
     os.makedirs(out_dir, exist_ok=True)
     study.save(os.path.join(out_dir, "sweep.json"))
-    cleaned = _data.prepare(_data.load_source(study.data), study.scale, seed=study.seed, val_fraction=0.0).cleaned
+    cleaned = _data.prepare(_data.load_source(study.data), study.scale, text_column=study.text_column,
+                            rating_column=study.rating_column, seed=study.seed, val_fraction=0.0).cleaned
     samples = _data.sample_disjoint_balanced(cleaned, study.samples, study.rows_per_sample, seed=study.seed)
     model, data, label_values = _sweep_model_and_data(study, samples, base)
     if base.head_policy == "untie":

@@ -38,7 +38,7 @@ from .progress import Progress
 __all__ = ["PrepareConfig", "TrainClassifierConfig", "TrainGeneratorConfig", "GenerateConfig",
            "EvaluateClassifierConfig", "EvaluateGeneratedConfig", "StepResult", "StepInterrupted",
            "prepare_data", "train_classifier", "train_generator", "generate", "evaluate_classifier",
-           "evaluate_generated", "sweep", "load_labelled", "check_field_types", "CONDITIONING_FILE"]
+           "evaluate_generated", "sweep", "load_labelled", "check_field_types", "format_record", "CONDITIONING_FILE"]
 
 # Beside a saved generator's weights: how it was asked for reviews, so that
 # `generate` prompts it the way it was trained.
@@ -167,7 +167,7 @@ class EvaluateClassifierConfig(_LabelledData):
 @dataclass
 class EvaluateGeneratedConfig(JsonConfig):
     generated: str = ""               # CSV/JSONL with text and label (generate's accepted.csv)
-    real: str = ""                    # held-out real reviews (text + rating, mapped by scale)
+    real: str = ""                    # held-out real reviews (text + rating, mapped by scale; or a prepare folder: its val.csv)
     judge_data: str = ""              # real reviews to train the judge on; "" = half of `real`
     text_column: str = "text"
     rating_column: str = "rating"
@@ -506,7 +506,7 @@ def train_generator(cfg: TrainGeneratorConfig, out_dir: str, *, overwrite: bool 
         raise _interrupted_training(out_dir, manifest, error, "generator training") from None
     model_dir = os.path.join(out_dir, runs.MODEL_DIR)
     generator.save(model_dir)
-    write_json(os.path.join(model_dir, CONDITIONING_FILE), _format_record(fmt), indent=2)
+    write_json(os.path.join(model_dir, CONDITIONING_FILE), format_record(fmt), indent=2)
     if len(val):
         metrics["after"] = review_loss(generator, fmt, val["text"].tolist(), val["label"].tolist())
         log(f"review perplexity after fine-tuning: {metrics['after']['perplexity']:.2f}")
@@ -518,7 +518,8 @@ def train_generator(cfg: TrainGeneratorConfig, out_dir: str, *, overwrite: bool 
                       frames={"history": runs.history_frame(result.history)}, model=generator)
 
 
-def _format_record(fmt) -> dict:
+def format_record(fmt) -> dict:
+    """How a generator is prompted, as saved beside its weights (CONDITIONING_FILE)."""
     return {"format": fmt.name, **{k: v for k, v in dataclasses.asdict(fmt).items() if k != "name"}}
 
 
@@ -648,6 +649,14 @@ def generate(cfg: GenerateConfig, out_dir: str, *, overwrite: bool = False, prog
                               "counts": filtered.counts})
 
 
+def _real_rows(cfg: EvaluateGeneratedConfig, source: str):
+    """Labelled real reviews: a file or sample (through the scale), or a prepare folder's val.csv."""
+    spec = _LabelledData(data=source, text_column=cfg.text_column, rating_column=cfg.rating_column,
+                         scale=cfg.scale, allow_drop=cfg.allow_drop, seed=cfg.seed)
+    train, val, _ = load_labelled(spec, balance=False, val_fraction=0.0)
+    return val if os.path.isdir(source) else train
+
+
 def evaluate_generated(cfg: EvaluateGeneratedConfig, out_dir: str, *, overwrite: bool = False,
                        log: Callable = print, argv=None) -> StepResult:
     """The quality table of generated reviews against held-out real ones (quality.csv):
@@ -664,13 +673,9 @@ def evaluate_generated(cfg: EvaluateGeneratedConfig, out_dir: str, *, overwrite:
         raise _data.MissingColumnError(f"{cfg.generated}: no column(s) {', '.join(sorted(missing))}")
     if not len(generated):
         raise ValueError(f"{cfg.generated}: no generated reviews")
-    real = _data.prepare(_sample_or_path(cfg.real), cfg.scale, text_column=cfg.text_column,
-                         rating_column=cfg.rating_column, seed=cfg.seed, val_fraction=0.0, balance=False,
-                         allow_drop=cfg.allow_drop).train
+    real = _real_rows(cfg, cfg.real)
     if cfg.judge_data:
-        judge_rows = _data.prepare(_sample_or_path(cfg.judge_data), cfg.scale, text_column=cfg.text_column,
-                                   rating_column=cfg.rating_column, seed=cfg.seed, val_fraction=0.0,
-                                   balance=False, allow_drop=cfg.allow_drop).train
+        judge_rows = _real_rows(cfg, cfg.judge_data)
         judge_rows = judge_rows[~judge_rows["text"].isin(set(real["text"]))]
         source = cfg.judge_data
     else:  # half of the real rows train the judge, the other half is the reference

@@ -48,6 +48,12 @@ def test_demo_writes_accepted_and_rejected_reviews(tiny_gpt2_dir, tmp_path):
     assert (tmp_path / "out" / "demo.png").stat().st_size > 0
     assert DemoConfig.load(str(tmp_path / "out" / "demo_config.json")) == cfg
     assert any("perplexity after" in line for line in lines)
+    # both fine-tuned models are kept as Hugging Face directories, their checkpoints removed
+    for name in ("classifier", "generator"):
+        assert (tmp_path / "out" / f"{name}_model" / "model.safetensors").is_file()
+        assert not (tmp_path / "out" / f"{name}_checkpoints").exists()
+    assert json.loads((tmp_path / "out" / "generator_model" / "reviewgen_conditioning.json").read_text())[
+        "format"] == "review_of"
 
 
 def test_cli_names_bad_input(tmp_path, capsys):
@@ -113,3 +119,42 @@ def test_an_interrupted_training_stops_the_demo_before_any_result(tiny_gpt2_dir,
         run_demo(cfg, str(tmp_path / "out"), log=lambda line: None)
     for name in ("accepted.csv", "rejected.csv", "summary.json"):
         assert not (tmp_path / "out" / name).exists()
+
+
+def test_ctrl_c_while_the_demo_generates_keeps_the_reviews_so_far(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
+    from reviewgen.experiments import runs
+    from reviewgen.text import conditioning
+
+    original, calls = conditioning.generate_reviews, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(conditioning, "generate_reviews", interrupted)
+    classifier = _tiny_distilbert(tmp_path / "clf")
+    out = tmp_path / "out"
+    code = main(["demo", "--out", str(out), "--generator", tiny_gpt2_dir, "--classifier", str(classifier),
+                 "--classifier-train-rows", "16", "--classifier-eval-rows", "8", "--classifier-max-length", "32",
+                 "--generator-max-length", "48", "--per-label", "3", "--max-rounds", "1", "--max-new-tokens", "6",
+                 "--quality", "0"])
+    assert code == 130
+    assert "so far" in capsys.readouterr().err
+    both = pd.concat([pd.read_csv(out / "accepted.csv"), pd.read_csv(out / "rejected.csv")])
+    assert len(both) == 6 and sorted(set(both["label"])) == [1, 2]  # the labels finished before Ctrl-C
+    assert not (out / "summary.json").exists()
+    manifest = runs.read_run(str(out))
+    assert manifest["kind"] == "demo" and manifest["finished"] is False and manifest["interrupted"] is True
+    # the folder is now an unfinished run: a new demo there is refused without --overwrite
+    assert main(["demo", "--out", str(out), "--generator", tiny_gpt2_dir, "--classifier", str(classifier)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_the_default_generator_says_it_is_4_bit():
+    from reviewgen.weights.hub import precision_note
+
+    assert "4-bit" in precision_note("smollm2") and "HuggingFaceTB/SmolLM2-135M-Instruct" in precision_note("smollm2")
+    assert "4-bit" in precision_note("some/model.Q4_1.gguf")
+    assert precision_note("runs/generator/model") == ""

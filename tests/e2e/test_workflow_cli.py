@@ -306,3 +306,13 @@ def test_python_steps_return_dataframes(tmp_path, reviews_csv, classifier_base):
     with pytest.raises(ValueError, match="max_length must be int"):
         workflow.train_classifier(bad, str(tmp_path / "bad"), log=lambda _: None)
     assert not (tmp_path / "bad").exists()
+
+
+def test_study_configs_name_their_columns(tmp_path, reviews_csv):
+    from reviewgen.experiments.study import ClassifierStudy, SweepStudy, study_split
+
+    study = ClassifierStudy.from_dict({"train": str(reviews_csv), "test": str(reviews_csv), "scale": SCALE,
+                                       "text_column": "body", "rating_column": "stars"})
+    train, dev, test, _ = study_split(study)
+    assert len(test) == 90 and sorted(train["label"].unique()) == [1, 2, 3]
+    assert SweepStudy.from_dict({"text_column": "body"}).text_column == "body"
