@@ -130,8 +130,10 @@ def _hf_config_for(model: Model, base: Optional[dict]) -> dict:
     })
     hf.pop("torch_dtype", None)
     hf.pop("dtype", None)
-    hf.setdefault("bos_token_id", 50256)
-    hf.setdefault("eos_token_id", 50256)
+    # GPT-2's <|endoftext|> is id 50256, its last; a smaller vocabulary has no such id
+    end = 50256 if c.vocab_size > 50256 else c.vocab_size - 1
+    hf.setdefault("bos_token_id", end)
+    hf.setdefault("eos_token_id", end)
     return hf
 
 

@@ -1,4 +1,4 @@
-"""The property-based suite (tests/core/test_properties.py) and the corrupt-file loader
+"""The property-based suites (tests/core/test_properties.py, test_properties_loops.py) and the corrupt-file loader
 cases (tests/weights/test_corrupt_files.py) against an ASan + UBSan build of
 the extension: reviewgen._core compiled with -fsanitize=address,undefined into a temporary
 folder, the Python package copied beside it, the sanitizer runtimes preloaded into the
@@ -51,7 +51,7 @@ def test_property_suite_under_asan_and_ubsan(tmp_path):
     assert where.stdout.strip().startswith(str(package)), where.stdout + where.stderr
     # The corrupt-file loaders too; not the address-space-limited child (ASan reserves terabytes).
     run = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "tests" / "core" / "test_properties.py"),
-                          str(ROOT / "tests" / "weights" / "test_corrupt_files.py"), "-k", "not huge_block_count",
+                          str(ROOT / "tests" / "core" / "test_properties_loops.py"), str(ROOT / "tests" / "weights" / "test_corrupt_files.py"), "-k", "not huge_block_count",
                           "-q", "-p", "no:cacheprovider", "-p", "no:warnings"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900)
     output = run.stdout + run.stderr
