@@ -297,7 +297,9 @@ class Model:
     # -- training -------------------------------------------------------------
     def forward(self, tokens, attention_mask=None, targets=None, token_types=None,
                 train: bool = False, seed: int = 0):
-        """Mean loss (float) when targets are given, else logits (LM (B, T, V), classifier (B, K))."""
+        """Mean loss (float) when targets are given, else logits (LM (B, T, V), classifier (B, K)).
+        A batch whose targets are all -100 scores nothing and gives 0.0 (PyTorch: NaN); the
+        evaluators (Generator.evaluate, review_loss) refuse or never build such batches."""
         return self._core.forward(
             _int32(tokens, "tokens"),
             None if attention_mask is None else _int32(attention_mask, "attention_mask"),

