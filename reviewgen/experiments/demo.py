@@ -2,10 +2,13 @@
 
 1. Data: clean, label (ceil(rating / 2)), split into disjoint generator and
    classifier parts, balance, hold out a validation share; the stage report.
-2. Classifier (the filter): by default frozen all-MiniLM sentence embeddings
-   (mean-pooled) + logistic regression, averaged with a TF-IDF + LR head
-   (``classifier_recipe="embedding"``); the seed's fine-tuned encoder is
-   ``"finetune"``. TF-IDF + LR alone on the same rows is reported beside it.
+2. Classifier (the filter): by default logistic regression on the
+   generator's own middle blocks (mean-pooled hidden states of its first half,
+   run by the core), averaged with a TF-IDF + LR head whose weight is chosen by
+   cross-validation on the training rows (``classifier_recipe="lm_features"``);
+   ``"embedding"`` takes frozen all-MiniLM sentence embeddings instead, and the
+   seed's fine-tuned encoder is ``"finetune"``. TF-IDF + LR alone on the same
+   rows is reported beside it.
 3. Generator: an instruct model is prompted in its own chat template with the
    rating in words (:mod:`reviewgen.conditioning`; the seed's
    ``Review of {label}.`` for base models); optional fine-tuning
@@ -90,9 +93,14 @@ class DemoConfig(JsonConfig):
     min_new_tokens: int = 0
     repetition_penalty: float = 1.15
     no_repeat_ngram_size: int = 4
-    classifier_recipe: str = "embedding"  # "embedding" (frozen encoder + LR head) or "finetune" (the seed's)
+    # "lm_features" (LR on the generator's middle blocks), "embedding" (LR on the frozen
+    # `classifier` encoder) or "finetune" (the seed's: the `classifier` encoder fine-tuned)
+    classifier_recipe: str = "lm_features"
+    classifier_layers: int = 0           # lm_features: blocks of the generator run (0: half of them)
     classifier_pooling: str = "mean"     # embedding recipe: "mean" or "cls"
-    classifier_tfidf_weight: float = 0.5  # embedding recipe: weight of a TF-IDF + LR head in the average
+    # lm_features and embedding: weight of a TF-IDF + LR head in the average; negative:
+    # chosen by 5-fold cross-validation on the training rows (never on the validation rows)
+    classifier_tfidf_weight: float = -1.0
     keep_per_label: int = 10             # regenerate until this many are kept; 0: the seed's rule
     filter_rule: str = "exact"           # "exact", "near" or "any"
     filter_threshold: float = 0.4        # the classifier's probability of the wanted label must reach it
@@ -150,23 +158,49 @@ def _conditioning(cfg: DemoConfig, generator):
     return fmt
 
 
-def _train_classifier(cfg: DemoConfig, labels, clf_train, clf_eval, out_dir, log):
-    """The filter's classifier: frozen sentence embeddings + logistic regression
+RECIPES = ("lm_features", "embedding", "finetune")
+
+# The lm_features head: the features are standardised, so strong regularisation
+# (issue #16: C 0.001-0.01 won by cross-validation on the demo's rows).
+LM_FEATURE_CS = (0.001, 0.003, 0.01, 0.03, 0.1)
+
+
+def _train_classifier(cfg: DemoConfig, labels, clf_train, clf_eval, out_dir, log, generator_checkpoint=None):
+    """The filter's classifier: logistic regression on frozen features of the
+    generator's middle blocks ("lm_features") or of the classifier encoder
     ("embedding"), or the seed's fine-tuned encoder and head ("finetune")."""
     from ..tasks.classifier import Classifier
 
     texts, targets = clf_train["text"].tolist(), clf_train["label"].tolist()
-    log(f"classifier: loading {cfg.classifier} ({cfg.classifier_recipe} recipe)")
-    if cfg.classifier_recipe == "embedding":
+    if cfg.classifier_recipe not in RECIPES:
+        raise ValueError(f"DemoConfig.classifier_recipe must be one of {RECIPES}, got {cfg.classifier_recipe!r}")
+    weight = "cv" if cfg.classifier_tfidf_weight < 0 else cfg.classifier_tfidf_weight
+    if cfg.classifier_recipe in ("lm_features", "embedding"):
         from ..tasks.encoder import SentenceEncoder
         from .filtering import EmbeddingClassifier
 
-        encoder = SentenceEncoder.from_pretrained(cfg.classifier, max_length=cfg.classifier_max_length,
-                                                  pooling=cfg.classifier_pooling)
-        classifier = EmbeddingClassifier(encoder, seed=cfg.seed,
-                                         tfidf_weight=cfg.classifier_tfidf_weight).fit(texts, targets)
+        if cfg.classifier_recipe == "lm_features":
+            encoder = SentenceEncoder.from_decoder(generator_checkpoint, layers=cfg.classifier_layers or None,
+                                                   max_length=cfg.classifier_max_length, batch_size=16)
+            log(f"classifier: logistic regression on {cfg.generator}'s first {encoder.model.config.n_layer} "
+                f"blocks (mean-pooled, {cfg.classifier_max_length} tokens), {len(texts)} reviews")
+            classifier = EmbeddingClassifier(encoder, Cs=LM_FEATURE_CS, seed=cfg.seed, tfidf_weight=weight,
+                                             standardize=True)
+            encoder.progress = _encode_progress("classifier features", log)
+        else:
+            log(f"classifier: loading {cfg.classifier} (embedding recipe)")
+            encoder = SentenceEncoder.from_pretrained(cfg.classifier, max_length=cfg.classifier_max_length,
+                                                      pooling=cfg.classifier_pooling)
+            classifier = EmbeddingClassifier(encoder, seed=cfg.seed, tfidf_weight=weight)
+        classifier.fit(texts, targets)
+        encoder.progress = None  # the filter's later calls are short
+        if classifier.cv_accuracy:
+            log(f"classifier: TF-IDF weight {classifier.tfidf_weight} chosen by 5-fold cross-validation on the "
+                f"training rows (accuracy {classifier.cv_accuracy[classifier.tfidf_weight]:.3f}; features alone "
+                f"{classifier.cv_accuracy[0.0]:.3f}, TF-IDF + LR alone {classifier.cv_accuracy[1.0]:.3f})")
         result = None
-    elif cfg.classifier_recipe == "finetune":
+    else:
+        log(f"classifier: loading {cfg.classifier} (finetune recipe)")
         classifier = Classifier.from_pretrained(cfg.classifier, labels=labels,
                                                 max_length=cfg.classifier_max_length, seed=cfg.seed)
         result = classifier.train(
@@ -175,9 +209,6 @@ def _train_classifier(cfg: DemoConfig, labels, clf_train, clf_eval, out_dir, log
             output_dir=os.path.join(out_dir, "classifier_checkpoints"),
             progress=_progress_printer("classifier", log))
         _keep_model(classifier, out_dir, "classifier", cfg.keep_checkpoints)
-    else:
-        raise ValueError(f"DemoConfig.classifier_recipe must be 'embedding' or 'finetune', "
-                         f"got {cfg.classifier_recipe!r}")
     metrics = classifier.evaluate(clf_eval["text"].tolist(), clf_eval["label"].tolist())
     log(f"classifier on {len(clf_eval)} validation reviews: accuracy {metrics['accuracy']:.3f}, "
         f"near accuracy {metrics['near_accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}")
@@ -268,6 +299,21 @@ def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part,
             "tables": tables, "measured": measured, "goals": GOALS, "met": met}
 
 
+def _encode_progress(name: str, log: Callable[[str], None], every: float = 30.0):
+    """progress(done, total) for a long encode: a line at most every `every` seconds, and at the end."""
+    started = time.perf_counter()
+    last = [started]
+
+    def progress(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done == total or now - last[0] >= every:
+            last[0] = now
+            rate = done / max(now - started, 1e-9)
+            left = (total - done) / max(rate, 1e-9)
+            log(f"  {name}: {done}/{total} reviews, {rate:.1f}/s, about {left:.0f} s left")
+    return progress
+
+
 def _progress_printer(name: str, log: Callable[[str], None]):
     def progress(event: dict) -> None:
         if event.get("event") == "step":
@@ -292,8 +338,6 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     """Run the whole demo; returns the summary also written to out_dir/summary.json."""
     from ..tasks.generator import Generator
 
-    from ..weights.hub import precision_note
-
     check_models(cfg)
     os.makedirs(out_dir, exist_ok=True)
     cfg.save(os.path.join(out_dir, "demo_config.json"))
@@ -316,9 +360,19 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     # 2. classifier -----------------------------------------------------------
     clf_train = _take_balanced(classifier_part.train, cfg.classifier_train_rows, cfg.seed)
     clf_eval = _take_balanced(classifier_part.val, cfg.classifier_eval_rows, cfg.seed)
-    classifier, clf_metrics, clf_result = _train_classifier(cfg, labels, clf_train, clf_eval, out_dir, log)
+    from ..weights.hub import precision_note
+    from ..tasks.generator import load_generator_checkpoint
+
+    note = precision_note(cfg.generator)
+    log(f"generator: loading {cfg.generator}" + (f" ({note})" if note else ""))
+    generator_checkpoint = load_generator_checkpoint(cfg.generator)  # the lm_features classifier reads it too
+    classifier, clf_metrics, clf_result = _train_classifier(cfg, labels, clf_train, clf_eval, out_dir, log,
+                                                            generator_checkpoint)
     summary["classifier"] = {"recipe": cfg.classifier_recipe, "validation": jsonable(clf_metrics),
                              "history": clf_result.history if clf_result is not None else []}
+    if getattr(classifier, "cv_accuracy", None):
+        summary["classifier"]["tfidf_weight"] = classifier.tfidf_weight
+        summary["classifier"]["cv_accuracy_by_tfidf_weight"] = {str(k): v for k, v in classifier.cv_accuracy.items()}
     baseline = _tfidf_baseline(clf_train, clf_eval, labels, log)
     if baseline is not None:
         summary["classifier"]["tfidf_baseline"] = baseline
@@ -326,9 +380,8 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     # 3. generator ------------------------------------------------------------
     from ..text.conditioning import generate_reviews, review_loss, train_generator
 
-    note = precision_note(cfg.generator)
-    log(f"generator: loading {cfg.generator}" + (f" ({note})" if note else ""))
-    generator = Generator.from_pretrained(cfg.generator, max_length=cfg.generator_max_length)
+    generator = Generator.from_checkpoint(generator_checkpoint, max_length=cfg.generator_max_length)
+    del generator_checkpoint
     fmt = _conditioning(cfg, generator)
     gen_train = _take_balanced(generator_part.train, cfg.generator_train_rows, cfg.seed) \
         if cfg.generator_train_rows > 0 else generator_part.train.head(0)

@@ -328,28 +328,61 @@ def _fill_below_threshold(review_filter: ReviewFilter, rejected: List[dict], lab
 
 
 class EmbeddingClassifier:
-    """Frozen sentence embeddings (:class:`reviewgen.embeddings.SentenceEncoder`,
-    mean-pooled MiniLM by default) and a multinomial logistic-regression head
-    (scikit-learn), with C chosen by cross-validation on the training rows.
+    """Frozen text features (a :class:`reviewgen.tasks.encoder.SentenceEncoder`:
+    mean-pooled MiniLM, or a language model's middle blocks with
+    :meth:`~reviewgen.tasks.encoder.SentenceEncoder.from_decoder`) and a
+    multinomial logistic-regression head (scikit-learn), with C chosen by
+    cross-validation on the training rows.
 
     tfidf_weight > 0 adds a second head, TF-IDF (word 1-2-grams) + logistic
     regression on the same rows, and averages the two heads' probabilities
-    with that weight on the TF-IDF one."""
+    with that weight on the TF-IDF one; ``tfidf_weight="cv"`` picks the weight
+    from ``TFIDF_WEIGHTS`` by the accuracy of out-of-fold predictions on the
+    training rows alone (``cv_accuracy`` keeps each weight's score; weight 1.0
+    is TF-IDF + LR alone, so the choice is never worse than it on those folds).
+    standardize=True rescales every feature to zero mean and unit variance on
+    the training rows first (a language model's hidden states are not
+    normalised)."""
+
+    TFIDF_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(11))
 
     def __init__(self, encoder, Cs: Sequence[float] = (0.25, 1.0, 4.0, 16.0, 64.0), cv: int = 5, seed: int = 0,
-                 tfidf_weight: float = 0.0):
-        if not 0.0 <= float(tfidf_weight) <= 1.0:
-            raise ValueError(f"tfidf_weight must lie in [0, 1], got {tfidf_weight!r}")
+                 tfidf_weight=0.0, standardize: bool = False):
+        if tfidf_weight != "cv" and not (isinstance(tfidf_weight, (int, float)) and not isinstance(tfidf_weight, bool)
+                                         and 0.0 <= float(tfidf_weight) <= 1.0):
+            raise ValueError(f"tfidf_weight must lie in [0, 1] or be 'cv', got {tfidf_weight!r}")
         self.encoder = encoder
         self.Cs, self.cv, self.seed = list(Cs), int(cv), int(seed)
-        self.tfidf_weight = float(tfidf_weight)
+        self.choose_weight = tfidf_weight == "cv"
+        self.tfidf_weight = 0.0 if self.choose_weight else float(tfidf_weight)
+        self.standardize = bool(standardize)
         self.head = None
         self.tfidf = None
+        self.scale = None
         self.labels: list = []
+        self.cv_accuracy: Dict[float, float] = {}
+
+    def _tfidf_head(self, rows: int):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        return make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), min_df=2 if rows >= 50 else 1, sublinear_tf=True,
+                            max_features=50000, strip_accents="unicode"),
+            LogisticRegression(C=2.0, max_iter=2000, random_state=self.seed))
+
+    def _features(self, texts) -> np.ndarray:
+        features = self.encoder.encode(texts)
+        if self.scale is not None:
+            mean, std = self.scale
+            features = (features - mean) / std
+        return features
 
     def fit(self, texts: Sequence[str], labels: Sequence) -> "EmbeddingClassifier":
         try:
             from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+            from sklearn.model_selection import StratifiedKFold, cross_val_predict
         except ImportError:
             raise ImportError("EmbeddingClassifier needs scikit-learn: pip install 'reviewgen[quality]'") from None
         texts, labels = list(texts), [v.item() if hasattr(v, "item") else v for v in labels]
@@ -358,22 +391,36 @@ class EmbeddingClassifier:
         if len(set(labels)) < 2:
             raise ValueError("EmbeddingClassifier needs at least two labels")
         features = self.encoder.encode(texts)
+        self.scale = None
+        if self.standardize:
+            self.scale = (features.mean(axis=0), np.maximum(features.std(axis=0), 1e-6))
+            features = (features - self.scale[0]) / self.scale[1]
         folds = min(self.cv, min(labels.count(v) for v in set(labels)))
-        if folds >= 2 and len(self.Cs) > 1:
-            self.head = LogisticRegressionCV(Cs=self.Cs, cv=folds, max_iter=3000, random_state=self.seed)
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=self.seed) if folds >= 2 else None
+        if splitter is not None and len(self.Cs) > 1:
+            self.head = LogisticRegressionCV(Cs=self.Cs, cv=splitter, max_iter=3000, random_state=self.seed)
         else:
             self.head = LogisticRegression(C=self.Cs[0], max_iter=3000, random_state=self.seed)
         self.head.fit(features, labels)
         self.labels = [v.item() if hasattr(v, "item") else v for v in self.head.classes_]
+        self.cv_accuracy = {}
+        if self.choose_weight:
+            if splitter is None:
+                raise ValueError("tfidf_weight='cv' needs at least 2 training rows of every label")
+            truth = np.asarray(labels)
+            ours = cross_val_predict(LogisticRegression(C=self.C, max_iter=3000, random_state=self.seed),
+                                     features, labels, cv=splitter, method="predict_proba")
+            theirs = cross_val_predict(self._tfidf_head(len(texts)), texts, labels, cv=splitter,
+                                       method="predict_proba")
+            order = np.asarray(self.labels)
+            for weight in self.TFIDF_WEIGHTS:
+                mixed = (1 - weight) * ours + weight * theirs
+                self.cv_accuracy[weight] = float((order[mixed.argmax(axis=1)] == truth).mean())
+            # the first best weight in the grid: ties go to more of the learnt features
+            self.tfidf_weight = max(self.TFIDF_WEIGHTS, key=lambda w: (self.cv_accuracy[w], -w))
+        self.tfidf = None
         if self.tfidf_weight > 0:
-            from sklearn.feature_extraction.text import TfidfVectorizer
-            from sklearn.pipeline import make_pipeline
-
-            self.tfidf = make_pipeline(
-                TfidfVectorizer(ngram_range=(1, 2), min_df=2 if len(texts) >= 50 else 1, sublinear_tf=True,
-                                max_features=50000, strip_accents="unicode"),
-                LogisticRegression(C=2.0, max_iter=2000, random_state=self.seed))
-            self.tfidf.fit(texts, labels)
+            self.tfidf = self._tfidf_head(len(texts)).fit(texts, labels)
         return self
 
     @property
@@ -386,7 +433,7 @@ class EmbeddingClassifier:
         texts = list(texts)
         if not texts:
             return np.zeros((0, len(self.labels)))
-        probs = self.head.predict_proba(self.encoder.encode(texts))
+        probs = self.head.predict_proba(self._features(texts))
         if self.tfidf is not None:
             probs = (1 - self.tfidf_weight) * probs + self.tfidf_weight * self.tfidf.predict_proba(texts)
         return probs

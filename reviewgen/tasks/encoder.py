@@ -18,7 +18,8 @@ before the forward. No change to the C core is needed.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+import os
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -46,6 +47,8 @@ class SentenceEncoder:
         self.batch_size = int(batch_size)
         self.pooling = pooling
         self.normalize = bool(normalize)
+        # progress(done, total) after every batch of encode(), when set (a long encode shows it)
+        self.progress: Optional[Callable[[int, int], None]] = None
         self.tokenizer = tokenizer
         self.dim = int(config.n_embd)
         self._full_wte = np.ascontiguousarray(weights["wte"], np.float32)
@@ -76,6 +79,51 @@ class SentenceEncoder:
         checkpoint = load_encoder(source, num_labels=2)
         tokenizer = TextTokenizer.from_dir(checkpoint.tokenizer_dir, max_length=max_length)
         return cls(checkpoint.config, checkpoint.weights, tokenizer, **kwargs)
+
+    @classmethod
+    def from_decoder(cls, source, *, layers: Optional[int] = None, **kwargs) -> "SentenceEncoder":
+        """Mean-pooled hidden states of a causal language model after its first
+        ``layers`` blocks (default: half of them), through its final norm.
+
+        ``source`` is a :class:`reviewgen.Generator`, a generator
+        :class:`~reviewgen.weights.checkpoint.Checkpoint`, or anything
+        :meth:`Generator.from_pretrained` takes ("smollm2", a GGUF file, a GPT-2 or
+        Llama directory). A language model's middle blocks carry the sentiment of a
+        review far better than a sentence-similarity encoder's output (issue #16:
+        SmolLM2's first 15 of 30 blocks + logistic regression, 0.566 cross-validated
+        accuracy on the demo's 1,324 IMDB reviews, against 0.43 for all-MiniLM and
+        0.533 for TF-IDF + LR), and only those blocks are run."""
+        from ..weights.checkpoint import Checkpoint, stack_blocks
+
+        if isinstance(source, (str, os.PathLike)):
+            from .generator import load_generator_checkpoint
+
+            source = load_generator_checkpoint(os.fspath(source))
+        if isinstance(source, Checkpoint):
+            config = source.config
+        elif hasattr(source, "model") and hasattr(source, "tokenizer"):
+            config = source.model.config
+        else:
+            raise TypeError(f"from_decoder takes a Generator, a Checkpoint or a generator source, "
+                            f"not {type(source).__name__}")
+        if not config.causal:
+            raise ValueError("from_decoder needs a causal language model; use from_pretrained for an encoder")
+        total = int(config.n_layer)
+        layers = max(total // 2, 1) if layers is None else int(layers)
+        if not 1 <= layers <= total:
+            raise ValueError(f"layers must lie in [1, {total}] for this model, got {layers}")
+
+        def used(name: str) -> bool:  # only the blocks that run are copied
+            return not name.startswith("h.") or int(name.split(".")[1]) < layers
+
+        if isinstance(source, Checkpoint):
+            weights = stack_blocks({name: blocks for name, blocks in source.tensors.items() if used(name)})
+            tokenizer = _decoder_tokenizer(source, int(kwargs.get("max_length", 128)))
+        else:
+            weights = {name: source.model.param(name).copy() for name in source.model.param_names() if used(name)}
+            tokenizer = source.tokenizer
+        kwargs.setdefault("normalize", False)  # the head standardises the features itself
+        return cls(config.replace(n_layer=layers), weights, tokenizer, **kwargs)
 
     @classmethod
     def from_classifier(cls, classifier, **kwargs) -> "SentenceEncoder":
@@ -112,6 +160,7 @@ class SentenceEncoder:
         out = np.zeros((len(texts), self.dim), np.float32)
         if not texts:
             return out
+        done = 0
         for rows, hidden, mask in self.hidden_states(texts):
             if self.pooling == "cls":
                 pooled = hidden[:, 0, :]
@@ -119,6 +168,20 @@ class SentenceEncoder:
                 weights = mask[:, :, None].astype(np.float32)
                 pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             out[rows] = pooled
+            done += len(rows)
+            if self.progress is not None:
+                self.progress(done, len(texts))
         if self.normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
+
+
+def _decoder_tokenizer(checkpoint, max_length: int):
+    """The tokenizer a Generator would use for this checkpoint (no special tokens added)."""
+    from ..text.tokenization import TextTokenizer
+    from .generator import _load_text_tokenizer
+
+    if checkpoint.tokenizer is not None:
+        return TextTokenizer(checkpoint.tokenizer, max_length=max_length, padding="longest",
+                             add_special_tokens=False)
+    return _load_text_tokenizer(checkpoint.tokenizer_dir, max_length)

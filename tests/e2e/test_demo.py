@@ -66,7 +66,7 @@ def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_d
     pytest.importorskip("sklearn")
     pytest.importorskip("mauve")
     cfg = _config(tiny_gpt2_dir, _tiny_distilbert(tmp_path / "clf"))
-    assert cfg.classifier_recipe == "embedding" and cfg.review_only_loss == 1  # the defaults
+    assert cfg.classifier_recipe == "lm_features" and cfg.review_only_loss == 1  # the defaults
     cfg.keep_per_label = 2
     cfg.max_new_tokens = 12
     cfg.repetition_penalty = 1.2
@@ -96,6 +96,11 @@ def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_d
         assert "judge_exact" in quality and "mauve" in quality and quality.loc["all", "n"] == len(accepted)
         assert set(summary["quality"]["met"]) >= {"accepted", "judge_exact", "mauve", "classifier_above_tfidf"}
     assert "tfidf_baseline" in summary["classifier"]
+    # the default filter: the generator's middle blocks + LR, the TF-IDF weight chosen on the training rows
+    weights = summary["classifier"]["cv_accuracy_by_tfidf_weight"]
+    assert str(summary["classifier"]["tfidf_weight"]) in weights and len(weights) == 11
+    assert weights[str(summary["classifier"]["tfidf_weight"])] == max(weights.values())
+    assert any("chosen by 5-fold cross-validation" in line for line in lines)
     assert summary["generator"]["format"] == "review_of"
 
 

@@ -31,7 +31,7 @@ TINY = {
          "minilm_imdb/data/train.csv", "minilm_sst5/results.json", "minilm_sst5/baseline.json"]),
     "03_demo.ipynb": (
         dict(classifier_train_rows=40, generator_eval_rows=4, per_label=2, keep_per_label=1, max_rounds=1,
-             max_new_tokens=12, quality=0),
+             max_new_tokens=12, quality=0, settings={"classifier_eval_rows": 24, "classifier_max_length": 96}),
         ["accepted.csv", "rejected.csv", "filter_counts.csv", "summary.json", "demo.png", "demo_config.json"]),
     "04_sweep.ipynb": (
         dict(values=[5e-5, 5e-3], samples=2, rows_per_sample=40, max_length=32, epochs=1),
