@@ -139,14 +139,22 @@ def _prepare(args) -> int:
 
 
 def _train(args) -> int:
+    from .core import distributed
     from .experiments import workflow
 
+    # under mpirun / srun with several ranks: data-parallel, rank 0 alone logs and writes
+    communicator = distributed.from_environment()
+    if not distributed.is_main_rank(communicator):
+        args.quiet = True
     progress, log = _progress(args)
+    if communicator is not None:
+        log(f"data-parallel training on {communicator.size} ranks (MPI)")
     cls, step = ((workflow.TrainClassifierConfig, workflow.train_classifier) if args.task == "classifier"
                  else (workflow.TrainGeneratorConfig, workflow.train_generator))
     cfg = build_config(cls, args, resume_dir=args.out if args.resume else "")
-    step(cfg, args.out, overwrite=args.overwrite, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
-         progress=progress, log=log, argv=sys.argv[1:])
+    with distributed.activated(communicator):
+        step(cfg, args.out, overwrite=args.overwrite, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
+             progress=progress, log=log, argv=sys.argv[1:])
     return 0
 
 

@@ -29,12 +29,13 @@ import atexit
 import os
 import sys
 import time
-from typing import Any, Optional, Protocol, runtime_checkable
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = ["Communicator", "MPICommunicator", "CommTimeout", "from_mpi", "from_environment",
-           "launched_with_mpi", "mpi_world_size", "is_main_rank"]
+           "launched_with_mpi", "mpi_world_size", "is_main_rank", "active", "activated"]
 
 # What launchers put in each rank's environment: the world size, first found wins.
 _MPI_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
@@ -142,3 +143,25 @@ def from_environment(timeout: Optional[float] = None) -> Optional[MPICommunicato
 def is_main_rank(communicator: Optional[Communicator]) -> bool:
     """True for one process or rank 0: the rank that writes files and logs."""
     return communicator is None or int(communicator.rank) == 0
+
+
+_active: Optional[Communicator] = None
+
+
+def active() -> Optional[Communicator]:
+    """The communicator of :func:`activated` (what a Trainer built without one
+    uses), or None."""
+    return _active
+
+
+@contextmanager
+def activated(communicator: Optional[Communicator]) -> Iterator[Optional[Communicator]]:
+    """Every Trainer made inside (by the workflow, a Classifier, a Generator)
+    trains data-parallel on `communicator` (None: one process); the CLI wraps
+    ``reviewgen train`` in it under mpirun."""
+    global _active
+    previous, _active = _active, communicator
+    try:
+        yield communicator
+    finally:
+        _active = previous

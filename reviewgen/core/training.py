@@ -272,7 +272,8 @@ class Trainer:
         called after each evaluation; a model with ``record_eval_logits``
         first receives the evaluation's logits (classifiers).
     save_steps: also checkpoint every save_steps updates inside an epoch.
-    communicator: data parallelism (see the module docstring); None: one process.
+    communicator: data parallelism (see the module docstring); None: the one
+        of ``reviewgen.core.distributed.activated(...)`` if any, else one process.
     """
 
     def __init__(self, model: TrainableModel, config: TrainingConfig, train_batches: Iterable,
@@ -301,6 +302,10 @@ class Trainer:
         self.compute_metrics = compute_metrics
         self.save_steps = int(save_steps)
         self.progress_every = int(progress_every)
+        if communicator is None:
+            from .distributed import active
+
+            communicator = active()
         self.communicator = communicator
         self.is_main = communicator is None or int(communicator.rank) == 0
         self.total_steps = config.total_steps(self.num_batches)

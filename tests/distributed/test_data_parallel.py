@@ -100,3 +100,26 @@ def test_a_rank_that_hangs_makes_the_survivor_fail_after_the_timeout(tmp_path):
     output = proc.stdout + proc.stderr
     assert "TrainingError: data-parallel training failed (rank 0 of 2)" in output, output[-2000:]
     assert "a peer rank is dead or stuck" in output
+
+
+def test_reviewgen_train_under_mpirun_is_data_parallel(tmp_path, tiny_gpt2_dir):
+    """`mpirun -n 2 python -m reviewgen train generator ...`: the CLI finds MPI
+    itself; rank 0 alone logs and writes; the history is one process's."""
+    import pandas as pd
+
+    args = ["-m", "reviewgen", "train", "generator", "sample:imdb", "--model", tiny_gpt2_dir, "--max-length", "32",
+            "--epochs", "1", "--batch-size", "4", "--gradient-accumulation-steps", "2", "--max-train-rows", "24",
+            "--max-val-rows", "8", "--progress", "lines"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(["mpirun", "-n", "2", "--oversubscribe", "--allow-run-as-root", sys.executable, *args,
+                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=120)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("data-parallel training on 2 ranks") == 1  # rank 1 logs nothing
+    assert two.stdout.count("generator saved in") == 1
+    ours, theirs = (pd.read_csv(tmp_path / name / "history.csv") for name in ("two", "one"))
+    assert list(ours["epoch"]) == list(theirs["epoch"]) == [1]
+    np.testing.assert_allclose(ours["eval_loss"], theirs["eval_loss"], rtol=1e-4)
+    np.testing.assert_allclose(ours["train_loss"], theirs["train_loss"], rtol=1e-4)
