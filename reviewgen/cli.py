@@ -188,7 +188,12 @@ def _sweep(args) -> int:
     study = build_config(SweepStudy, args, resume_dir=args.out if args.resume else "")
     if args.values:
         study.values = [_number(v) for v in args.values.split(",")]
-    workflow.sweep(study, args.out, overwrite=args.overwrite, resume=args.resume, log=log, argv=sys.argv[1:])
+    executor = None
+    if args.ray:
+        executor = dict(executor="ray", ray_address=None if args.ray == "local" else args.ray,
+                        resources={"num_cpus": args.ray_cpus, "num_gpus": args.ray_gpus})
+    workflow.sweep(study, args.out, overwrite=args.overwrite, resume=args.resume, log=log, argv=sys.argv[1:],
+                   executor=executor)
     return 0
 
 
@@ -377,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "--parameter learning_rate --values 5e-5,5e-4 --out runs/sweep"))
     add_config_flags(sweep, SweepStudy, helps=_DATA_HELP)
     sweep.add_argument("--values", help="comma-separated values of --parameter")
+    sweep.add_argument("--ray", metavar="ADDRESS",
+                       help="run each (value, sample) trial as a task on this Ray cluster (e.g. auto, "
+                            "ray://head:10001; 'local' starts one here); needs pip install 'reviewgen[ray]'")
+    sweep.add_argument("--ray-cpus", type=float, default=1, help="CPUs each Ray trial declares (default 1)")
+    sweep.add_argument("--ray-gpus", type=float, default=0, help="GPUs each Ray trial declares (default 0)")
     _step_options(sweep, resume=True)
     sweep.set_defaults(run=_sweep)
 

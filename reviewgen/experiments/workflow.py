@@ -732,12 +732,14 @@ def _flat_columns(frame):
 
 
 def sweep(study, out_dir: str, *, overwrite: bool = False, resume: bool = False, log: Callable = print,
-          argv=None) -> StepResult:
+          argv=None, executor: Optional[dict] = None) -> StepResult:
     """The seed's hyperparameter study (reviewgen.experiments.study.run_sweep) as a run
     folder: sweep_runs.csv (every epoch of every run), sweep_curves.csv (mean and
     spread per value and epoch), sweep_summary.csv (best epochs per value), study.json.
-    A sweep that was stopped goes on from its journal with ``resume``."""
-    from .study import SweepInterrupted, run_sweep
+    A sweep that was stopped goes on from its journal with ``resume``.
+    executor: run_sweep's executor arguments, e.g. ``dict(executor="ray",
+    ray_address="auto")`` (trials on a Ray cluster)."""
+    from .study import SweepInterrupted, SweepTrialsFailed, run_sweep
 
     _require(study.data, "data")
     _resolve_model(study.model, "model")
@@ -746,12 +748,16 @@ def sweep(study, out_dir: str, *, overwrite: bool = False, resume: bool = False,
     manifest = _begin("sweep", out_dir, study, overwrite, resume, argv)
     study.save(os.path.join(out_dir, "study.json"))
     try:
-        results = run_sweep(study, out_dir, log=log)
+        results = run_sweep(study, out_dir, log=log, **(executor or {}))
     except SweepInterrupted as stop:
         _write_sweep_tables(out_dir, stop.results)
         runs.interrupt_run(out_dir, manifest, note="sweep interrupted; its journal keeps the finished runs")
         raise StepInterrupted(f"sweep interrupted: {len(stop.results.best)} runs finished, kept in {out_dir} "
                               "(sweep.journal); run the same command with --resume to go on") from None
+    except SweepTrialsFailed as failed:
+        _write_sweep_tables(out_dir, failed.results)
+        runs.interrupt_run(out_dir, manifest, note=f"{len(failed.failures)} Ray trial(s) failed twice")
+        raise
     _write_sweep_tables(out_dir, results)
     runs.finish_run(out_dir, manifest)
     log(f"sweep of {study.parameter} over {study.values}: files in {out_dir}")
