@@ -36,11 +36,18 @@ def model_dir(tmp_path_factory):
 def local_cluster():
     # the workers import reviewgen from this checkout, one OpenMP thread each
     # (as the local sweep below: the same reductions, the same bits)
-    os.environ["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    yield
-    ray.shutdown()
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = ROOT + os.pathsep + (previous or "")
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+        yield
+    finally:
+        ray.shutdown()
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
 
 
 @pytest.fixture(scope="module")
