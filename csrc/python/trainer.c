@@ -446,6 +446,8 @@ static PyObject *comm_bridge_raise(core_state *state, comm_bridge *bridge, const
 {
     PyErr_NormalizeException(&bridge->error_type, &bridge->error, &bridge->error_traceback);
     PyObject *cause = bridge->error;
+    if (cause != NULL && bridge->error_traceback != NULL)
+        PyException_SetTraceback(cause, bridge->error_traceback);
     Py_XDECREF(bridge->error_type);
     Py_XDECREF(bridge->error_traceback);
     bridge->error_type = bridge->error = bridge->error_traceback = NULL;
