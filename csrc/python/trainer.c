@@ -420,6 +420,11 @@ static int comm_bridge_set(comm_bridge *bridge, PyObject *comm)
 {
     if (comm == Py_None)
         return 0;
+    if (!PyObject_HasAttrString(comm, "rank") || !PyObject_HasAttrString(comm, "size") ||
+        !PyObject_HasAttrString(comm, "allreduce")) {
+        PyErr_SetString(PyExc_TypeError, "Trainer comm: needs rank, size and allreduce(array) (an in-place sum)");
+        return -1;
+    }
     if (comm_attr_int(comm, "rank", &bridge->core.rank) < 0 || comm_attr_int(comm, "size", &bridge->core.size) < 0)
         return -1;
     PyObject *method = PyObject_GetAttrString(comm, "allreduce");

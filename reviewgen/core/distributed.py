@@ -110,6 +110,10 @@ def mpi_world_size() -> int:
         value = os.environ.get(name)
         if value and value.isdigit():
             return int(value)
+    # srun --mpi=pmix sets PMIX_RANK but no size: the job step's task count is the world
+    value = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS")
+    if ("PMIX_RANK" in os.environ or "PMI_RANK" in os.environ) and value and value.isdigit():
+        return int(value)
     return 1
 
 

@@ -438,23 +438,27 @@ def _run_on_ray(sweep, study: "SweepStudy", model_blob: dict, config: dict, valu
     for run in todo:
         submit(run, 1)
     failures = []
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        run, attempt = pending.pop(ready[0])
-        try:
-            result = ray.get(ready[0])
-        except Exception as error:  # the task raised, or its worker died
-            text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-            if attempt < 2:
-                log(f"{study.parameter}={values[run['value_index']]} sample {run['sample_index'] + 1}: "
-                    f"failed ({text}), retrying once")
-                submit(run, attempt + 1)
-            else:
-                failures.append((study.values[run["value_index"]], run["sample_index"], text))
-            continue
-        result.update(value_index=run["value_index"], sample_index=run["sample_index"])
-        sweep.record(result)
-        on_run(result)
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            run, attempt = pending.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except Exception as error:  # the task raised, or its worker died
+                text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                if attempt < 2:
+                    log(f"{study.parameter}={values[run['value_index']]} sample {run['sample_index'] + 1}: "
+                        f"failed ({text}), retrying once")
+                    submit(run, attempt + 1)
+                else:
+                    failures.append((study.values[run["value_index"]], run["sample_index"], text))
+                continue
+            result.update(value_index=run["value_index"], sample_index=run["sample_index"])
+            sweep.record(result)
+            on_run(result)
+    finally:  # Ctrl-C or an error here: the trials still out are cancelled, not left running
+        for ref in pending:
+            ray.cancel(ref)
     return failures
 
 
