@@ -26,6 +26,7 @@ const char *rg_status_string(rg_status status)
     case RG_ERR_TOO_LARGE: return "sizes too large (overflow or beyond the core's limits)";
     case RG_ERR_IO: return "file input/output error";
     case RG_ERR_CORRUPT: return "corrupt file (bad magic, checksum or structure)";
+    case RG_ERR_COMM: return "a collective of a data-parallel run failed (a peer rank died?)";
     default: return "unknown status";
     }
 }

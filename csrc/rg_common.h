@@ -36,6 +36,7 @@ typedef enum rg_status {
     RG_ERR_TOO_LARGE,      /* a size whose arithmetic overflows or exceeds the core's limits */
     RG_ERR_IO,             /* a file could not be created, written, synced, renamed or read */
     RG_ERR_CORRUPT,        /* a file's magic, checksum or structure is wrong (truncated, altered) */
+    RG_ERR_COMM,           /* a collective of a data-parallel run failed (a peer rank died, a timeout) */
     RG_STATUS_COUNT
 } rg_status;
 

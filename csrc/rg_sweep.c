@@ -621,6 +621,42 @@ rg_status rg_sweep_run(rg_sweep *s)
     return status;
 }
 
+rg_status rg_sweep_record(rg_sweep *s, const rg_sweep_result *in)
+{
+    if (s == NULL || in == NULL)
+        return RG_ERR_INVALID_ARG;
+    s->message[0] = 0;
+    if (in->value_index < 0 || in->value_index >= s->config.n_values || in->sample_index < 0 ||
+        in->sample_index >= s->n_samples || bits_of(in->value) != bits_of(s->values[in->value_index]) ||
+        (in->status != RG_OK && in->status != RG_ERR_NONFINITE) || in->n_epochs < 0 ||
+        in->n_epochs > RECORD_MAX_EPOCHS || (in->n_epochs > 0 && in->history == NULL)) {
+        sweep_message(s, "record: not a run of this sweep (value %d, sample %d)", in->value_index,
+                      in->sample_index);
+        return RG_ERR_INVALID_ARG;
+    }
+    rg_sweep_result *run = &s->runs[in->value_index * s->n_samples + in->sample_index];
+    if (run->done) {
+        sweep_message(s, "record: value %g, sample %d is done already", run->value, run->sample_index + 1);
+        return RG_ERR_STATE;
+    }
+    rg_train_eval *history = calloc((size_t)(in->n_epochs > 0 ? in->n_epochs : 1), sizeof(rg_train_eval));
+    if (history == NULL)
+        return RG_ERR_NOMEM;
+    if (in->n_epochs > 0)
+        memcpy(history, in->history, (size_t)in->n_epochs * sizeof(rg_train_eval));
+    free(run->history);
+    run->history = history;
+    run->n_epochs = in->n_epochs;
+    run->status = in->status;
+    run->best_epoch = in->best_epoch;
+    run->best_metric = in->best_metric;
+    run->global_step = in->global_step;
+    run->from_journal = 0;
+    rg_status status = journal_append(s, run);
+    run->done = status == RG_OK;
+    return status;
+}
+
 const rg_sweep_result *rg_sweep_runs(const rg_sweep *s, int *count)
 {
     *count = s ? s->n_runs : 0;

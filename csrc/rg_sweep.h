@@ -109,6 +109,18 @@ void rg_sweep_free(rg_sweep *sweep);
  * appended: that run is not counted as done), or a run's other error. */
 rg_status rg_sweep_run(rg_sweep *sweep);
 
+/* Journals a run that was computed elsewhere as run (run->value_index,
+ * run->sample_index) of this sweep, e.g. by a one-run sweep of the same value
+ * and sample's data in another process (reviewgen's Ray executor sends each
+ * run to a cluster so): rg_sweep_run depends only on the initial parameters,
+ * the config with the value set and the sample's data, so that run's record
+ * is the one this sweep would have written. The history is copied; the run
+ * is done from then on (rg_sweep_run skips it, a restart reads it back).
+ * RG_ERR_INVALID_ARG (indices out of range, a value that is not this sweep's,
+ * bit for bit, a status other than RG_OK / RG_ERR_NONFINITE, n_epochs out of
+ * range), RG_ERR_STATE (the run is done already), RG_ERR_IO, RG_ERR_NOMEM. */
+rg_status rg_sweep_record(rg_sweep *sweep, const rg_sweep_result *run);
+
 /* Every (value, sample) run, value-major: (n_values * n_samples,) entries;
  * those with done = 0 have not run. Valid until the next rg_sweep_run. */
 const rg_sweep_result *rg_sweep_runs(const rg_sweep *sweep, int *count);

@@ -74,9 +74,20 @@ struct rg_trainer {
     /* one batch */
     int32_t *b_tokens, *b_mask, *b_types, *b_targets; /* (max_bs * T) each */
 
+    /* data parallelism (rg_trainer.h) */
+    rg_comm comm;             /* size 1 without one */
+    int dist;                 /* comm.size > 1 */
+    int comm_failed;          /* a collective failed: the run stops with RG_ERR_COMM */
+    int32_t *shard;           /* (train_batch_size,) this rank's rows of a micro-batch */
+    float *comm_buf;          /* (state_numel,) the trainable gradients, packed */
+    double *comm_stats;       /* (STATS_FIXED + grad_accum,) */
+
     rg_train_result result;
     char message[RG_CKPT_MESSAGE_LEN];
 };
+
+/* comm_stats: the update's loss and tokens, flags, then one non-finite flag per micro-batch */
+enum { ST_LOSS, ST_TOKENS, ST_STOP, ST_ERROR, STATS_FIXED };
 
 static void trainer_message(rg_trainer *t, const char *format, ...) __attribute__((format(printf, 2, 3)));
 static void trainer_message(rg_trainer *t, const char *format, ...)
@@ -218,10 +229,8 @@ static rg_status data_copy(rg_trainer *t, data_set *d, const rg_train_data *src,
     return RG_OK;
 }
 
-/* Gathers rows into the batch buffers. Returns the batch's width; *tokens_out:
- * its real tokens (the mask's sum, or B * width without a mask). */
-static int batch_build(rg_trainer *t, const data_set *d, const int32_t *rows /* (B,) */, int B,
-                       int64_t *tokens_out)
+/* The width a batch of these rows is cut to (its widest row with trim_padding). */
+static int batch_width(const rg_trainer *t, const data_set *d, const int32_t *rows /* (B,) */, int B)
 {
     int width = d->T;
     if (t->config.trim_padding && d->mask != NULL) {
@@ -230,6 +239,32 @@ static int batch_build(rg_trainer *t, const data_set *d, const int32_t *rows /* 
             if (d->row_width[rows[b]] > width)
                 width = d->row_width[rows[b]];
     }
+    return width;
+}
+
+/* The targets the model's loss counts in one row of a batch cut to `width`:
+ * LM, position j predicts column j + 1 (its target >= 0); classification,
+ * 1 when the row's class id is >= 0. */
+static int64_t row_targets(const rg_trainer *t, const data_set *d, int32_t row, int width)
+{
+    if (!t->is_lm)
+        return d->targets[row] >= 0;
+    const size_t src = (size_t)row * d->T;
+    int64_t n = 0;
+    for (int j = 1; j < width; j++) {
+        if (d->targets)
+            n += d->targets[src + j] >= 0;
+        else
+            n += d->mask == NULL || d->mask[src + j] > 0;
+    }
+    return n;
+}
+
+/* Gathers rows into the batch buffers, cut to `width` columns; *tokens_out:
+ * its real tokens (the mask's sum, or B * width without a mask). */
+static void batch_build(rg_trainer *t, const data_set *d, const int32_t *rows /* (B,) */, int B, int width,
+                        int64_t *tokens_out)
+{
     int64_t real = 0;
     for (int b = 0; b < B; b++) {
         const size_t src = (size_t)rows[b] * d->T, dst = (size_t)b * width;
@@ -253,13 +288,12 @@ static int batch_build(rg_trainer *t, const data_set *d, const int32_t *rows /* 
         }
     }
     *tokens_out = real;
-    return width;
 }
 
-static rg_status batch_forward(rg_trainer *t, const data_set *d, const int32_t *rows, int B, int train,
+static rg_status batch_forward(rg_trainer *t, const data_set *d, const int32_t *rows, int B, int width, int train,
                                uint64_t seed, float *loss, int64_t *tokens)
 {
-    int width = batch_build(t, d, rows, B, tokens);
+    batch_build(t, d, rows, B, width, tokens);
     return rg_model_forward(t->model, t->b_tokens, d->mask ? t->b_mask : NULL, d->types ? t->b_types : NULL,
                             t->b_targets, B, width, train, seed, loss);
 }
@@ -313,6 +347,9 @@ void rg_trainer_free(rg_trainer *t)
     free(t->b_mask);
     free(t->b_types);
     free(t->b_targets);
+    free(t->shard);
+    free(t->comm_buf);
+    free(t->comm_stats);
     free(t);
 }
 
@@ -393,6 +430,18 @@ static rg_status trainer_setup(rg_trainer *t, const rg_trainer_config *config, c
         }
     }
     t->config.label_values = t->label_values;
+    t->comm.rank = 0;
+    t->comm.size = 1;
+    if (c->comm != NULL) {
+        if (c->comm->size < 1 || c->comm->rank < 0 || c->comm->rank >= c->comm->size ||
+            (c->comm->size > 1 && c->comm->allreduce_sum == NULL)) {
+            trainer_message(t, "comm: rank %d of size %d, or no allreduce_sum", c->comm->rank, c->comm->size);
+            return RG_ERR_INVALID_ARG;
+        }
+        t->comm = *c->comm;
+    }
+    t->dist = t->comm.size > 1;
+    t->config.comm = &t->comm;
 
     if (c->apply_freezing)
         RG_TRY(rg_model_set_trainable(t->model, c->trainable_blocks, (rg_head_policy)c->head_policy));
@@ -426,6 +475,13 @@ static rg_status trainer_setup(rg_trainer *t, const rg_trainer_config *config, c
         t->y_pred = malloc(n * sizeof(int32_t));
         if (!t->predictions || !t->eval_logits || !t->confusion || !t->per_class || !t->support ||
             !t->y_true || !t->y_pred)
+            return RG_ERR_NOMEM;
+    }
+    if (t->dist) {
+        t->shard = malloc((size_t)c->train_batch_size * sizeof(int32_t));
+        t->comm_buf = malloc(state * sizeof(float));
+        t->comm_stats = malloc((size_t)(STATS_FIXED + c->grad_accum) * sizeof(double));
+        if (!t->shard || !t->comm_buf || !t->comm_stats)
             return RG_ERR_NOMEM;
     }
     t->order_epoch = -1;
@@ -779,20 +835,49 @@ static int stop_requested(const rg_trainer *t)
     return rg_interrupt_pending() || (t->config.stop_flag != NULL && *t->config.stop_flag != 0);
 }
 
+/* An in-place sum over the ranks; a failure marks the run (RG_ERR_COMM). */
+static rg_status comm_sum(rg_trainer *t, void *buf, size_t n, rg_comm_dtype dtype)
+{
+    if (!t->dist || n == 0)
+        return RG_OK;
+    if (t->comm.allreduce_sum(t->comm.ctx, buf, n, dtype) != 0) {
+        t->comm_failed = 1;
+        trainer_message(t, "rank %d of %d: an all-reduce failed at epoch %d, update %lld (a peer rank died "
+                        "or the communicator failed)", t->comm.rank, t->comm.size, t->epoch + 1,
+                        (long long)t->opt.step + 1);
+        return RG_ERR_COMM;
+    }
+    return RG_OK;
+}
+
+/* A non-zero result stops the run. Distributed: the stop requests of every
+ * rank are summed, so all of them stop at the same event (a failed sum stops
+ * too, with comm_failed set). */
 static int emit(rg_trainer *t, rg_train_event *ev)
 {
-    if (t->config.progress == NULL)
-        return 0;
-    ev->epoch = ev->epoch > 0 ? ev->epoch : t->epoch + 1;
-    ev->step = t->opt.step;
-    ev->total_steps = t->total_steps;
-    return t->config.progress(t->config.progress_user, ev) != 0;
+    int stop = 0;
+    if (t->config.progress != NULL) {
+        ev->epoch = ev->epoch > 0 ? ev->epoch : t->epoch + 1;
+        ev->step = t->opt.step;
+        ev->total_steps = t->total_steps;
+        stop = t->config.progress(t->config.progress_user, ev) != 0;
+    }
+    if (t->dist) {
+        double flag = stop;
+        if (comm_sum(t, &flag, 1, RG_COMM_F64) != RG_OK)
+            return 1;
+        stop = flag > 0.0;
+    }
+    return stop;
 }
 
 static uint64_t dropout_seed(const rg_trainer *t, int epoch, int batch)
 {
     const uint64_t micro = (uint64_t)epoch * (uint64_t)t->num_batches + (uint64_t)batch;
-    return (t->config.seed * 0x9E3779B1ull + micro) & ((1ull << 63) - 1);
+    uint64_t seed = t->config.seed * 0x9E3779B1ull + micro;
+    if (t->dist && t->comm.rank > 0) /* other rows, other masks */
+        seed ^= rg_rng_mix(0x52414E4Bull + (uint64_t)t->comm.rank);
+    return seed & ((1ull << 63) - 1);
 }
 
 static void order_prepare(rg_trainer *t)
@@ -837,7 +922,16 @@ static rg_status checkpoint_write(rg_trainer *t)
 {
     if (t->checkpoint_path == NULL)
         return RG_OK;
-    RG_TRY(rg_trainer_save(t, t->checkpoint_path));
+    rg_status saved = t->comm.rank == 0 ? rg_trainer_save(t, t->checkpoint_path) : RG_OK;
+    if (t->dist) { /* every rank learns whether rank 0 could write it */
+        double failed = saved != RG_OK;
+        RG_TRY(comm_sum(t, &failed, 1, RG_COMM_F64));
+        if (failed > 0.0 && saved == RG_OK) {
+            trainer_message(t, "rank 0 could not write the checkpoint %s", t->checkpoint_path);
+            saved = RG_ERR_IO;
+        }
+    }
+    RG_TRY(saved);
     rg_train_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.kind = RG_TRAIN_EVENT_CHECKPOINT;
@@ -845,6 +939,82 @@ static rg_status checkpoint_write(rg_trainer *t)
     ev.epoch_progress = t->batch == 0 ? 1.0 : (double)t->batch / t->num_batches;
     ev.path = t->checkpoint_path;
     return emit(t, &ev) ? RG_ERR_INTERRUPTED : RG_OK;
+}
+
+/* Distributed: this rank's rows of micro-batch `rows` (B rows cut to `width`)
+ * into t->shard; returns their count, *weight = their share of the
+ * micro-batch's loss targets (0 when it has none). */
+static int shard_rows(rg_trainer *t, const int32_t *rows, int B, int width, double *weight)
+{
+    int64_t all = 0, mine = 0;
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        const int64_t count = row_targets(t, &t->train, rows[b], width);
+        all += count;
+        if (b % t->comm.size == t->comm.rank) {
+            t->shard[n++] = rows[b];
+            mine += count;
+        }
+    }
+    *weight = all > 0 ? (double)mine / (double)all : 0.0;
+    return n;
+}
+
+/* Distributed: the trainable gradients summed over the ranks. */
+static rg_status grads_allreduce(rg_trainer *t)
+{
+    const rg_adamw *opt = &t->opt;
+    if (opt->state_numel == 0)
+        return RG_OK;
+    for (int s = 0; s < opt->n_segments; s++) {
+        const rg_adamw_segment *seg = &opt->segments[s];
+        memcpy(t->comm_buf + seg->state_offset, t->model->grads + seg->grad_offset, seg->numel * sizeof(float));
+    }
+    RG_TRY(comm_sum(t, t->comm_buf, opt->state_numel, RG_COMM_F32));
+    for (int s = 0; s < opt->n_segments; s++) {
+        const rg_adamw_segment *seg = &opt->segments[s];
+        memcpy(t->model->grads + seg->grad_offset, t->comm_buf + seg->state_offset, seg->numel * sizeof(float));
+    }
+    return RG_OK;
+}
+
+/* Distributed: every rank's outcome of one accumulation group, summed, so
+ * that every rank takes the same decision. *group_sum / *tokens become the
+ * global ones. RG_OK: apply the update. */
+static rg_status group_agree(rg_trainer *t, int start, int group, int stopped, rg_status local, int bad,
+                             double *group_sum, int64_t *tokens)
+{
+    double *st = t->comm_stats;
+    memset(st, 0, (size_t)(STATS_FIXED + group) * sizeof(double));
+    st[ST_LOSS] = *group_sum;
+    st[ST_TOKENS] = (double)*tokens;
+    st[ST_STOP] = stopped;
+    st[ST_ERROR] = local != RG_OK;
+    if (bad >= 0)
+        st[STATS_FIXED + (bad - start)] = 1.0;
+    if (comm_sum(t, st, (size_t)(STATS_FIXED + group), RG_COMM_F64) != RG_OK) {
+        rg_model_zero_grad(t->model);
+        return RG_ERR_COMM;
+    }
+    if (st[ST_ERROR] > 0.0) {
+        rg_model_zero_grad(t->model);
+        t->comm_failed = 1; /* the ranks' states may differ now: no going on */
+        if (local != RG_OK)
+            return local;
+        trainer_message(t, "rank %d of %d: another rank failed at epoch %d, update %lld", t->comm.rank,
+                        t->comm.size, t->epoch + 1, (long long)t->opt.step + 1);
+        return RG_ERR_COMM;
+    }
+    for (int k = 0; k < group; k++)
+        if (st[STATS_FIXED + k] > 0.0)
+            return fail_nonfinite(t, start + k, 0);
+    if (st[ST_STOP] > 0.0) {
+        rg_model_zero_grad(t->model); /* drop the partial accumulation */
+        return RG_ERR_INTERRUPTED;
+    }
+    *group_sum = st[ST_LOSS];
+    *tokens = (int64_t)st[ST_TOKENS];
+    return grads_allreduce(t);
 }
 
 /* The micro-batches left in the current epoch, one update per group. */
@@ -857,32 +1027,65 @@ static rg_status epoch_train(rg_trainer *t)
         const float scale = (float)(1.0 / (double)group);
         double pending_sum = t->epoch_loss_sum, group_sum = 0.0;
         int64_t tokens = 0;
+        int stopped = 0, bad = -1;
+        rg_status local = RG_OK;
         const double started = now_seconds();
         for (int k = 0; k < group; k++) {
             const int i = start + k;
             if (stop_requested(t)) {
+                if (t->dist) { /* told to the others at the end of the group */
+                    stopped = 1;
+                    break;
+                }
                 rg_model_zero_grad(t->model); /* drop the partial accumulation */
                 return RG_ERR_INTERRUPTED;
             }
             const int64_t first = (int64_t)i * bs;
             const int B = (int)(t->train.N - first < bs ? t->train.N - first : bs);
+            const int32_t *rows = t->order + first;
+            const int width = batch_width(t, &t->train, rows, B);
+            int nb = B;
+            double weight = 1.0;
+            float batch_scale = scale;
+            if (t->dist) {
+                nb = shard_rows(t, rows, B, width, &weight);
+                rows = t->shard;
+                batch_scale = (float)(weight / (double)group);
+                if (nb == 0)
+                    continue; /* a short last batch: nothing on this rank */
+            }
             float loss = 0.0f;
             int64_t batch_tokens = 0;
-            rg_status status = batch_forward(t, &t->train, t->order + first, B, 1, dropout_seed(t, t->epoch, i),
+            rg_status status = batch_forward(t, &t->train, rows, nb, width, 1, dropout_seed(t, t->epoch, i),
                                              &loss, &batch_tokens);
             if (status == RG_OK && !isfinite(loss))
                 status = RG_ERR_NONFINITE;
-            if (status == RG_ERR_NONFINITE)
-                return fail_nonfinite(t, i, 0);
+            if (status == RG_ERR_NONFINITE) {
+                if (!t->dist)
+                    return fail_nonfinite(t, i, 0);
+                bad = i;
+                break;
+            }
             if (status == RG_OK)
-                status = rg_model_backward(t->model, scale);
+                status = rg_model_backward(t->model, batch_scale);
+            if (status == RG_ERR_INTERRUPTED && t->dist) { /* Ctrl-C inside the forward */
+                stopped = 1;
+                break;
+            }
             if (status != RG_OK) {
                 rg_model_zero_grad(t->model);
-                return status;
+                if (!t->dist)
+                    return status;
+                local = status;
+                break;
             }
-            pending_sum += (double)loss;
-            group_sum += (double)loss;
+            pending_sum += (double)loss * weight;
+            group_sum += (double)loss * weight;
             tokens += batch_tokens;
+        }
+        if (t->dist) {
+            RG_TRY(group_agree(t, start, group, stopped, local, bad, &group_sum, &tokens));
+            pending_sum = t->epoch_loss_sum + group_sum;
         }
         /* A non-finite gradient is found before the copy, so that `prev` still
          * holds the parameters before the last update that was applied. */
@@ -944,7 +1147,7 @@ static rg_status evaluate(rg_trainer *t, rg_train_eval *e)
             rows[b] = (int32_t)(first + b);
         float loss = 0.0f;
         int64_t tokens = 0;
-        status = batch_forward(t, &t->eval, rows, B, 0, 0, &loss, &tokens);
+        status = batch_forward(t, &t->eval, rows, B, batch_width(t, &t->eval, rows, B), 0, 0, &loss, &tokens);
         if (status == RG_OK && !isfinite(loss))
             status = RG_ERR_NONFINITE;
         if (status != RG_OK)
@@ -1002,6 +1205,25 @@ static rg_status evaluate(rg_trainer *t, rg_train_eval *e)
     return RG_OK;
 }
 
+/* Distributed: the evaluation's outcome on every rank, so that all of them stop
+ * (an interrupted evaluation runs again on the next rg_trainer_run) or go on. */
+static rg_status eval_agree(rg_trainer *t, rg_status local)
+{
+    if (!t->dist)
+        return local;
+    double flags[2] = {local == RG_ERR_INTERRUPTED, local != RG_OK && local != RG_ERR_INTERRUPTED};
+    RG_TRY(comm_sum(t, flags, 2, RG_COMM_F64));
+    if (flags[1] > 0.0) {
+        t->comm_failed = 1;
+        if (local != RG_OK && local != RG_ERR_INTERRUPTED)
+            return local;
+        trainer_message(t, "rank %d of %d: another rank's evaluation failed after epoch %d", t->comm.rank,
+                        t->comm.size, t->epoch + 1);
+        return RG_ERR_COMM;
+    }
+    return flags[0] > 0.0 ? RG_ERR_INTERRUPTED : RG_OK;
+}
+
 /* Evaluation, history, best epoch, then the next epoch and its checkpoint. */
 static rg_status epoch_finish(rg_trainer *t)
 {
@@ -1011,7 +1233,7 @@ static rg_status epoch_finish(rg_trainer *t)
     e.step = t->opt.step;
     e.train_loss = t->epoch_loss_sum / (double)(t->epoch_batches > 0 ? t->epoch_batches : 1);
     if (t->has_eval)
-        RG_TRY(evaluate(t, &e));
+        RG_TRY(eval_agree(t, evaluate(t, &e)));
     t->history[t->n_history++] = e;
     int stop = 0;
     rg_train_event ev;
@@ -1042,6 +1264,28 @@ static rg_status epoch_finish(rg_trainer *t)
     return stop ? RG_ERR_INTERRUPTED : RG_OK;
 }
 
+/* Distributed, before a fresh run: every rank takes rank 0's parameters (a
+ * sum with zeros elsewhere is exact), whatever their initialisation was. */
+static rg_status params_from_rank0(rg_trainer *t)
+{
+    const size_t total = t->model->table.total;
+    float *buf = malloc((total > 0 ? total : 1) * sizeof(float));
+    if (buf == NULL)
+        return RG_ERR_NOMEM;
+    if (t->comm.rank == 0)
+        memcpy(buf, t->model->params, total * sizeof(float));
+    else
+        memset(buf, 0, total * sizeof(float));
+    rg_status status = comm_sum(t, buf, total, RG_COMM_F32);
+    if (status == RG_OK) {
+        memcpy(t->model->params, buf, total * sizeof(float));
+        if (t->prev)
+            trainable_save(t, t->prev);
+    }
+    free(buf);
+    return status;
+}
+
 rg_status rg_trainer_run(rg_trainer *t)
 {
     if (t == NULL)
@@ -1053,7 +1297,9 @@ rg_status rg_trainer_run(rg_trainer *t)
     t->result.interrupted = 0;
     t->message[0] = 0;
     rg_status status = RG_OK;
-    while (t->epoch < t->config.epochs) {
+    if (t->dist && t->epoch == 0 && t->batch == 0 && t->opt.step == 0)
+        status = params_from_rank0(t);
+    while (status == RG_OK && t->epoch < t->config.epochs) {
         if (t->batch < t->num_batches) {
             order_prepare(t);
             status = epoch_train(t);
@@ -1065,6 +1311,10 @@ rg_status rg_trainer_run(rg_trainer *t)
             break;
     }
     result_sync(t);
+    if (t->comm_failed) {
+        t->failed = 1;
+        return status == RG_ERR_INTERRUPTED || status == RG_OK ? RG_ERR_COMM : status;
+    }
     if (status == RG_ERR_INTERRUPTED) {
         t->result.interrupted = 1;
         if (t->message[0] == 0)

@@ -68,6 +68,33 @@
  * trainable tensors are copied aside) and the trainer refuses to run on
  * (RG_ERR_STATE). The gradients are zeroed; checkpoints on disk are untouched.
  *
+ * Data parallelism (config.comm with size > 1): every rank runs the same
+ * trainer (same config, data, model layout) and the run equals one process
+ * with the same global batch, within fp32 reduction order:
+ *   - micro-batch i is still rows order[i*bs .. (i+1)*bs) of the whole set;
+ *     rank r takes its rows r, r + size, r + 2 size, ... (a rank may get
+ *     none in a short last batch); the batch is cut to the width of the
+ *     WHOLE micro-batch, so each row is computed as in one process;
+ *   - each rank's backward is scaled by (its target tokens / the micro-batch's
+ *     target tokens) / group (LM: shifted targets >= 0; classification: rows
+ *     with a target >= 0), so the all-reduced SUM of the gradients is the
+ *     gradient of the global micro-batch's mean loss; the trainable tensors'
+ *     gradients are all-reduced once per update, before the norm, clipping
+ *     and AdamW, which then run identically on every rank;
+ *   - a few doubles go with them (the update's loss and tokens, and whether a
+ *     rank saw a non-finite loss, a stop request or an error), so every rank
+ *     logs the same loss and takes the same decision; a progress callback's
+ *     stop request is also all-reduced (events come at the same points on
+ *     every rank, with or without a callback);
+ *   - a fresh run first copies rank 0's parameters to every rank;
+ *   - only rank 0 writes checkpoints (events still come on every rank);
+ *     evaluation runs on the whole eval set on every rank;
+ *   - dropout: rank r > 0 mixes r into the micro-batch's dropout seed, so
+ *     with dropout a run is statistically, not bitwise, that of one process;
+ *   - a failed collective stops the run with RG_ERR_COMM; the trainer then
+ *     refuses to go on (RG_ERR_STATE).
+ * A comm of size 1 (or NULL) gives bit-identical results to no comm.
+ *
  * Events: the rg_train_event and everything it points to are valid only
  * during the callback. The callback runs on the thread of rg_trainer_run,
  * between updates (never inside a forward or backward), so a binding may
@@ -80,6 +107,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rg_comm.h"
 #include "rg_common.h"
 #include "rg_model.h"
 #include "rg_optim.h"
@@ -165,6 +193,7 @@ typedef struct rg_trainer_config {
     rg_train_progress_fn progress; /* may be NULL */
     void *progress_user;
     volatile sig_atomic_t *stop_flag; /* may be NULL */
+    const rg_comm *comm;      /* data parallelism (see above), or NULL: one process (copied) */
 } rg_trainer_config;
 
 /* A config with training.py's defaults (TrainingConfig): 5 epochs, batch 8,
@@ -210,7 +239,8 @@ void rg_trainer_free(rg_trainer *trainer);
 /* Runs the remaining micro-batches and epochs. RG_OK when the run finished
  * (calling it again returns RG_OK at once), RG_ERR_INTERRUPTED, RG_ERR_NONFINITE,
  * RG_ERR_IO (a checkpoint could not be written: the run stops there, as if
- * interrupted, and may be continued), RG_ERR_STATE after a non-finite failure. */
+ * interrupted, and may be continued), RG_ERR_COMM (a collective failed), RG_ERR_STATE
+ * after a non-finite or collective failure. */
 rg_status rg_trainer_run(rg_trainer *trainer);
 
 /* Loads a checkpoint written by a trainer with the same layout and run shape

@@ -5,7 +5,7 @@ rating; a classifier fine-tuned on real reviews checks each one; only the
 reviews the classifier agrees with are kept.
 """
 from .core._native import _core
-from ._core import (CoreError, CoreIOError, CorruptFileError, CudaError, EmptyInputError, InvalidArgumentError,
+from ._core import (CommError, CoreError, CoreIOError, CorruptFileError, CudaError, EmptyInputError, InvalidArgumentError,
                     LabelRangeError, NonFiniteError, ShapeError, StateError,
                     UnsupportedError)
 
@@ -41,7 +41,7 @@ def cuda_compiled() -> bool:
 
 
 __all__ = [
-    "CoreError", "CoreIOError", "CorruptFileError", "CudaError", "EmptyInputError", "InvalidArgumentError", "LabelRangeError",
+    "CommError", "CoreError", "CoreIOError", "CorruptFileError", "CudaError", "EmptyInputError", "InvalidArgumentError", "LabelRangeError",
     "NonFiniteError", "ShapeError", "StateError", "UnsupportedError",
     "has_cuda", "cuda_compiled", "__version__", *_LAZY,
 ]

@@ -139,14 +139,22 @@ def _prepare(args) -> int:
 
 
 def _train(args) -> int:
+    from .core import distributed
     from .experiments import workflow
 
+    # under mpirun / srun with several ranks: data-parallel, rank 0 alone logs and writes
+    communicator = distributed.from_environment()
+    if not distributed.is_main_rank(communicator):
+        args.quiet = True
     progress, log = _progress(args)
+    if communicator is not None:
+        log(f"data-parallel training on {communicator.size} ranks (MPI)")
     cls, step = ((workflow.TrainClassifierConfig, workflow.train_classifier) if args.task == "classifier"
                  else (workflow.TrainGeneratorConfig, workflow.train_generator))
     cfg = build_config(cls, args, resume_dir=args.out if args.resume else "")
-    step(cfg, args.out, overwrite=args.overwrite, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
-         progress=progress, log=log, argv=sys.argv[1:])
+    with distributed.activated(communicator):
+        step(cfg, args.out, overwrite=args.overwrite, resume=args.resume, keep_checkpoints=args.keep_checkpoints,
+             progress=progress, log=log, argv=sys.argv[1:])
     return 0
 
 
@@ -180,7 +188,12 @@ def _sweep(args) -> int:
     study = build_config(SweepStudy, args, resume_dir=args.out if args.resume else "")
     if args.values:
         study.values = [_number(v) for v in args.values.split(",")]
-    workflow.sweep(study, args.out, overwrite=args.overwrite, resume=args.resume, log=log, argv=sys.argv[1:])
+    executor = None
+    if args.ray:
+        executor = dict(executor="ray", ray_address=None if args.ray == "local" else args.ray,
+                        resources={"num_cpus": args.ray_cpus, "num_gpus": args.ray_gpus})
+    workflow.sweep(study, args.out, overwrite=args.overwrite, resume=args.resume, log=log, argv=sys.argv[1:],
+                   executor=executor)
     return 0
 
 
@@ -369,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "--parameter learning_rate --values 5e-5,5e-4 --out runs/sweep"))
     add_config_flags(sweep, SweepStudy, helps=_DATA_HELP)
     sweep.add_argument("--values", help="comma-separated values of --parameter")
+    sweep.add_argument("--ray", metavar="ADDRESS",
+                       help="run each (value, sample) trial as a task on this Ray cluster (e.g. auto, "
+                            "ray://head:10001; 'local' starts one here); needs pip install 'reviewgen[ray]'")
+    sweep.add_argument("--ray-cpus", type=float, default=1, help="CPUs each Ray trial declares (default 1)")
+    sweep.add_argument("--ray-gpus", type=float, default=0, help="GPUs each Ray trial declares (default 0)")
     _step_options(sweep, resume=True)
     sweep.set_defaults(run=_sweep)
 

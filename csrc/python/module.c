@@ -184,6 +184,7 @@ static const struct {
     {RG_ERR_TOO_LARGE, "TooLargeError", "A size beyond the core's limits (or whose arithmetic would overflow)."},
     {RG_ERR_IO, "CoreIOError", "A file the core writes or reads could not be created, written, synced or renamed."},
     {RG_ERR_CORRUPT, "CorruptFileError", "A file whose magic, checksum or structure is wrong (truncated or altered)."},
+    {RG_ERR_COMM, "CommError", "A collective of a data-parallel run failed (a peer rank died, a timeout)."},
 };
 
 static PyObject *builtin_base_for(rg_status status)
@@ -193,6 +194,7 @@ static PyObject *builtin_base_for(rg_status status)
     case RG_ERR_CUDA: return PyExc_RuntimeError;
     case RG_ERR_UNSUPPORTED: return PyExc_NotImplementedError;
     case RG_ERR_IO: return PyExc_OSError;
+    case RG_ERR_COMM: return PyExc_RuntimeError;
     default: return PyExc_ValueError;
     }
 }

@@ -290,7 +290,103 @@ static PyObject *sweep_close(SweepObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* A history entry of binding_eval_dict back into an rg_train_eval. */
+static int eval_from_dict(PyObject *d, rg_train_eval *e)
+{
+    memset(e, 0, sizeof(*e));
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "record: history entries must be dicts");
+        return -1;
+    }
+    struct { const char *key; double *slot; int *flag; } fields[] = {
+        {"train_loss", &e->train_loss, NULL},        {"eval_loss", &e->eval_loss, &e->has_eval},
+        {"eval_perplexity", &e->eval_perplexity, NULL}, {"eval_accuracy", &e->accuracy, &e->has_metrics},
+        {"eval_macro_f1", &e->macro_f1, NULL},       {"eval_near_accuracy", &e->near_accuracy, NULL},
+        {"eval_near_macro_f1", &e->near_macro_f1, NULL},
+    };
+    PyObject *item = PyDict_GetItemString(d, "epoch"); /* borrowed */
+    PyObject *step = PyDict_GetItemString(d, "step");
+    if (item == NULL || step == NULL) {
+        PyErr_SetString(PyExc_ValueError, "record: a history entry needs epoch and step");
+        return -1;
+    }
+    e->epoch = (int)PyLong_AsLong(item);
+    e->step = PyLong_AsLongLong(step);
+    if (PyErr_Occurred())
+        return -1;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        item = PyDict_GetItemString(d, fields[i].key);
+        if (item == NULL)
+            continue;
+        *fields[i].slot = PyFloat_AsDouble(item);
+        if (*fields[i].slot == -1.0 && PyErr_Occurred())
+            return -1;
+        if (fields[i].flag)
+            *fields[i].flag = 1;
+    }
+    return 0;
+}
+
+static PyObject *sweep_record(SweepObject *self, PyObject *run_obj)
+{
+    if (sweep_ready(self) < 0)
+        return NULL;
+    if (!PyDict_Check(run_obj)) {
+        PyErr_SetString(PyExc_TypeError, "record: expected a run dict (as runs() gives)");
+        return NULL;
+    }
+    rg_sweep_result run;
+    memset(&run, 0, sizeof(run));
+    PyObject *vi = PyDict_GetItemString(run_obj, "value_index"), *si = PyDict_GetItemString(run_obj, "sample_index");
+    PyObject *value = PyDict_GetItemString(run_obj, "value"), *status = PyDict_GetItemString(run_obj, "status");
+    PyObject *history = PyDict_GetItemString(run_obj, "history");
+    PyObject *best = PyDict_GetItemString(run_obj, "best_epoch"), *metric = PyDict_GetItemString(run_obj, "best_metric");
+    PyObject *step = PyDict_GetItemString(run_obj, "global_step");
+    if (!vi || !si || !value || !status || !history || !best || !metric || !step || !PyList_Check(history) ||
+        !PyUnicode_Check(status)) {
+        PyErr_SetString(PyExc_ValueError, "record: a run dict needs value_index, sample_index, value, status, "
+                                          "history (a list), best_epoch, best_metric and global_step");
+        return NULL;
+    }
+    const char *status_name = PyUnicode_AsUTF8(status);
+    run.value_index = (int)PyLong_AsLong(vi);
+    run.sample_index = (int)PyLong_AsLong(si);
+    run.value = PyFloat_AsDouble(value);
+    run.best_epoch = (int)PyLong_AsLong(best);
+    run.best_metric = PyFloat_AsDouble(metric);
+    run.global_step = PyLong_AsLongLong(step);
+    if (status_name == NULL || PyErr_Occurred())
+        return NULL;
+    if (strcmp(status_name, "ok") == 0)
+        run.status = RG_OK;
+    else if (strcmp(status_name, "nonfinite") == 0)
+        run.status = RG_ERR_NONFINITE;
+    else
+        return binding_raise_for(self, RG_ERR_INVALID_ARG, "record: status must be 'ok' or 'nonfinite'");
+    Py_ssize_t n = PyList_GET_SIZE(history);
+    if (n > INT32_MAX / 2)
+        return binding_raise_for(self, RG_ERR_INVALID_ARG, "record: too many epochs");
+    run.n_epochs = (int)n;
+    run.history = PyMem_Calloc((size_t)(n > 0 ? n : 1), sizeof(rg_train_eval));
+    if (run.history == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (eval_from_dict(PyList_GET_ITEM(history, i), &run.history[i]) < 0) {
+            PyMem_Free(run.history);
+            return NULL;
+        }
+    rg_status result = rg_sweep_record(self->sweep, &run);
+    PyMem_Free(run.history);
+    if (result != RG_OK)
+        return binding_raise_for(self, result, rg_sweep_message(self->sweep)[0] ? rg_sweep_message(self->sweep)
+                                                                                 : rg_status_string(result));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef sweep_methods[] = {
+    {"record", (PyCFunction)sweep_record, METH_O,
+     "record(run): journal a run dict computed elsewhere (a one-run Sweep of the same value and sample, e.g. "
+     "on a Ray worker) as that run of this sweep (rg_sweep_record)."},
     {"run", (PyCFunction)sweep_run, METH_NOARGS,
      "run(): every run not done yet. KeyboardInterrupt on Ctrl-C (the interrupted run is not journaled)."},
     {"runs", (PyCFunction)sweep_runs, METH_NOARGS, "runs() -> list of run dicts, value-major."},

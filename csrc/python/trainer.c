@@ -8,6 +8,13 @@
  * stops the run at that update boundary and its exception is re-raised once
  * rg_trainer_run has returned. Ctrl-C asks the core to stop (interruptible_begin)
  * and surfaces as KeyboardInterrupt.
+ *
+ * Data parallelism: Trainer(..., comm=obj) with obj.rank, obj.size and
+ * obj.allreduce(array), which sums a float32 / float64 numpy array in place
+ * over every rank (reviewgen.core.distributed wraps mpi4py so). The array is
+ * a view of the core's buffer, valid only during the call; the call takes
+ * the GIL just for itself, like the progress callback. Its exception stops
+ * the run and is raised as CommError (chained) once rg_trainer_run is back.
  */
 #include "binding.h"
 
@@ -363,6 +370,103 @@ PyObject *binding_finish_status(core_state *state, progress_bridge *bridge, rg_s
     return binding_raise(state, status, "%s", message && message[0] ? message : rg_status_string(status));
 }
 
+/* ------------------------------------------------------------------ communicator */
+
+typedef struct {
+    PyObject *comm; /* rank, size, allreduce(array) */
+    PyObject *error_type, *error, *error_traceback;
+    rg_comm core;
+} comm_bridge;
+
+/* Runs on the core's thread without the GIL; takes it only for the call. */
+static int comm_bridge_allreduce(void *ctx, void *buf, size_t n, rg_comm_dtype dtype)
+{
+    comm_bridge *bridge = ctx;
+    PyGILState_STATE gil = PyGILState_Ensure();
+    npy_intp dims = (npy_intp)n;
+    PyObject *array = PyArray_SimpleNewFromData(1, &dims, dtype == RG_COMM_F64 ? NPY_FLOAT64 : NPY_FLOAT32, buf);
+    PyObject *result = array ? PyObject_CallMethod(bridge->comm, "allreduce", "O", array) : NULL;
+    Py_XDECREF(array);
+    int failed = result == NULL;
+    if (failed) {
+        if (bridge->error_type == NULL)
+            PyErr_Fetch(&bridge->error_type, &bridge->error, &bridge->error_traceback);
+        else
+            PyErr_Clear();
+    }
+    Py_XDECREF(result);
+    PyGILState_Release(gil);
+    return failed;
+}
+
+static int comm_attr_int(PyObject *comm, const char *name, int *value)
+{
+    PyObject *item = PyObject_GetAttrString(comm, name);
+    if (item == NULL)
+        return -1;
+    long v = PyLong_AsLong(item);
+    Py_DECREF(item);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (v < 0 || v > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "Trainer comm: %s = %ld out of range", name, v);
+        return -1;
+    }
+    *value = (int)v;
+    return 0;
+}
+
+static int comm_bridge_set(comm_bridge *bridge, PyObject *comm)
+{
+    if (comm == Py_None)
+        return 0;
+    if (!PyObject_HasAttrString(comm, "rank") || !PyObject_HasAttrString(comm, "size") ||
+        !PyObject_HasAttrString(comm, "allreduce")) {
+        PyErr_SetString(PyExc_TypeError, "Trainer comm: needs rank, size and allreduce(array) (an in-place sum)");
+        return -1;
+    }
+    if (comm_attr_int(comm, "rank", &bridge->core.rank) < 0 || comm_attr_int(comm, "size", &bridge->core.size) < 0)
+        return -1;
+    PyObject *method = PyObject_GetAttrString(comm, "allreduce");
+    int callable = method != NULL && PyCallable_Check(method);
+    Py_XDECREF(method);
+    if (!callable) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "Trainer comm: needs rank, size and allreduce(array) (an in-place sum)");
+        return -1;
+    }
+    if (bridge->core.size < 1 || bridge->core.rank >= bridge->core.size) {
+        PyErr_Format(PyExc_ValueError, "Trainer comm: rank %d of size %d", bridge->core.rank, bridge->core.size);
+        return -1;
+    }
+    Py_INCREF(comm);
+    bridge->comm = comm;
+    bridge->core.ctx = bridge;
+    bridge->core.allreduce_sum = comm_bridge_allreduce;
+    return 0;
+}
+
+/* A failed collective: CommError(core message: the Python error), from that error. */
+static PyObject *comm_bridge_raise(core_state *state, comm_bridge *bridge, const char *message)
+{
+    PyErr_NormalizeException(&bridge->error_type, &bridge->error, &bridge->error_traceback);
+    PyObject *cause = bridge->error;
+    if (cause != NULL && bridge->error_traceback != NULL)
+        PyException_SetTraceback(cause, bridge->error_traceback);
+    Py_XDECREF(bridge->error_type);
+    Py_XDECREF(bridge->error_traceback);
+    bridge->error_type = bridge->error = bridge->error_traceback = NULL;
+    binding_raise(state, RG_ERR_COMM, "%s: %R", message, cause ? cause : Py_None);
+    if (cause != NULL) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        PyException_SetCause(value, cause); /* steals cause */
+        PyErr_Restore(type, value, traceback);
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ Trainer type */
 
 typedef struct {
@@ -370,15 +474,16 @@ typedef struct {
     rg_trainer *trainer;
     PyObject *model; /* the _core.Model, kept alive: the trainer borrows it */
     progress_bridge bridge;
+    comm_bridge comm;
     int running;
 } TrainerObject;
 
 static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"model", "config", "train", "eval", "progress", NULL};
-    PyObject *model_obj, *config_obj, *train_obj, *eval_obj = Py_None, *progress = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO:Trainer", keywords, &model_obj, &config_obj, &train_obj,
-                                     &eval_obj, &progress))
+    static char *keywords[] = {"model", "config", "train", "eval", "progress", "comm", NULL};
+    PyObject *model_obj, *config_obj, *train_obj, *eval_obj = Py_None, *progress = Py_None, *comm = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|OO$O:Trainer", keywords, &model_obj, &config_obj,
+                                     &train_obj, &eval_obj, &progress, &comm))
         return -1;
     if (self->trainer != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Trainer: already initialized");
@@ -391,6 +496,8 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_TypeError, "Trainer: progress must be callable or None");
         return -1;
     }
+    if (comm_bridge_set(&self->comm, comm) < 0)
+        return -1;
     trainer_buffers keep = {0};
     rg_trainer_config config;
     rg_train_data train, eval;
@@ -417,6 +524,7 @@ static int trainer_init(TrainerObject *self, PyObject *args, PyObject *kwargs)
     self->bridge.model = model_object;
     config.progress = binding_progress_bridge;
     config.progress_user = &self->bridge;
+    config.comm = self->comm.comm != NULL ? &self->comm.core : NULL;
     char error[256] = "";
     rg_trainer *trainer = NULL;
     rg_status status;
@@ -490,6 +598,9 @@ static PyObject *trainer_run(TrainerObject *self, PyObject *unused)
     rg_status status = trainer_call(self, call_run, NULL, &entered);
     if (!entered)
         return NULL;
+    if (self->comm.error_type != NULL && self->bridge.error_type == NULL)
+        return comm_bridge_raise(binding_state_of_type(Py_TYPE(self)), &self->comm,
+                                 rg_trainer_message(self->trainer));
     return binding_finish_status(binding_state_of_type(Py_TYPE(self)), &self->bridge, status,
                                  rg_trainer_message(self->trainer));
 }
@@ -608,6 +719,7 @@ static int trainer_traverse(TrainerObject *self, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->model);
     Py_VISIT(self->bridge.callback);
+    Py_VISIT(self->comm.comm);
     return 0;
 }
 
@@ -617,6 +729,10 @@ static int trainer_clear(TrainerObject *self)
     Py_CLEAR(self->bridge.error_type);
     Py_CLEAR(self->bridge.error);
     Py_CLEAR(self->bridge.error_traceback);
+    Py_CLEAR(self->comm.comm);
+    Py_CLEAR(self->comm.error_type);
+    Py_CLEAR(self->comm.error);
+    Py_CLEAR(self->comm.error_traceback);
     return 0;
 }
 
@@ -624,7 +740,7 @@ static void trainer_dealloc(TrainerObject *self)
 {
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    rg_trainer_free(self->trainer); /* before the model it borrows */
+    rg_trainer_free(self->trainer); /* before the model it borrows and the comm it calls */
     self->trainer = NULL;
     trainer_clear(self);
     Py_CLEAR(self->model);
@@ -655,12 +771,14 @@ static PyGetSetDef trainer_getset[] = {
 };
 
 static PyType_Slot trainer_slots[] = {
-    {Py_tp_doc, "Trainer(model, config, train, eval=None, progress=None): a whole fine-tuning run in the core "
+    {Py_tp_doc, "Trainer(model, config, train, eval=None, progress=None, *, comm=None): a whole fine-tuning run in the core "
                 "(rg_trainer.h). config: dict of rg_trainer_config fields (lr, beta1, beta2, eps, weight_decay, "
                 "max_grad_norm, warmup_ratio, schedule, epochs, train_batch_size, eval_batch_size, grad_accum, "
                 "trim_padding, shuffle, seed, orders, load_best_at_end, apply_freezing, trainable_blocks, "
                 "head_policy, label_values, checkpoint_path, save_steps, keep_last_good, progress_every); "
-                "train / eval: dicts of tokens, attention_mask, token_types, targets; progress(event_dict)."},
+                "train / eval: dicts of tokens, attention_mask, token_types, targets; progress(event_dict); comm: "
+                "data parallelism, an object with rank, size and allreduce(array) (an in-place sum over the "
+                "ranks; rg_trainer.h), e.g. reviewgen.core.distributed.MPICommunicator."},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, trainer_init},
     {Py_tp_dealloc, trainer_dealloc},

@@ -395,3 +395,62 @@ void test_sweep_sigkill_then_restart(void)
     rg_model_free(m);
     unlink(path);
 }
+
+/* rg_sweep_record: a run of a one-run sweep (one value, one sample) journaled
+ * into the whole sweep is the run that sweep makes itself, read back from the
+ * journal at the next init; foreign or repeated records are refused. */
+void test_sweep_record_from_one_run_sweeps(void)
+{
+    rg_model_config mc = tiny_lm_config();
+    rg_model *m = NULL;
+    if (!RG_CHECK(rg_model_init(&m, &mc) == RG_OK))
+        return;
+    sweep_data d;
+    sweep_data_make(&d, mc.vocab_size);
+    char path[256];
+    tiny_temp_path(path, sizeof(path), "record.journal");
+    rg_sweep_config c = sweep_config();
+    rg_sweep *whole = NULL, *reference = NULL;
+    RG_CHECK_STATUS(rg_sweep_init(&reference, m, &c, d.samples, SAMPLES, NULL, 0), RG_OK);
+    RG_CHECK_STATUS(rg_sweep_run(reference), RG_OK);
+    c.journal_path = path;
+    RG_CHECK_STATUS(rg_sweep_init(&whole, m, &c, d.samples, SAMPLES, NULL, 0), RG_OK);
+    int n = 0;
+    const rg_sweep_result *expected = rg_sweep_runs(reference, &n);
+    for (int v = 0; v < 2; v++)
+        for (int k = 0; k < SAMPLES; k++) {
+            rg_sweep_config one = sweep_config();
+            one.values = &lr_values[v];
+            one.n_values = 1;
+            rg_sweep *single = NULL;
+            RG_CHECK_STATUS(rg_sweep_init(&single, m, &one, &d.samples[k], 1, NULL, 0), RG_OK);
+            RG_CHECK_STATUS(rg_sweep_run(single), RG_OK);
+            int count = 0;
+            rg_sweep_result run = rg_sweep_runs(single, &count)[0];
+            run.value_index = v;
+            run.sample_index = k;
+            RG_CHECK_STATUS(rg_sweep_record(whole, &run), RG_OK);
+            RG_CHECK_STATUS(rg_sweep_record(whole, &run), RG_ERR_STATE); /* done already */
+            rg_sweep_free(single);
+        }
+    rg_sweep_result foreign = expected[0];
+    foreign.value = 3e-2; /* not one of the sweep's values */
+    RG_CHECK_STATUS(rg_sweep_record(whole, &foreign), RG_ERR_INVALID_ARG);
+    foreign = expected[0];
+    foreign.sample_index = SAMPLES;
+    RG_CHECK_STATUS(rg_sweep_record(whole, &foreign), RG_ERR_INVALID_ARG);
+    rg_sweep_free(whole);
+    whole = NULL;
+    RG_CHECK_STATUS(rg_sweep_init(&whole, m, &c, d.samples, SAMPLES, NULL, 0), RG_OK);
+    const rg_sweep_result *got = rg_sweep_runs(whole, &n);
+    RG_CHECK_EQ(n, 4);
+    for (int i = 0; i < n; i++) {
+        RG_CHECK(got[i].done && got[i].from_journal);
+        RG_CHECK(same_history(got[i].history, got[i].n_epochs, expected[i].history, expected[i].n_epochs));
+        RG_CHECK(got[i].best_epoch == expected[i].best_epoch && got[i].global_step == expected[i].global_step);
+    }
+    rg_sweep_free(whole);
+    rg_sweep_free(reference);
+    unlink(path);
+    rg_model_free(m);
+}

@@ -38,6 +38,14 @@ Checkpoints (in ``output_dir``):
 * ``best.npz``: the parameters of the best epoch so far;
 * ``trainer_state.json``: the history, human-readable.
 
+Data parallelism: ``communicator`` (reviewgen.core.distributed, e.g.
+``from_environment()`` under mpirun) makes every rank train on its share of
+each global batch, with the gradients all-reduced in the core before clipping
+and AdamW (csrc/rg_trainer.h); every rank ends with the same parameters. Only
+rank 0 creates ``output_dir`` and writes checkpoints, ``best.npz``,
+``trainer_state.json`` and calls ``progress``; every rank gets the same
+result and history. A failed collective raises :class:`TrainingError`.
+
 Ctrl-C: the core stops at its next layer boundary and drops the partial
 accumulation; :meth:`Trainer.train` raises :class:`TrainingInterrupted` (a
 KeyboardInterrupt, so callers that do not catch it stop too and never take
@@ -264,13 +272,15 @@ class Trainer:
         called after each evaluation; a model with ``record_eval_logits``
         first receives the evaluation's logits (classifiers).
     save_steps: also checkpoint every save_steps updates inside an epoch.
+    communicator: data parallelism (see the module docstring); None: the one
+        of ``reviewgen.core.distributed.activated(...)`` if any, else one process.
     """
 
     def __init__(self, model: TrainableModel, config: TrainingConfig, train_batches: Iterable,
                  eval_batches: Optional[Iterable], output_dir: str | os.PathLike,
                  progress: Optional[Callable[[dict], None]] = None,
                  compute_metrics: Optional[Callable[[Any], Mapping[str, float]]] = None,
-                 save_steps: int = 0, progress_every: int = 1):
+                 save_steps: int = 0, progress_every: int = 1, communicator: Any = None):
         if not isinstance(config, TrainingConfig):
             raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
         config.validate()
@@ -292,6 +302,12 @@ class Trainer:
         self.compute_metrics = compute_metrics
         self.save_steps = int(save_steps)
         self.progress_every = int(progress_every)
+        if communicator is None:
+            from .distributed import active
+
+            communicator = active()
+        self.communicator = communicator
+        self.is_main = communicator is None or int(communicator.rank) == 0
         self.total_steps = config.total_steps(self.num_batches)
         self.optimizer: Optional[_OptimizerView] = None
         self.core_trainer = None
@@ -339,7 +355,8 @@ class Trainer:
         core_cfg["checkpoint_path"] = self.checkpoint_path
         core_cfg["save_steps"] = self.save_steps
         core_cfg["progress_every"] = self.progress_every if self.progress is not None else QUIET_PROGRESS_EVERY
-        self.core_trainer = _core.Trainer(self.core_model, core_cfg, train, evaluation, progress=self._on_event)
+        self.core_trainer = _core.Trainer(self.core_model, core_cfg, train, evaluation, progress=self._on_event,
+                                          comm=self.communicator)
         self.optimizer = _OptimizerView(self.core_trainer)
         self._extra_metrics = {}
         self._best_seen = None
@@ -357,14 +374,15 @@ class Trainer:
                          for k, v in self.compute_metrics(self.model).items()}
                 self._extra_metrics[event["epoch"]] = extra
                 event.update(extra)
-            self._save_best_if_better(event)
+            if self.is_main:
+                self._save_best_if_better(event)
             if logits is not None:
                 event["logits"] = logits
-        elif kind == "checkpoint":
+        elif kind == "checkpoint" and self.is_main:
             state = self._write_state(event)
             if event.get("epoch_progress", 1.0) >= 1.0:
                 self._write_npz_checkpoint(state)
-        if self.progress is not None:
+        if self.progress is not None and self.is_main:
             self.progress(event)
 
     def _save_best_if_better(self, entry: dict) -> None:
@@ -439,7 +457,8 @@ class Trainer:
     def train(self, resume: bool | str = False) -> TrainResult:
         """Run the remaining epochs in the core. resume=True continues from
         this run's checkpoint (a path continues from that file)."""
-        os.makedirs(self.output_dir, exist_ok=True)
+        if self.is_main:
+            os.makedirs(self.output_dir, exist_ok=True)
         self._prepare()
         if resume:
             self.load_checkpoint(resume if isinstance(resume, str) else None)
@@ -455,6 +474,10 @@ class Trainer:
             raise TrainingError(str(error)) from None
         except _core.CoreIOError as error:
             raise TrainingError(f"a checkpoint could not be written: {error}") from None
+        except _core.CommError as error:
+            comm = self.communicator
+            where = f"rank {comm.rank} of {comm.size}" if comm is not None else "one process"
+            raise TrainingError(f"data-parallel training failed ({where}): {error}") from error
         core_result = self.core_trainer.result()
         has_checkpoint = os.path.exists(self.checkpoint_path)
         result = TrainResult(history=self._history(), interrupted=interrupted,

@@ -29,8 +29,8 @@ import numpy as np
 from ..text import data as _data
 from ..core.config import JsonConfig, TrainingConfig
 
-__all__ = ["ClassifierStudy", "SweepStudy", "SweepResults", "SweepInterrupted", "run_classifier_study", "run_baseline",
-           "run_sweep", "study_split", "with_data_root", "sample_study", "SWEEP_PARAMETERS"]
+__all__ = ["ClassifierStudy", "SweepStudy", "SweepResults", "SweepInterrupted", "SweepTrialsFailed",
+           "run_classifier_study", "run_baseline", "run_sweep", "study_split", "with_data_root", "sample_study", "SWEEP_PARAMETERS"]
 
 
 def _save_json(path: str, value) -> None:
@@ -364,7 +364,106 @@ def _sweep_model_and_data(study: "SweepStudy", samples: list, base: TrainingConf
     return generator.model, data, None
 
 
-def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = print) -> SweepResults:
+class SweepTrialsFailed(RuntimeError):
+    """Trials of a Ray sweep failed twice (the first try and one retry).
+    ``failures``: (value, sample index, error text) of each; ``results``: the
+    sweep's finished runs (journaled: a restart runs only the failed ones)."""
+
+    def __init__(self, results: "SweepResults", failures: list):
+        lines = "; ".join(f"{value} sample {sample + 1}: {error}" for value, sample, error in failures)
+        super().__init__(f"{len(failures)} sweep trial(s) failed twice and are not in the results: {lines}")
+        self.results, self.failures = results, failures
+
+
+# Test hook of the Ray executor, read by the driver: "v,s,n;..." makes trial
+# (value index v, sample index s) raise on its first n tries (retry and report).
+_FAULTS_VARIABLE = "REVIEWGEN_SWEEP_FAULTS"
+
+
+def _injected_faults(where: tuple) -> int:
+    for fault in filter(None, os.environ.get(_FAULTS_VARIABLE, "").split(";")):
+        v, k, tries = (int(x) for x in fault.split(","))
+        if (v, k) == tuple(where):
+            return tries
+    return 0
+
+
+def _ray_trial(model_blob: dict, config: dict, parameter: str, value: float, sample: tuple, attempt: int,
+               faults: int) -> dict:
+    """One (value, sample) trial on a Ray worker: a one-run core Sweep of that
+    value and that sample's data from the sweep's initial parameters, which
+    is the run the whole sweep makes (rg_sweep_record)."""
+    from .._core import Sweep
+    from ..core.models import Model
+
+    if attempt <= faults:
+        raise RuntimeError(f"injected fault ({_FAULTS_VARIABLE}) on try {attempt}")
+    model = Model(model_blob["config"], initialize=False)
+    model.parameters[...] = model_blob["parameters"]
+    if model_blob["untie"] is not None:
+        model.set_trainable(*model_blob["untie"])
+    sweep = Sweep(model.core, config, parameter, [value], [sample])
+    try:
+        sweep.run()
+        (run,) = sweep.runs()
+    finally:
+        sweep.close()
+    return run
+
+
+def _run_on_ray(sweep, study: "SweepStudy", model_blob: dict, config: dict, values: list, data: list,
+                on_run: Callable, ray_address: Optional[str], resources: Optional[dict], log) -> list:
+    """Every trial the journal does not hold, as Ray tasks; each result is
+    journaled by the driver as it arrives; a failed trial is tried once more,
+    then reported. Returns the failures [(value, sample index, error)]."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError("executor='ray' needs Ray: pip install 'reviewgen[ray]'") from error
+    if not ray.is_initialized():
+        ray.init(address=ray_address, log_to_driver=False, include_dashboard=False)
+    resources = dict(resources or {"num_cpus": 1})
+    trial = ray.remote(max_retries=0)(_ray_trial).options(**resources)
+    blob, cfg = ray.put(model_blob), ray.put(config)
+    parameter = SWEEP_PARAMETERS[study.parameter]
+    pending = {}
+
+    def submit(run: dict, attempt: int) -> None:
+        where = (run["value_index"], run["sample_index"])
+        ref = trial.remote(blob, cfg, parameter, values[where[0]], data[where[1]], attempt, _injected_faults(where))
+        pending[ref] = (run, attempt)
+
+    todo = [run for run in sweep.runs() if not run["done"]]
+    log(f"{len(todo)} trial(s) to Ray ({ray_address or 'local'}), each with {resources}")
+    for run in todo:
+        submit(run, 1)
+    failures = []
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            run, attempt = pending.pop(ready[0])
+            try:
+                result = ray.get(ready[0])
+            except Exception as error:  # the task raised, or its worker died
+                text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                if attempt < 2:
+                    log(f"{study.parameter}={values[run['value_index']]} sample {run['sample_index'] + 1}: "
+                        f"failed ({text}), retrying once")
+                    submit(run, attempt + 1)
+                else:
+                    failures.append((study.values[run["value_index"]], run["sample_index"], text))
+                continue
+            result.update(value_index=run["value_index"], sample_index=run["sample_index"])
+            sweep.record(result)
+            on_run(result)
+    finally:  # Ctrl-C or an error here: the trials still out are cancelled, not left running
+        for ref in pending:
+            ray.cancel(ref)
+    return failures
+
+
+def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = print, *, executor: str = "local",
+              ray_address: Optional[str] = None, resources: Optional[dict] = None) -> SweepResults:
     """The seed's sweep in one call into the C core (rg_sweep): for each value,
     every sample is trained from the same initial parameters (kept in memory)
     and evaluated after every epoch. Each finished run is journaled in
@@ -373,7 +472,17 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
     study and ends with the same results. Returns :class:`SweepResults`
     (DataFrames of every epoch, means and spreads); ``results.json`` holds
     the same figures. Ctrl-C raises :class:`SweepInterrupted` (a
-    KeyboardInterrupt) whose results hold only the finished runs."""
+    KeyboardInterrupt) whose results hold only the finished runs.
+
+    executor="ray": each (value, sample) trial not in the journal goes to a
+    Ray cluster (``ray_address``; None: the cluster ``ray.init()`` finds or
+    starts) as a task with ``resources`` (Ray's options, default
+    ``{"num_cpus": 1}``; e.g. ``{"num_cpus": 4, "num_gpus": 1}``); the
+    driver journals each result as it arrives, so the journal, results.json
+    and the DataFrames are those of a local sweep, and a restart skips every
+    finished trial. A trial that fails is tried once more, then reported:
+    :class:`SweepTrialsFailed` once every other trial is done. Needs
+    ``pip install 'reviewgen[ray]'``."""
     from .._core import Sweep
     from ..core.training import core_config
 
@@ -396,7 +505,15 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
     cleaned = _data.prepare(_data.load_source(study.data), study.scale, text_column=study.text_column,
                             rating_column=study.rating_column, seed=study.seed, val_fraction=0.0).cleaned
     samples = _data.sample_disjoint_balanced(cleaned, study.samples, study.rows_per_sample, seed=study.seed)
+    if executor not in ("local", "ray"):
+        raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     model, data, label_values = _sweep_model_and_data(study, samples, base)
+    model_blob = None
+    if executor == "ray":  # what a worker needs to rebuild the initial model
+        import copy
+
+        model_blob = dict(config=copy.deepcopy(model.config), parameters=np.array(model.parameters),
+                          untie=(base.trainable_blocks, "untie") if base.head_policy == "untie" else None)
     if base.head_policy == "untie":
         model.set_trainable(base.trainable_blocks, base.head_policy)  # the core sweep wants it untied first
     config = core_config(base, base.per_device_train_batch_size, base.per_device_eval_batch_size)
@@ -418,8 +535,13 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
         done_before = sum(run["done"] for run in sweep.runs())
         if done_before:
             log(f"{done_before} of {len(values) * len(samples)} runs read from the journal")
+        failures = []
         try:
-            sweep.run()
+            if executor == "ray":
+                failures = _run_on_ray(sweep, study, model_blob, config, values, data, on_run, ray_address,
+                                       resources, log)
+            else:
+                sweep.run()
         except KeyboardInterrupt:
             partial = SweepResults(study, [r for r in sweep.runs() if r["done"]], finished=False)
             _save_json(os.path.join(out_dir, RESULTS_NAME), partial.to_json())
@@ -429,4 +551,6 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
         sweep.close()  # releases the journal's lock
     results = SweepResults(study, runs, finished=all(run["done"] for run in runs))
     _save_json(os.path.join(out_dir, RESULTS_NAME), results.to_json())
+    if failures:
+        raise SweepTrialsFailed(results, failures)
     return results

@@ -359,6 +359,13 @@ def _evaluate_with_progress(classifier, frame, progress: Progress, name: str) ->
         return classifier.evaluate(frame["text"].tolist(), frame["label"].tolist(), progress=count)
 
 
+def _main_rank() -> bool:
+    """False on the ranks > 0 of a data-parallel run (reviewgen.core.distributed.activated)."""
+    from ..core.distributed import active, is_main_rank
+
+    return is_main_rank(active())
+
+
 def train_classifier(cfg: TrainClassifierConfig, out_dir: str, *, overwrite: bool = False, resume: bool = False,
                      keep_checkpoints: bool = False, progress: Optional[Progress] = None, log: Callable = print,
                      argv=None) -> StepResult:
@@ -382,14 +389,20 @@ def train_classifier(cfg: TrainClassifierConfig, out_dir: str, *, overwrite: boo
     _check_resume(out_dir, cfg, resume)
     log(f"classifier: {cfg.model} on {len(train)} training and {len(val)} validation reviews, labels {labels}")
     classifier = Classifier.from_pretrained(model_path, labels=labels, max_length=cfg.max_length, seed=cfg.seed)
-    manifest = _begin("train-classifier", out_dir, cfg, overwrite, resume, argv)
+    main = _main_rank()  # data-parallel (mpirun): only rank 0 writes
+    manifest = _begin("train-classifier", out_dir, cfg, overwrite, resume, argv) if main else None
     try:
         result = classifier.train(train["text"].tolist(), train["label"].tolist(), val["text"].tolist(),
                                   val["label"].tolist(), config=cfg.training,
                                   output_dir=os.path.join(out_dir, runs.CHECKPOINTS_DIR),
                                   progress=progress.training("classifier"), resume=resume)
     except TrainingInterrupted as error:
+        if not main:
+            raise
         raise _interrupted_training(out_dir, manifest, error, "classifier training") from None
+    if not main:  # the other ranks' part is done: the same parameters as rank 0's
+        return StepResult(out_dir, "train-classifier", metrics={},
+                          frames={"history": runs.history_frame(result.history)}, model=classifier)
     classifier.save(os.path.join(out_dir, runs.MODEL_DIR))
     metrics = _evaluate_with_progress(classifier, val, progress, "classifier evaluation")
     metrics["rows"] = {"train": len(train), "validation": len(val)}
@@ -489,9 +502,10 @@ def train_generator(cfg: TrainGeneratorConfig, out_dir: str, *, overwrite: bool 
     log(f"generator: loading {cfg.model}{_precision(cfg.model)}")
     generator = Generator.from_pretrained(model_path, max_length=cfg.max_length)
     fmt = _conditioning(generator, cfg.format, cfg.chat_prompt, cfg.instruction)
-    manifest = _begin("train-generator", out_dir, cfg, overwrite, resume, argv)
+    main = _main_rank()  # data-parallel (mpirun): only rank 0 writes
+    manifest = _begin("train-generator", out_dir, cfg, overwrite, resume, argv) if main else None
     metrics = {"format": fmt.name, "train_rows": len(train), "eval_rows": len(val)}
-    if len(val):
+    if len(val) and main:
         metrics["before"] = review_loss(generator, fmt, val["text"].tolist(), val["label"].tolist())
         log(f"review perplexity before fine-tuning ({fmt.name} format): {metrics['before']['perplexity']:.2f}")
     if resume:
@@ -503,7 +517,12 @@ def train_generator(cfg: TrainGeneratorConfig, out_dir: str, *, overwrite: bool 
                         progress=progress.training("generator"), review_only=cfg.review_only_loss,
                         resume=resume)
     except TrainingInterrupted as error:
+        if not main:
+            raise
         raise _interrupted_training(out_dir, manifest, error, "generator training") from None
+    if not main:  # the other ranks' part is done: the same parameters as rank 0's
+        return StepResult(out_dir, "train-generator", metrics={},
+                          frames={"history": runs.history_frame(result.history)}, model=generator)
     model_dir = os.path.join(out_dir, runs.MODEL_DIR)
     generator.save(model_dir)
     write_json(os.path.join(model_dir, CONDITIONING_FILE), format_record(fmt), indent=2)
@@ -713,12 +732,14 @@ def _flat_columns(frame):
 
 
 def sweep(study, out_dir: str, *, overwrite: bool = False, resume: bool = False, log: Callable = print,
-          argv=None) -> StepResult:
+          argv=None, executor: Optional[dict] = None) -> StepResult:
     """The seed's hyperparameter study (reviewgen.experiments.study.run_sweep) as a run
     folder: sweep_runs.csv (every epoch of every run), sweep_curves.csv (mean and
     spread per value and epoch), sweep_summary.csv (best epochs per value), study.json.
-    A sweep that was stopped goes on from its journal with ``resume``."""
-    from .study import SweepInterrupted, run_sweep
+    A sweep that was stopped goes on from its journal with ``resume``.
+    executor: run_sweep's executor arguments, e.g. ``dict(executor="ray",
+    ray_address="auto")`` (trials on a Ray cluster)."""
+    from .study import SweepInterrupted, SweepTrialsFailed, run_sweep
 
     _require(study.data, "data")
     _resolve_model(study.model, "model")
@@ -727,12 +748,16 @@ def sweep(study, out_dir: str, *, overwrite: bool = False, resume: bool = False,
     manifest = _begin("sweep", out_dir, study, overwrite, resume, argv)
     study.save(os.path.join(out_dir, "study.json"))
     try:
-        results = run_sweep(study, out_dir, log=log)
+        results = run_sweep(study, out_dir, log=log, **(executor or {}))
     except SweepInterrupted as stop:
         _write_sweep_tables(out_dir, stop.results)
         runs.interrupt_run(out_dir, manifest, note="sweep interrupted; its journal keeps the finished runs")
         raise StepInterrupted(f"sweep interrupted: {len(stop.results.best)} runs finished, kept in {out_dir} "
                               "(sweep.journal); run the same command with --resume to go on") from None
+    except SweepTrialsFailed as failed:
+        _write_sweep_tables(out_dir, failed.results)
+        runs.interrupt_run(out_dir, manifest, note=f"{len(failed.failures)} Ray trial(s) failed twice")
+        raise
     _write_sweep_tables(out_dir, results)
     runs.finish_run(out_dir, manifest)
     log(f"sweep of {study.parameter} over {study.values}: files in {out_dir}")
