@@ -1,5 +1,5 @@
 """Which words for rating 4 (and 2) make the filter predict the wanted rating more often? (issue #16 probe; reads
-the cached demo-row features of run_classifier_lm.py from /tmp/clf, see LOG.md)
+the cached demo-row features of run_classifier_lm.py from /tmp/clf, see LOG.md)"""
 import numpy as np, pandas as pd, time
 from reviewgen.experiments.demo import LM_FEATURE_CS
 from reviewgen.experiments.filtering import EmbeddingClassifier
