@@ -1,12 +1,21 @@
-"""Which words for rating 4 (and 2) make the filter predict the wanted rating more often? (issue #16 probe; reads
-the cached demo-row features of run_classifier_lm.py from /tmp/clf, see LOG.md)"""
+"""Which words for rating 4 (and 2) make the filter predict the wanted rating more often? (issue #16 probe, LOG.md)
+
+    PYTHONPATH=. python notebooks/experiments/quality/probe_rating_words.py
+
+Reads the demo rows' features that run_classifier_lm.py cached (runs/classifier_lm_cache/train_k15_L256.npy)."""
+import os
+import sys
 import numpy as np, pandas as pd, time
 from reviewgen.experiments.demo import LM_FEATURE_CS
 from reviewgen.experiments.filtering import EmbeddingClassifier
 from reviewgen.tasks.encoder import SentenceEncoder
 from reviewgen.tasks.generator import load_generator_checkpoint, Generator
 from reviewgen.text.conditioning import REVIEWER_PROMPT, ChatFormat, generate_reviews
-tr = pd.read_csv("/tmp/clf/demo_train.csv"); Xtr = np.load("/tmp/clf/demo_train_k15_L256.npy")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_classifier_lm import ROOT, rows  # noqa: E402
+
+tr = rows()[0]
+Xtr = np.load(os.path.join(ROOT, "runs", "classifier_lm_cache", "train_k15_L256.npy"))
 ck = load_generator_checkpoint("smollm2")
 enc = SentenceEncoder.from_decoder(ck, layers=15, max_length=256, batch_size=16)
 table = dict(zip(tr.text, Xtr))
