@@ -3,6 +3,7 @@
     PYTHONPATH=. python notebooks/experiments/quality/plot_curve.py
 """
 import os
+import re
 
 import matplotlib
 
@@ -14,6 +15,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "..", "results", "quality", "curve")
 
 
+# The untrained chat model sometimes answers as an assistant ("I'm sorry, as an AI ...") instead of reviewing.
+ASSISTANT = re.compile(r"\b(?:as an AI|an AI|language model|I'm sorry|I apologi[sz]e|I cannot|I can't provide)\b", re.I)
+
+
+def assistant_voice(arm, point):
+    path = os.path.join(OUT, f"generated_{arm}_p{point}.csv")
+    if not os.path.exists(path):
+        return float("nan")
+    return int(pd.read_csv(path)["text"].fillna("").str.contains(ASSISTANT).sum())
+
+
 def arms(frame):
     """Each trained arm's rows with the untrained point 0 in front."""
     zero = frame[frame.arm == "untrained"]
@@ -23,6 +35,7 @@ def arms(frame):
 
 def main():
     frame = pd.read_csv(os.path.join(OUT, "curve.csv"))
+    frame["assistant_voice"] = [assistant_voice(a, p) for a, p in zip(frame.arm, frame.point)]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for arm, rows in arms(frame):
         x = rows.cpu_minutes
@@ -45,7 +58,7 @@ def main():
     fig.savefig(os.path.join(OUT, "curve.png"), dpi=110)
     cols = ["arm", "point", "cpu_minutes", "wall_minutes", "train_reviews_seen", "eval_loss", "perplexity",
             "loss_gap", "judge_exact", "judge_near", "judge_real_exact", "mauve", "mauve_real", "repeated_4gram",
-            "copied_12gram", "distinct_2", "words_mean"]
+            "copied_12gram", "distinct_2", "words_mean", "assistant_voice"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in frame[cols].iterrows():
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
