@@ -16,7 +16,8 @@ the stage that reaches each target in cpu_targets (minutes) the model is measure
 100 reviews (25 per label) with the demo's sampling settings and a fixed seed -> evaluate_generated
 (judge, MAUVE, repeated/copied n-grams, distinct-2, length); review loss of the held-out pool reviews under
 the right rating and under the opposite one (1<->5, 2<->4). The first stage is small (it sizes the rest).
-Rows go to notebooks/results/quality/curve/curve.csv as each point is done.
+Rows go to notebooks/results/quality/curve/curve.csv as each point is done. CURVE_STOP_AT (unix seconds)
+is a wall-clock deadline: no stage starts that would end after it; the model is measured where it is.
 """
 import json
 import os
@@ -140,12 +141,19 @@ def main(path):
     targets = [60.0 * m for m in cfg["cpu_targets"]]
     stages = []
     rate = None  # CPU seconds per review, from the stages so far
+    # CURVE_STOP_AT (unix seconds): a wall-clock deadline; no stage starts that would end after it (it measures then)
+    stop_at = float(os.environ.get("CURVE_STOP_AT", "0"))
     while targets:
         if stage == 0:
             rows = cfg["first_stage_rows"]
         else:
             want = min(60.0 * cfg["stage_cpu_minutes"], targets[0] - cpu_total)
             rows = max(cfg["batch_size"], int(round(want / rate / cfg["batch_size"])) * cfg["batch_size"])
+        if stop_at and stage > 0 and time.time() + rows * rate * (wall_total / cpu_total) > stop_at:
+            log(f"the next stage would end after stop_at; measuring now at {cpu_total / 60:.2f} CPU min instead "
+                f"of the target {targets[0] / 60:.0f}")
+            measure(len(cfg["cpu_targets"]) - len(targets) + 1, cpu_total, wall_total, seen, stage)
+            break
         if cursor + rows > len(pool):
             log(f"pool exhausted at {cursor} rows; wrapping (a second epoch over the pool)")
             cursor = 0
