@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -172,24 +171,10 @@ def _extension():
         libraries=[blas_lib, "dl", "pthread"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
         extra_compile_args=["-O3", "-std=c11", "-fopenmp", "-Wall", "-Wextra",
-                            "-Wno-unused-parameter"] + (["-march=x86-64-v3"] if _x86_v3() else []),
+                            "-Wno-unused-parameter"],
         extra_link_args=["-fopenmp", "-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib",
                          "-Wl,-rpath," + blas_lib_dir],
     )
-
-
-def _x86_v3():
-    """AVX2/FMA code only when the build machine has them (and not when told otherwise)."""
-    if os.environ.get("REVIEWGEN_NATIVE", "1") == "0":
-        return False
-    if sysconfig.get_platform().endswith("x86_64"):
-        try:
-            with open("/proc/cpuinfo") as f:
-                flags = f.read()
-            return " avx2 " in flags and " fma " in flags
-        except OSError:
-            return False
-    return False
 
 
 setup(ext_modules=[ext for ext in (_extension(), _cuda_extension()) if ext is not None],

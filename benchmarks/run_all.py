@@ -30,6 +30,25 @@ def cpu_name():
     return f"{name}, {os.cpu_count()} logical cores, {simd}"
 
 
+def build_notes():
+    """What decides the kernels: the core's instruction set (chosen at run time),
+    OpenBLAS's core and whether OPENBLAS_CORETYPE forced it."""
+    from reviewgen.core._native import cpu_isa
+
+    try:
+        import scipy_openblas32 as openblas
+        import ctypes
+
+        lib = ctypes.CDLL(os.path.join(openblas.get_lib_dir(), "lib" + openblas.get_library() + ".so"))
+        lib.scipy_openblas_get_corename.restype = ctypes.c_char_p
+        core = lib.scipy_openblas_get_corename().decode()
+    except (ImportError, OSError, AttributeError):
+        core = "unknown"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return (f"reviewgen ops: {cpu_isa()}; OpenBLAS core: {core}; "
+            f"OPENBLAS_CORETYPE {'set to ' + forced if forced else 'not set'}")
+
+
 def markdown(rows):
     lines = ["| workload | unit | reviewgen | torch | ratio | peak RSS reviewgen / torch | "
              "growth over imports reviewgen / torch | check |",
@@ -73,7 +92,7 @@ def main(argv=None):
         with open(os.path.join(out, f"{name}.json")) as f:
             rows += json.load(f)["rows"]
         print(f"   ({time.time() - start:.0f} s)")
-    print(f"\nMachine: {cpu_name()}; logs and JSON in {out}")
+    print(f"\nMachine: {cpu_name()}; {build_notes()}; logs and JSON in {out}")
     print(markdown(rows))
     return 0 if len(rows) else 1
 

@@ -93,8 +93,23 @@ typedef struct rg_ops_table {
                                   int V, float scale);
 } rg_ops_table;
 
-/* The CPU table: the functions of rg_ops.c. Static; never freed. */
+/* The CPU table: the functions of rg_ops.c, compiled for the widest
+ * instruction set this CPU runs (one build runs on any x86-64; the choice is
+ * made at run time). REVIEWGEN_CPU_ISA names another ("baseline",
+ * "x86-64-v3"); a name this CPU cannot run is ignored. Static; never freed. */
 const rg_ops_table *rg_ops_cpu(void);
+
+/* The CPU table compiled for one instruction set: "baseline" (the target's
+ * default, SSE2 on x86-64; NEON on aarch64) or "x86-64-v3" (AVX2, FMA, F16C);
+ * NULL when the name is unknown or this CPU lacks the instructions. */
+const rg_ops_table *rg_ops_cpu_isa(const char *isa);
+
+/* The instruction set rg_ops_cpu() picks now (REVIEWGEN_CPU_ISA read). */
+const char *rg_ops_cpu_isa_name(void);
+
+/* The i-th instruction set this build has (narrowest first), supported by
+ * this CPU or not; NULL past the last. */
+const char *rg_ops_cpu_isa_at(size_t i);
 
 /* 1 when every entry of the table is set (and it has a name), else 0. */
 int rg_ops_table_complete(const rg_ops_table *table);

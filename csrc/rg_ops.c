@@ -7,6 +7,14 @@
  * the compiler can vectorise the inner channel loops (hence fast_expf).
  * Shapes of every pointer argument: rg_ops.h.
  */
+#ifdef RG_OPS_VARIANT
+/* Compiled again for a wider instruction set by rg_ops_<isa>.c: the ops stay
+ * private to that copy and leave it only through its table. */
+#define RG_OP static __attribute__((unused))
+#else
+#define RG_OP
+#endif
+
 #include "rg_ops.h"
 
 #include <cblas.h>
@@ -63,7 +71,7 @@ static inline float fast_tanhf(float u)
 /* dropout                                                                   */
 /* ------------------------------------------------------------------------ */
 
-uint64_t rg_dropout_stream(uint64_t step_seed, uint64_t site_id)
+RG_OP uint64_t rg_dropout_stream(uint64_t step_seed, uint64_t site_id)
 {
     return rg_rng_mix(rg_rng_mix(step_seed) ^ rg_rng_mix(site_id + 0x5DEECE66Dull));
 }
@@ -73,7 +81,7 @@ static inline int dropout_keep(uint64_t stream, uint64_t index, float p)
     return rg_rng_uniform(stream, index) >= p;
 }
 
-void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
+RG_OP void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
 {
     if (p <= 0.0f)
         return;
@@ -87,7 +95,7 @@ void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
 /* residual add                                                              */
 /* ------------------------------------------------------------------------ */
 
-void rg_add_inplace(float *out, const float *a, size_t n)
+RG_OP void rg_add_inplace(float *out, const float *a, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++)
@@ -203,7 +211,7 @@ static void column_sums_add(float *sums, const float *x, int N, int OC)
     free(partial);
 }
 
-void rg_matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
+RG_OP void rg_matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                        int N, int IC, int OC)
 {
     gemm_blocks(0, 1, N, OC, IC, inp, IC, weight, IC, 0.0f, out, OC);
@@ -217,7 +225,7 @@ void rg_matmul_forward(float *out, const float *inp, const float *weight, const 
     }
 }
 
-void rg_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+RG_OP void rg_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int IC, int OC)
 {
     if (dinp != NULL) /* (N, IC) += (N, OC) @ (OC, IC) */
@@ -232,7 +240,7 @@ void rg_matmul_backward(float *dinp, float *dweight, float *dbias, const float *
 /* low-rank adapter (LoRA)                                                   */
 /* ------------------------------------------------------------------------ */
 
-void rg_lora_forward(float *out, float *u, const float *inp, const float *a, const float *b,
+RG_OP void rg_lora_forward(float *out, float *u, const float *inp, const float *a, const float *b,
                      float scale, int N, int IC, int R, int OC, int ldo)
 {
     /* u (N, R) = inp (N, IC) @ a^T; out[:, :OC] (N, OC; stride ldo) += scale * u @ b^T */
@@ -240,7 +248,7 @@ void rg_lora_forward(float *out, float *u, const float *inp, const float *a, con
     gemm_blocks_scaled(0, 1, N, OC, R, scale, u, R, b, R, 1.0f, out, ldo);
 }
 
-void rg_lora_backward(float *dinp, float *da, float *db, float *du, const float *dout,
+RG_OP void rg_lora_backward(float *dinp, float *da, float *db, float *du, const float *dout,
                       const float *inp, const float *u, const float *a, const float *b,
                       float scale, int N, int IC, int R, int OC, int ldo)
 {
@@ -260,7 +268,7 @@ void rg_lora_backward(float *dinp, float *da, float *db, float *du, const float 
 /* normalisation                                                             */
 /* ------------------------------------------------------------------------ */
 
-void rg_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+RG_OP void rg_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C, float eps)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
@@ -293,7 +301,7 @@ static float *column_partials(int C, int per_thread, int *n_threads)
     return calloc((size_t)*n_threads * per_thread * C, sizeof(float));
 }
 
-void rg_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+RG_OP void rg_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C)
 {
@@ -343,7 +351,7 @@ void rg_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
     }
 }
 
-void rg_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
+RG_OP void rg_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                         int C, float eps)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
@@ -360,7 +368,7 @@ void rg_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *
     }
 }
 
-void rg_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
+RG_OP void rg_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                          const float *weight, const float *rstd, int N, int C)
 {
     int n_threads = 1;
@@ -402,7 +410,7 @@ void rg_rmsnorm_backward(float *dinp, float *dweight, const float *dout, const f
 #define RG_INV_SQRT_2 0.7071067811865476f
 #define RG_INV_SQRT_2PI 0.3989422804014327f
 
-void rg_gelu_tanh_forward(float *out, const float *inp, size_t n)
+RG_OP void rg_gelu_tanh_forward(float *out, const float *inp, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++) {
@@ -411,7 +419,7 @@ void rg_gelu_tanh_forward(float *out, const float *inp, size_t n)
     }
 }
 
-void rg_gelu_tanh_backward(float *dinp, const float *inp, const float *dout, size_t n)
+RG_OP void rg_gelu_tanh_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++) {
@@ -424,7 +432,7 @@ void rg_gelu_tanh_backward(float *dinp, const float *inp, const float *dout, siz
     }
 }
 
-void rg_gelu_erf_forward(float *out, const float *inp, size_t n)
+RG_OP void rg_gelu_erf_forward(float *out, const float *inp, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++) {
@@ -433,7 +441,7 @@ void rg_gelu_erf_forward(float *out, const float *inp, size_t n)
     }
 }
 
-void rg_gelu_erf_backward(float *dinp, const float *inp, const float *dout, size_t n)
+RG_OP void rg_gelu_erf_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++) {
@@ -443,7 +451,7 @@ void rg_gelu_erf_backward(float *dinp, const float *inp, const float *dout, size
     }
 }
 
-void rg_swiglu_forward(float *out, const float *inp, int N, int F)
+RG_OP void rg_swiglu_forward(float *out, const float *inp, int N, int F)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)N * F > 16384)
     for (int n = 0; n < N; n++) {
@@ -457,7 +465,7 @@ void rg_swiglu_forward(float *out, const float *inp, int N, int F)
     }
 }
 
-void rg_swiglu_backward(float *dinp, const float *inp, const float *dout, int N, int F)
+RG_OP void rg_swiglu_backward(float *dinp, const float *inp, const float *dout, int N, int F)
 {
 #pragma omp parallel for schedule(static) if ((int64_t)N * F > 16384)
     for (int n = 0; n < N; n++) {
@@ -476,25 +484,25 @@ void rg_swiglu_backward(float *dinp, const float *inp, const float *dout, int N,
     }
 }
 
-void rg_relu_forward(float *out, const float *inp, size_t n)
+RG_OP void rg_relu_forward(float *out, const float *inp, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = inp[i] > 0.0f ? inp[i] : 0.0f;
 }
 
-void rg_relu_backward(float *dinp, const float *out, const float *dout, size_t n)
+RG_OP void rg_relu_backward(float *dinp, const float *out, const float *dout, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
-void rg_tanh_forward(float *out, const float *inp, size_t n)
+RG_OP void rg_tanh_forward(float *out, const float *inp, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         out[i] = tanhf(inp[i]);
 }
 
-void rg_tanh_backward(float *dinp, const float *out, const float *dout, size_t n)
+RG_OP void rg_tanh_backward(float *dinp, const float *out, const float *dout, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         dinp[i] += (1.0f - out[i] * out[i]) * dout[i];
@@ -504,7 +512,7 @@ void rg_tanh_backward(float *dinp, const float *out, const float *dout, size_t n
 /* embeddings                                                                */
 /* ------------------------------------------------------------------------ */
 
-void rg_embedding_forward(float *out, const int32_t *tokens, const int32_t *positions,
+RG_OP void rg_embedding_forward(float *out, const int32_t *tokens, const int32_t *positions,
                           const int32_t *types, const float *wte, const float *wpe,
                           const float *wtt, int N, int C)
 {
@@ -529,7 +537,7 @@ void rg_embedding_forward(float *out, const int32_t *tokens, const int32_t *posi
 
 /* Rows that share a token id add into the same table row, so the parallel
  * split is over channel blocks, never over rows. */
-void rg_embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
+RG_OP void rg_embedding_backward(float *dwte, float *dwpe, float *dwtt, const float *dout,
                            const int32_t *tokens, const int32_t *positions, const int32_t *types,
                            int N, int C)
 {
@@ -590,13 +598,13 @@ static void rope_apply(float *qkv, const int32_t *positions, int N, int NH, int 
     }
 }
 
-void rg_rope_forward(float *qkv, const int32_t *positions, int N, int NH, int NKV, int HS,
+RG_OP void rg_rope_forward(float *qkv, const int32_t *positions, int N, int NH, int NKV, int HS,
                      float theta)
 {
     rope_apply(qkv, positions, N, NH, NKV, HS, theta, 1.0f);
 }
 
-void rg_rope_backward(float *dqkv, const int32_t *positions, int N, int NH, int NKV, int HS,
+RG_OP void rg_rope_backward(float *dqkv, const int32_t *positions, int N, int NH, int NKV, int HS,
                       float theta)
 {
     /* A rotation's transpose is the rotation by the opposite angle. */
@@ -673,7 +681,7 @@ static void attention_dropout_copy(float *dst, const float *src, int T, float at
 /* Per (batch, head): scores = Q K^T / sqrt(HS) and out = dropout(P) V as
  * single-threaded OpenBLAS products (gemm_blocks made OpenBLAS
  * single-threaded; the heads are spread over the OpenMP threads). */
-void rg_attention_forward(float *out, float *att, const float *qkv, const int32_t *key_mask,
+RG_OP void rg_attention_forward(float *out, float *att, const float *qkv, const int32_t *key_mask,
                           int B, int T, int NH, int NKV, int HS, int causal, float attn_p,
                           uint64_t stream)
 {
@@ -718,7 +726,7 @@ void rg_attention_forward(float *out, float *att, const float *qkv, const int32_
 
 /* Parallel over (batch, key/value head) so the heads of one group, which all
  * add into the same dk and dv, stay on one thread. */
-void rg_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+RG_OP void rg_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                            int B, int T, int NH, int NKV, int HS, float attn_p, uint64_t stream)
 {
     const int row = (int)(((int64_t)NH + 2 * (int64_t)NKV) * HS); /* BLAS leading dimension */
@@ -780,7 +788,7 @@ void rg_attention_backward(float *dqkv, const float *dout, const float *qkv, con
     }
 }
 
-void rg_attention_cached_forward(float *out, const float *qkv, const float *k_cache,
+RG_OP void rg_attention_cached_forward(float *out, const float *qkv, const float *k_cache,
                                  const float *v_cache, const int32_t *key_mask, int B, int Tn,
                                  int S, int start, int NH, int NKV, int HS)
 {
@@ -812,7 +820,7 @@ void rg_attention_cached_forward(float *out, const float *qkv, const float *k_ca
 /* softmax cross-entropy                                                     */
 /* ------------------------------------------------------------------------ */
 
-double rg_crossentropy_forward(float *lse, const float *logits, const int32_t *targets, int N,
+RG_OP double rg_crossentropy_forward(float *lse, const float *logits, const int32_t *targets, int N,
                                int V, long *count)
 {
     double total = 0.0;
@@ -844,7 +852,7 @@ double rg_crossentropy_forward(float *lse, const float *logits, const int32_t *t
     return total;
 }
 
-void rg_crossentropy_backward(float *logits, const float *lse, const int32_t *targets, int N,
+RG_OP void rg_crossentropy_backward(float *logits, const float *lse, const int32_t *targets, int N,
                               int V, float scale)
 {
 #pragma omp parallel for schedule(static)
@@ -866,7 +874,7 @@ void rg_crossentropy_backward(float *logits, const float *lse, const int32_t *ta
 /* ------------------------------------------------------------------------ */
 
 static const rg_ops_table cpu_ops = {
-    .name = "cpu",
+    .name = "cpu",  /* every CPU table: the instruction set is rg_ops_cpu_isa_name()'s business */
     .dropout_apply = rg_dropout_apply,
     .add_inplace = rg_add_inplace,
     .matmul_forward = rg_matmul_forward,
@@ -898,7 +906,58 @@ static const rg_ops_table cpu_ops = {
     .crossentropy_backward = rg_crossentropy_backward,
 };
 
-const rg_ops_table *rg_ops_cpu(void) { return &cpu_ops; }
+#ifdef RG_OPS_VARIANT
+#define RG_OPS_GETTER_(isa) rg_ops_cpu_##isa
+#define RG_OPS_GETTER(isa) RG_OPS_GETTER_(isa)
+const rg_ops_table *RG_OPS_GETTER(RG_OPS_VARIANT)(void);
+const rg_ops_table *RG_OPS_GETTER(RG_OPS_VARIANT)(void) { return &cpu_ops; }
+#else
+/* ---- run-time choice of the CPU table ---- */
+
+#if defined(__x86_64__) && defined(__GNUC__)
+const rg_ops_table *rg_ops_cpu_x86v3(void); /* rg_ops_x86v3.c */
+#define RG_HAVE_X86V3 1
+#endif
+
+/* narrowest first */
+static const char *const cpu_isas[] = {
+    "baseline",
+#ifdef RG_HAVE_X86V3
+    "x86-64-v3",
+#endif
+};
+#define N_CPU_ISAS (sizeof(cpu_isas) / sizeof(cpu_isas[0]))
+
+const char *rg_ops_cpu_isa_at(size_t i) { return i < N_CPU_ISAS ? cpu_isas[i] : NULL; }
+
+const rg_ops_table *rg_ops_cpu_isa(const char *isa)
+{
+    if (isa == NULL)
+        return NULL;
+    if (strcmp(isa, "baseline") == 0)
+        return &cpu_ops;
+#ifdef RG_HAVE_X86V3
+    if (strcmp(isa, "x86-64-v3") == 0) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("x86-64-v3") ? rg_ops_cpu_x86v3() : NULL;
+    }
+#endif
+    return NULL;
+}
+
+const char *rg_ops_cpu_isa_name(void)
+{
+    const char *wanted = getenv("REVIEWGEN_CPU_ISA");
+    for (size_t i = N_CPU_ISAS; i-- > 0;)
+        if (wanted != NULL && strcmp(wanted, cpu_isas[i]) == 0 && rg_ops_cpu_isa(cpu_isas[i]) != NULL)
+            return cpu_isas[i];
+    for (size_t i = N_CPU_ISAS; i-- > 0;) /* unset, "auto" or not usable here: the widest this CPU runs */
+        if (rg_ops_cpu_isa(cpu_isas[i]) != NULL)
+            return cpu_isas[i];
+    return cpu_isas[0];
+}
+
+const rg_ops_table *rg_ops_cpu(void) { return rg_ops_cpu_isa(rg_ops_cpu_isa_name()); }
 
 int rg_ops_table_complete(const rg_ops_table *t)
 {
@@ -916,3 +975,4 @@ int rg_ops_table_complete(const rg_ops_table *t)
     }
     return 1;
 }
+#endif /* RG_OPS_VARIANT */

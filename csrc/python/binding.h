@@ -4,6 +4,7 @@
  * One file per area, each adding its functions and types to the module from
  * core_exec (module.c):
  *   module.c    module state, the status -> exception mapping, array helpers
+ *   cpu.c       which instruction set the CPU ops run with
  *   cuda.c      build information and the CUDA checks
  *   metrics.c   classification metrics and perplexity
  *   model.c     the Model type: config, parameter table, forward, backward
@@ -88,6 +89,7 @@ PyObject *model_decode_step(ModelObject *self, PyObject *args, PyObject *kwargs)
 PyObject *model_cache_info(ModelObject *self, PyObject *unused);
 
 /* Each area adds its functions and types to the module; 0 or -1. */
+int binding_add_cpu(PyObject *module);
 int binding_add_cuda(PyObject *module);
 int binding_add_metrics(PyObject *module);
 int binding_add_model(PyObject *module);

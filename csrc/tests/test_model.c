@@ -20,6 +20,7 @@
  * element is far off.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -854,6 +855,142 @@ void test_model_ops_table_must_be_complete(void)
     RG_CHECK_STATUS(rg_model_set_ops(m, NULL), RG_ERR_INVALID_ARG);
     RG_CHECK(m->ops == rg_ops_cpu());
     rg_model_free(m);
+}
+
+/* ---- the CPU instruction sets ---- */
+
+static double worst_relative(const float *a, const float *b, size_t n)
+{
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++)
+        worst = fmax(worst, fabs((double)a[i] - b[i]) / (1.0 + fabs((double)b[i])));
+    return worst;
+}
+
+/* Forward, backward and a cached step of one family on the baseline table
+ * and on the `isa` table: the same numbers up to rounding (FMA contracts
+ * a*b+c differently). widen: 4x the channels, so the vector loops run their
+ * full-width bodies and not only their tails. */
+static void isa_case(const rg_ops_table *isa, int family, int widen)
+{
+    rg_model_config config = tiny_config(family);
+    if (widen) {
+        config.head_dim *= 4;
+        config.n_embd *= 4;
+        config.n_inner *= 5;
+    }
+    model_case a, b;
+    if (!RG_CHECK_STATUS(rg_model_init(&a.m, &config), RG_OK))
+        return;
+    if (!RG_CHECK_STATUS(rg_model_init(&b.m, &config), RG_OK)) {
+        rg_model_free(a.m);
+        return;
+    }
+    RG_CHECK_STATUS(rg_model_set_ops(a.m, rg_ops_cpu_isa("baseline")), RG_OK);
+    RG_CHECK_STATUS(rg_model_set_ops(b.m, isa), RG_OK);
+    spread_parameters(a.m, 11);
+    spread_parameters(b.m, 11);
+    case_fill(&a, family);
+    case_fill(&b, family);
+    float loss_a, loss_b;
+    RG_CHECK_STATUS(rg_model_forward(a.m, a.tokens, a.mask, a.types_or_null, a.targets, B_, T_, 1, 3, &loss_a), RG_OK);
+    RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, b.targets, B_, T_, 1, 3, &loss_b), RG_OK);
+    RG_CHECK(fabs((double)loss_a - loss_b) <= 1e-5 * (1.0 + fabs((double)loss_a)));
+    RG_CHECK_STATUS(rg_model_backward(a.m, 1.0f), RG_OK);
+    RG_CHECK_STATUS(rg_model_backward(b.m, 1.0f), RG_OK);
+    const double grads = worst_relative(b.m->grads, a.m->grads, a.m->table.total);
+    if (!RG_CHECK(grads < 1e-4))
+        rg_test_check(0, __FILE__, __LINE__, "family %d widen %d: gradients differ by %.3g", family, widen, grads);
+    if (!is_encoder(family)) {
+        float la[B_ * 23], lb[B_ * 23];
+        RG_CHECK_STATUS(rg_model_cache_reset(a.m, B_, T_), RG_OK);
+        RG_CHECK_STATUS(rg_model_cache_reset(b.m, B_, T_), RG_OK);
+        RG_CHECK_STATUS(rg_model_cache_forward(a.m, a.tokens, a.mask, T_, la), RG_OK);
+        RG_CHECK_STATUS(rg_model_cache_forward(b.m, b.tokens, b.mask, T_, lb), RG_OK);
+        RG_CHECK(worst_relative(lb, la, B_ * 23) < 1e-4);
+    }
+    rg_model_free(a.m);
+    rg_model_free(b.m);
+}
+
+/* The ops no tiny family reaches (LoRA) and a long vocabulary row, op by op. */
+static void isa_ops_case(const rg_ops_table *isa)
+{
+    const rg_ops_table *base = rg_ops_cpu_isa("baseline");
+    enum { N = 9, IC = 37, R = 5, OC = 29, V = 1001 };
+    float x[N * IC], wa[R * IC], wb[OC * R], dout[N * OC];
+    for (int i = 0; i < N * IC; i++)
+        x[i] = rg_rng_uniform(1, (uint64_t)i) - 0.5f;
+    for (int i = 0; i < R * IC; i++)
+        wa[i] = rg_rng_uniform(2, (uint64_t)i) - 0.5f;
+    for (int i = 0; i < OC * R; i++)
+        wb[i] = rg_rng_uniform(3, (uint64_t)i) - 0.5f;
+    for (int i = 0; i < N * OC; i++)
+        dout[i] = rg_rng_uniform(4, (uint64_t)i) - 0.5f;
+    float out[2][N * OC], u[2][N * R], dx[2][N * IC], da[2][R * IC], db[2][OC * R], du[2][N * R];
+    const rg_ops_table *tables[2] = {base, isa};
+    for (int k = 0; k < 2; k++) {
+        memset(out[k], 0, sizeof(out[k]));
+        memset(dx[k], 0, sizeof(dx[k]));
+        memset(da[k], 0, sizeof(da[k]));
+        memset(db[k], 0, sizeof(db[k]));
+        tables[k]->lora_forward(out[k], u[k], x, wa, wb, 2.0f, N, IC, R, OC, OC);
+        tables[k]->lora_backward(dx[k], da[k], db[k], du[k], dout, x, u[k], wa, wb, 2.0f, N, IC, R, OC, OC);
+    }
+    RG_CHECK(worst_relative(out[1], out[0], N * OC) < 1e-5);
+    RG_CHECK(worst_relative(dx[1], dx[0], N * IC) < 1e-5);
+    RG_CHECK(worst_relative(da[1], da[0], R * IC) < 1e-5);
+    RG_CHECK(worst_relative(db[1], db[0], OC * R) < 1e-5);
+
+    float *logits[2], lse[2][N];
+    int32_t targets[N];
+    double loss[2];
+    long count[2];
+    for (int n = 0; n < N; n++)
+        targets[n] = n == 4 ? -100 : (int32_t)(rg_rng_bits(5, (uint64_t)n) % V);
+    for (int k = 0; k < 2; k++) {
+        logits[k] = malloc((size_t)N * V * sizeof(float));
+        if (!RG_CHECK(logits[k] != NULL))
+            return;
+        for (size_t i = 0; i < (size_t)N * V; i++)
+            logits[k][i] = 8.0f * (rg_rng_uniform(6, i) - 0.5f);
+        loss[k] = tables[k]->crossentropy_forward(lse[k], logits[k], targets, N, V, &count[k]);
+        tables[k]->crossentropy_backward(logits[k], lse[k], targets, N, V, 0.125f);
+    }
+    RG_CHECK(count[0] == count[1] && count[0] == N - 1);
+    RG_CHECK(fabs(loss[1] - loss[0]) <= 1e-5 * (1.0 + fabs(loss[0])));
+    RG_CHECK(worst_relative(logits[1], logits[0], (size_t)N * V) < 1e-5);
+    free(logits[0]);
+    free(logits[1]);
+}
+
+void test_model_cpu_isas_agree(void)
+{
+    RG_CHECK(strcmp(rg_ops_cpu_isa_at(0), "baseline") == 0);
+    RG_CHECK(rg_ops_cpu_isa("baseline") != NULL);
+    RG_CHECK(rg_ops_cpu_isa("no-such-isa") == NULL);
+    RG_CHECK(rg_ops_cpu_isa(NULL) == NULL);
+    RG_CHECK(rg_ops_cpu() == rg_ops_cpu_isa(rg_ops_cpu_isa_name()));
+    int compared = 0;
+    for (size_t i = 1; rg_ops_cpu_isa_at(i) != NULL; i++) {
+        const rg_ops_table *isa = rg_ops_cpu_isa(rg_ops_cpu_isa_at(i));
+        if (isa == NULL) {
+            printf("  (%s: not on this CPU, not compared)\n", rg_ops_cpu_isa_at(i));
+            continue;
+        }
+        RG_CHECK(rg_ops_table_complete(isa));
+        RG_CHECK(isa != rg_ops_cpu_isa("baseline"));
+        const int families[] = {FAMILY_GPT2, FAMILY_LLAMA, FAMILY_BERT, FAMILY_DISTILBERT, FAMILY_GPT2_TYPES};
+        for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++)
+            for (int widen = 0; widen < 2; widen++)
+                isa_case(isa, families[f], widen);
+        isa_ops_case(isa);
+        compared++;
+    }
+#if defined(__x86_64__)
+    RG_CHECK(rg_ops_cpu_isa_at(1) != NULL); /* x86-64 builds carry the AVX2 copy */
+#endif
+    (void)compared;
 }
 
 /* ---- the busy flag ---- */

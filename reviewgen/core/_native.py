@@ -44,4 +44,26 @@ def _locate_cuda_library() -> None:
 
 _locate_cuda_library()
 
-__all__ = ["_core"]
+
+def _check_cpu_isa() -> None:
+    """REVIEWGEN_CPU_ISA picks the copy of the CPU ops (benchmarks, tests); the
+    core ignores a name it cannot run, so say so here instead of running another."""
+    wanted = os.environ.get("REVIEWGEN_CPU_ISA", "")
+    if wanted in ("", "auto"):
+        return
+    isas = _core.cpu_isas()
+    if not isas.get(wanted, False):
+        usable = ", ".join(name for name, ok in isas.items() if ok)
+        why = "this CPU lacks its instructions" if wanted in isas else "no such instruction set in this build"
+        raise ValueError(f"REVIEWGEN_CPU_ISA={wanted!r}: {why}; use one of: auto, {usable}")
+
+
+def cpu_isa() -> str:
+    """The instruction set the CPU ops run with ("baseline", "x86-64-v3"): the widest
+    this CPU has, chosen at run time, unless REVIEWGEN_CPU_ISA names another."""
+    return _core.cpu_isa()
+
+
+_check_cpu_isa()
+
+__all__ = ["_core", "cpu_isa"]
