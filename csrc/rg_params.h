@@ -54,13 +54,30 @@ typedef enum rg_dtype {
     RG_DTYPE_F32 = 0,
     RG_DTYPE_F16 = 1,  /* IEEE half */
     RG_DTYPE_BF16 = 2, /* bfloat16: the upper half of a float32 */
-    RG_DTYPE_F64 = 3
+    RG_DTYPE_F64 = 3,
+    /* llama.cpp's block formats (GGUF): each row is cols / 32 blocks of 32
+     * values, a half scale d (and a half minimum m) before the quants.
+     * Q4_0: 18 bytes, x = (q - 8) * d; Q4_1: 20 bytes, x = q * d + m;
+     * Q8_0: 34 bytes, x = q * d (q signed). In a 4-bit block byte j holds
+     * value j in its low nibble and value j + 16 in its high one. */
+    RG_DTYPE_Q4_0 = 4,
+    RG_DTYPE_Q4_1 = 5,
+    RG_DTYPE_Q8_0 = 6
 } rg_dtype;
+
+#define RG_QUANT_BLOCK 32
+
+/* Bytes of one element (float types) or of one block of RG_QUANT_BLOCK
+ * values (block types); 0 for an unknown dtype. */
+size_t rg_dtype_size(rg_dtype dtype);
+int rg_dtype_is_blocked(rg_dtype dtype);
 
 /* A strided source matrix: element (r, c) lies at
  * (const char *)data + (r * row_stride + c * col_stride) * element size.
  * A 1-D source is (rows, 1). Strides are in elements and may be any sign, so
- * a transposed or sliced array needs no copy before it is written. */
+ * a transposed or sliced array needs no copy before it is written. Block
+ * types: cols counts values (a multiple of 32), row_stride counts blocks
+ * (at least cols / 32) and col_stride must be 1. */
 typedef struct rg_tensor_source {
     const void *data;
     rg_dtype dtype;
@@ -77,5 +94,10 @@ typedef struct rg_tensor_source {
  * RG_ERR_INVALID_ARG: a null pointer or an unknown dtype. */
 rg_status rg_param_write(float *block, const rg_param_info *info, int64_t row_offset,
                          const rg_tensor_source *source);
+
+/* The whole source as float32 into out (rows * cols, row-major), without the
+ * NaN check. RG_ERR_INVALID_ARG: a null pointer, an unknown dtype, or a block
+ * source whose cols is not a multiple of 32 or whose strides do not fit. */
+rg_status rg_tensor_convert(float *out, const rg_tensor_source *source);
 
 #endif /* RG_PARAMS_H */

@@ -117,6 +117,10 @@ LABELS = [5, 1, 4, 1, 5, 2, 4, 2, 5, 1, 5, 2]
 TINY_UNTIED = dict(vocab_size=101, hidden_size=36, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                    intermediate_size=50, num_hidden_layers=2, max_position_embeddings=64, rope_theta=5000.0,
                    rms_norm_eps=1e-5, tie_word_embeddings=False)
+# Widths in whole 32-value blocks, for files in llama.cpp's block formats.
+TINY_BLOCKS = dict(vocab_size=101, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=96, num_hidden_layers=2, max_position_embeddings=32, rope_theta=10000.0,
+                   rms_norm_eps=1e-5, tie_word_embeddings=False)
 TINY_TIED = dict(vocab_size=101, hidden_size=36, num_attention_heads=6, num_key_value_heads=2,
                  intermediate_size=50, num_hidden_layers=3, max_position_embeddings=48, rope_theta=10000.0,
                  rms_norm_eps=1e-6, tie_word_embeddings=True)
@@ -145,9 +149,11 @@ def llama_cpp_permute(weight, n_heads):
     return weight.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
-def write_llama_gguf(path, kwargs, state, tokenizer=None, arch="llama", drop=(), reshape=None):
-    """A llama.cpp-style GGUF of an HF llama state dict (float32 tensors)."""
+def write_llama_gguf(path, kwargs, state, tokenizer=None, arch="llama", drop=(), reshape=None, matrix_type=None):
+    """A llama.cpp-style GGUF of an HF llama state dict (float32 tensors; matrix_type, a
+    gguf.GGMLQuantizationType: every 2-D tensor stored in that format instead)."""
     import gguf
+    from gguf.quants import quantize
 
     n_head, n_kv = kwargs["num_attention_heads"], kwargs["num_key_value_heads"]
     head_dim = kwargs.get("head_dim", kwargs["hidden_size"] // n_head)
@@ -189,7 +195,11 @@ def write_llama_gguf(path, kwargs, state, tokenizer=None, arch="llama", drop=(),
             continue
         if reshape and name in reshape:
             value = value.reshape(reshape[name])
-        writer.add_tensor(name, np.ascontiguousarray(value, dtype=np.float32))
+        if matrix_type is not None and value.ndim == 2:
+            writer.add_tensor(name, quantize(np.ascontiguousarray(value, dtype=np.float32), matrix_type),
+                              raw_dtype=matrix_type)
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(value, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -12,6 +12,7 @@
  *   train.c     the AdamW optimizer over a model's parameter block
  *   trainer.c   a whole fine-tuning run (rg_trainer) and the conversions sweep.c shares
  *   sweep.c     the hyperparameter sweep (rg_sweep)
+ *   weights.c   llama.cpp's block formats (Q4_0, Q4_1, Q8_0) read as float32
  *
  * Conventions: parse arguments, convert with rg_array_in, release the GIL only
  * around the core call, clean up through one `error:`/`done:` label, and raise
@@ -97,6 +98,12 @@ int binding_add_generate(PyObject *module);
 int binding_add_train(PyObject *module);
 int binding_add_trainer(PyObject *module);
 int binding_add_sweep(PyObject *module);
+int binding_add_weights(PyObject *module);
+
+/* A (rows, bytes) uint8 array of llama.cpp blocks of type qtype as a core
+ * source; -1 with an exception naming `what` when it is not one. */
+struct rg_tensor_source;
+int binding_block_source(PyArrayObject *raw, const char *qtype, const char *what, struct rg_tensor_source *out);
 
 /* Python objects that back a trainer config / data set until rg_*_init has
  * copied them (trainer.c); release with trainer_buffers_release. */

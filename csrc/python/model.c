@@ -629,13 +629,14 @@ static int model_source_dtype(PyArrayObject *values, int bfloat16, const char *n
 
 static PyObject *model_set_param(ModelObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"name", "values", "row_offset", "bfloat16", NULL};
+    static char *keywords[] = {"name", "values", "row_offset", "bfloat16", "quantized", NULL};
     const char *name;
     PyObject *values_obj;
     Py_ssize_t row_offset = 0;
     int bfloat16 = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|np:set_param", keywords, &name, &values_obj,
-                                     &row_offset, &bfloat16))
+    const char *quantized = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|npz:set_param", keywords, &name, &values_obj,
+                                     &row_offset, &bfloat16, &quantized))
         return NULL;
     const rg_param_info *info = rg_model_find_param(self->model, name);
     if (info == NULL)
@@ -646,29 +647,41 @@ static PyObject *model_set_param(ModelObject *self, PyObject *args, PyObject *kw
     if (values == NULL)
         return NULL;
     PyObject *result = NULL;
-    int dtype = model_source_dtype(values, bfloat16, name);
-    if (dtype < 0)
-        goto done;
-    if (PyArray_NDIM(values) != info->ndim) {
-        PyErr_Format(PyExc_ValueError, "set_param('%s'): expected %d dimension(s), got %d", name,
-                     info->ndim, PyArray_NDIM(values));
-        goto done;
-    }
-    const npy_intp itemsize = PyArray_ITEMSIZE(values);
-    for (int d = 0; d < PyArray_NDIM(values); d++) {
-        if (PyArray_STRIDE(values, d) % itemsize != 0) { /* e.g. a view into a packed record */
-            PyArrayObject *copy = (PyArrayObject *)PyArray_NewCopy(values, NPY_CORDER);
-            Py_DECREF(values);
-            if ((values = copy) == NULL)
-                return NULL;
-            break;
+    rg_tensor_source source;
+    if (quantized != NULL) {
+        char what[96];
+        snprintf(what, sizeof(what), "set_param('%s')", name);
+        if (binding_block_source(values, quantized, what, &source) < 0)
+            goto done;
+        if (info->ndim != 2) {
+            PyErr_Format(PyExc_ValueError, "set_param('%s'): block formats hold 2-D tensors only", name);
+            goto done;
         }
+    } else {
+        int dtype = model_source_dtype(values, bfloat16, name);
+        if (dtype < 0)
+            goto done;
+        if (PyArray_NDIM(values) != info->ndim) {
+            PyErr_Format(PyExc_ValueError, "set_param('%s'): expected %d dimension(s), got %d", name,
+                         info->ndim, PyArray_NDIM(values));
+            goto done;
+        }
+        const npy_intp itemsize = PyArray_ITEMSIZE(values);
+        for (int d = 0; d < PyArray_NDIM(values); d++) {
+            if (PyArray_STRIDE(values, d) % itemsize != 0) { /* e.g. a view into a packed record */
+                PyArrayObject *copy = (PyArrayObject *)PyArray_NewCopy(values, NPY_CORDER);
+                Py_DECREF(values);
+                if ((values = copy) == NULL)
+                    return NULL;
+                break;
+            }
+        }
+        source = (rg_tensor_source){
+            .data = PyArray_DATA(values), .dtype = (rg_dtype)dtype, .rows = PyArray_DIM(values, 0),
+            .cols = info->ndim == 2 ? PyArray_DIM(values, 1) : 1,
+            .row_stride = PyArray_STRIDE(values, 0) / itemsize,
+            .col_stride = info->ndim == 2 ? PyArray_STRIDE(values, 1) / itemsize : 1};
     }
-    rg_tensor_source source = {
-        .data = PyArray_DATA(values), .dtype = (rg_dtype)dtype, .rows = PyArray_DIM(values, 0),
-        .cols = info->ndim == 2 ? PyArray_DIM(values, 1) : 1,
-        .row_stride = PyArray_STRIDE(values, 0) / itemsize,
-        .col_stride = info->ndim == 2 ? PyArray_STRIDE(values, 1) / itemsize : 1};
     if (model_enter(self) < 0)
         goto done;
     rg_status status;
@@ -695,9 +708,10 @@ done:
 
 static PyMethodDef model_methods[] = {
     {"set_param", (PyCFunction)(void (*)(void))model_set_param, METH_VARARGS | METH_KEYWORDS,
-     "set_param(name, values, row_offset=0, bfloat16=False): copy a checkpoint array (float32,\n"
-     "float16, float64, or uint16 bfloat16 bits; any strides, e.g. a transposed view) into rows\n"
-     "[row_offset, row_offset + len(values)) of the named parameter, converting to float32."},
+     "set_param(name, values, row_offset=0, bfloat16=False, quantized=None): copy a checkpoint array\n"
+     "(float32, float16, float64, or uint16 bfloat16 bits; any strides, e.g. a transposed view) into\n"
+     "rows [row_offset, row_offset + len(values)) of the named parameter, converting to float32.\n"
+     "quantized='Q4_0', 'Q4_1' or 'Q8_0': values are raw llama.cpp blocks, (rows, bytes) uint8."},
     {"param_table", (PyCFunction)model_param_table, METH_NOARGS,
      "param_table() -> list of dicts (name, offset, numel, shape, layer, decay, trainable)."},
     {"forward", (PyCFunction)(void (*)(void))model_forward, METH_VARARGS | METH_KEYWORDS,

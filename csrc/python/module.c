@@ -203,7 +203,7 @@ static int core_add_areas(PyObject *module)
 {
     int (*const areas[])(PyObject *) = {binding_add_cpu, binding_add_cuda, binding_add_metrics, binding_add_model,
                                         binding_add_generate, binding_add_train,
-                                        binding_add_trainer, binding_add_sweep};
+                                        binding_add_trainer, binding_add_sweep, binding_add_weights};
     for (size_t i = 0; i < sizeof(areas) / sizeof(areas[0]); i++)
         if (areas[i](module) < 0)
             return -1;

@@ -229,10 +229,13 @@ class Model:
                                  f"the model expects {tuple(self._table[name]['shape'])}")
             self.set_param(name, value)
 
-    def set_param(self, name: str, values: np.ndarray, row_offset: int = 0, bfloat16: bool = False) -> None:
+    def set_param(self, name: str, values: np.ndarray, row_offset: int = 0, bfloat16: bool = False,
+                  quantized: Optional[str] = None) -> None:
         """Copy `values` (float32/16/64, or uint16 bfloat16 bits; any strides) into rows
-        [row_offset, row_offset + len(values)) of a parameter, in the core (rg_param_write)."""
-        self._core.set_param(name, values, int(row_offset), bool(bfloat16))
+        [row_offset, row_offset + len(values)) of a parameter, in the core (rg_param_write).
+        quantized ("Q4_0", "Q4_1", "Q8_0"): values are llama.cpp blocks, a (rows, bytes) uint8
+        array, dequantized by the core as they are written."""
+        self._core.set_param(name, values, int(row_offset), bool(bfloat16), quantized)
 
     # -- LoRA -----------------------------------------------------------------
     @property

@@ -20,7 +20,7 @@ import numpy as np
 from .._core import CoreError, NonFiniteError, ShapeError
 from ..core.models import Model, ModelConfig
 
-__all__ = ["WeightsError", "UnsupportedModelError", "BFloat16Array", "as_float32", "Checkpoint",
+__all__ = ["WeightsError", "UnsupportedModelError", "BFloat16Array", "BlockQuantized", "as_float32", "Checkpoint",
            "SPECIAL_TOKEN_KEYS", "stack_blocks", "LabelMapping", "config_int", "config_errors",
            "minimum_parameters"]
 
@@ -85,8 +85,44 @@ class BFloat16Array(np.ndarray):
     """uint16 bits of bfloat16 values (numpy has no bfloat16); the core widens them."""
 
 
+class BlockQuantized:
+    """A 2-D tensor kept in one of llama.cpp's block formats (Q4_0, Q4_1, Q8_0): raw is a
+    (rows, bytes) uint8 array, usually a view of the memory-mapped GGUF file. The core
+    dequantizes it straight into a model's parameter block, so a loaded model holds
+    the float32 weights once (np.asarray() gives a float32 copy, for inspection)."""
+
+    ndim = 2
+    dtype = np.dtype(np.float32)  # what it reads as
+
+    def __init__(self, raw: np.ndarray, qtype: str, cols: int):
+        self.raw, self.qtype = raw, qtype
+        self.shape = (int(raw.shape[0]), int(cols))
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def take_rows(self, order: np.ndarray) -> "BlockQuantized":
+        """The rows in `order` (a new raw array: blocks run along a row, so whole rows move)."""
+        return BlockQuantized(np.ascontiguousarray(self.raw[order]), self.qtype, self.shape[1])
+
+    def __array__(self, dtype=None, copy=None):
+        from .._core import dequantize
+
+        values = dequantize(self.raw, self.qtype)
+        return values if dtype is None else values.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"BlockQuantized({self.qtype}, shape={self.shape})"
+
+
 def as_float32(array: np.ndarray) -> np.ndarray:
     """The values of a checkpoint array as a C-contiguous float32 array (a copy when needed)."""
+    if isinstance(array, BlockQuantized):
+        return np.asarray(array)
     if isinstance(array, BFloat16Array):
         bits = np.ascontiguousarray(array.view(np.ndarray), dtype=np.uint16)
         return (bits.astype(np.uint32) << 16).view(np.float32)
@@ -183,6 +219,8 @@ class Checkpoint(LabelMapping):
                                f"{described}")
         for name, blocks in self.tensors.items():
             for origin, block in blocks:
+                if isinstance(block, BlockQuantized):
+                    continue
                 if not isinstance(block, np.ndarray) or block.dtype.kind != "f" and not isinstance(block, BFloat16Array):
                     raise WeightsError(f"{self._where(origin)}: tensor {origin!r} holds "
                                        f"values of dtype {getattr(block, 'dtype', type(block).__name__)}, not floats")
@@ -191,7 +229,10 @@ class Checkpoint(LabelMapping):
             row = 0
             for origin, block in blocks:
                 try:
-                    model.set_param(name, block, row, bfloat16=isinstance(block, BFloat16Array))
+                    if isinstance(block, BlockQuantized):
+                        model.set_param(name, block.raw, row, quantized=block.qtype)
+                    else:
+                        model.set_param(name, block, row, bfloat16=isinstance(block, BFloat16Array))
                 except NonFiniteError:
                     raise WeightsError(f"{self._where(origin)}: tensor {origin!r} holds NaN or Inf") from None
                 except (ShapeError, ValueError) as error:

@@ -1,6 +1,10 @@
 """Reading GGUF files (llama.cpp's checkpoint format) into float32 numpy arrays.
 
-The `gguf` package does the parsing (GGUFReader) and the block dequantization
+The header (metadata and tensor table) is parsed here, in one pass over the
+memory-mapped file: the `gguf` package's GGUFReader builds a numpy view per
+metadata item, which takes seconds for a 49,152-token vocabulary. The `gguf`
+package still names the tensor types, gives their block sizes and
+dequantizes the formats the core does not read itself
 (gguf.quants.dequantize); this module adds what reviewgen needs on top:
 metadata as plain Python values, tensors as owned, writable float32 arrays in
 numpy (row-major) order, and one exception type, `WeightsError`, for every way
@@ -15,11 +19,16 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .checkpoint import WeightsError
+from .checkpoint import BlockQuantized, WeightsError
+
+# The block formats the core dequantizes itself: bytes and values per block.
+BLOCK_FORMATS = {"Q4_0": (18, 32), "Q4_1": (20, 32), "Q8_0": (34, 32)}
 
 try:
     import gguf
@@ -38,21 +47,128 @@ def _require_gguf() -> None:
         )
 
 
-def _field_value(field: Any) -> Any:
-    """A GGUF metadata field as a plain Python value (str, int, float, bool or list)."""
-    value = field.contents()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list):
-        return [v.item() if isinstance(v, np.generic) else v for v in value]
-    return value
+# Metadata value types of the GGUF format (v2 and v3): struct code, or a marker.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8",
+          12: "<f8"}
+_STRING, _ARRAY = 8, 9
+
+
+class _Truncated(Exception):
+    pass
+
+
+class _HeaderCursor:
+    """Reads the little-endian GGUF header from a bytes-like object, bounds-checked."""
+
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def take(self, n: int):
+        if n < 0 or self.at + n > len(self.data):
+            raise _Truncated(f"{n} bytes at offset {self.at} run past the end of the file ({len(self.data)} bytes)")
+        start, self.at = self.at, self.at + n
+        return self.data[start:self.at]
+
+    def scalar(self, code: str):
+        return struct.unpack(code, self.take(struct.calcsize(code)))[0]
+
+    def string(self) -> str:
+        return bytes(self.take(self.scalar("<Q"))).decode("utf-8")
+
+    def value(self, kind: int):
+        if kind in _SCALARS:
+            return self.scalar(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item, count = self.scalar("<I"), self.scalar("<Q")
+            if item in _NUMPY:  # one frombuffer, not one Python value per item
+                dtype = np.dtype(_NUMPY[item])
+                return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).tolist()
+            if item == _STRING:
+                return [self.string() for _ in range(count)]
+            if item == _ARRAY:
+                return [self.value(_ARRAY) for _ in range(count)]
+            raise ValueError(f"unknown array item type {item}")
+        raise ValueError(f"unknown metadata value type {kind}")
+
+
+@dataclass
+class _TensorInfo:
+    name: str
+    shape: tuple             # ggml order (fastest dimension first), as the file lists it
+    tensor_type: Any         # gguf.GGMLQuantizationType
+    data_offset: int         # absolute, in the file
+    n_bytes: int
+    data: np.ndarray = None  # float32/float16/... values, or (rows, bytes) uint8 for block formats
+
+
+class _Layout:
+    """The header of a GGUF file and views of its tensors (what GGUFFile reads)."""
+
+    def __init__(self, path: str):
+        self.file = np.memmap(path, dtype=np.uint8, mode="r")
+        cursor = _HeaderCursor(memoryview(self.file))
+        if bytes(cursor.take(4)) != b"GGUF":
+            raise ValueError("not a GGUF file (bad magic)")
+        version = cursor.scalar("<I")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} is not supported (2 and 3 are)")
+        n_tensors, n_kv = cursor.scalar("<Q"), cursor.scalar("<Q")
+        self.metadata: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = cursor.string()
+            self.metadata[key] = cursor.value(cursor.scalar("<I"))
+        infos = []
+        for _ in range(n_tensors):
+            name = cursor.string()
+            n_dims = cursor.scalar("<I")
+            if n_dims > 8:
+                raise ValueError(f"tensor {name!r} has {n_dims} dimensions")
+            shape = tuple(cursor.scalar("<Q") for _ in range(n_dims))
+            kind, offset = cursor.scalar("<I"), cursor.scalar("<Q")
+            infos.append((name, shape, kind, offset))
+        alignment = self.metadata.get("general.alignment", 32)
+        if not isinstance(alignment, int) or isinstance(alignment, bool) or alignment <= 0:
+            raise ValueError(f"general.alignment must be a positive integer, got {alignment!r}")
+        self.alignment = alignment
+        self.data_offset = -(-cursor.at // alignment) * alignment
+        self.tensors = [self._tensor(*info) for info in infos]
+
+    def _tensor(self, name: str, shape: tuple, kind: int, offset: int) -> _TensorInfo:
+        try:
+            qtype = gguf.GGMLQuantizationType(kind)
+        except ValueError:
+            raise ValueError(f"tensor {name!r} has unknown type {kind}") from None
+        block_values, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if count % block_values:
+            raise ValueError(f"tensor {name!r}: {count} values are not whole blocks of {block_values}")
+        n_bytes = count // block_values * block_bytes
+        begin = self.data_offset + offset
+        info = _TensorInfo(name, shape, qtype, begin, n_bytes)
+        if 0 <= begin and begin + n_bytes <= len(self.file):
+            raw = self.file[begin:begin + n_bytes]
+            rows = shape[::-1]  # numpy order
+            if qtype.name in _TYPE_DTYPES:
+                info.data = raw.view(_TYPE_DTYPES[qtype.name]).reshape(rows)
+            else:  # rows of raw bytes (whole blocks), as gguf.quants.dequantize takes them
+                info.data = raw.reshape(rows[:-1] + (rows[-1] // block_values * block_bytes,)) if rows else raw
+        return info
+
+
+# Element types of the unblocked tensor types.
+_TYPE_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I8": np.int8, "I16": np.int16,
+                "I32": np.int32, "I64": np.int64}
 
 
 class GGUFFile:
     """One opened GGUF file: metadata and tensors, dequantized on request.
 
-    The file is memory-mapped by GGUFReader; `tensor()` copies each tensor out
-    as float32, so the arrays it returns stay valid after the file is closed.
+    The file is memory-mapped; `tensor()` copies each tensor out as float32,
+    so the arrays it returns stay valid after the file is closed (`block()`
+    views keep the map alive themselves).
     """
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -61,10 +177,8 @@ class GGUFFile:
         if not os.path.isfile(self.path):
             raise WeightsError(f"GGUF file not found: {self.path}")
         try:
-            self._reader = gguf.GGUFReader(self.path, "r")
-        except Exception as exc:
-            # GGUFReader reports a bad magic, a truncated header or tensor data
-            # running past the end of the file with assorted exception types.
+            self._reader = _Layout(self.path)
+        except (_Truncated, ValueError, UnicodeDecodeError, OverflowError, MemoryError, OSError) as exc:
             raise WeightsError(
                 f"cannot read GGUF file {self.path} (corrupt or truncated?): "
                 f"{type(exc).__name__}: {exc}"
@@ -75,7 +189,7 @@ class GGUFFile:
 
     def _check_layout(self) -> None:
         """Each tensor's bytes start on the file's alignment, lie inside the file and
-        overlap no other tensor's (GGUFReader checks none of this)."""
+        overlap no other tensor's."""
         size = os.path.getsize(self.path)
         alignment = int(getattr(self._reader, "alignment", 32) or 32)
         start = int(getattr(self._reader, "data_offset", 0))
@@ -104,16 +218,7 @@ class GGUFFile:
         if self._metadata is None:
             if self._reader is None:
                 raise WeightsError(f"GGUF file {self.path} is closed")
-            decoded = {}
-            for key, field in self._reader.fields.items():
-                if key.startswith("GGUF."):
-                    continue  # version, tensor_count, kv_count: header, not metadata
-                try:
-                    decoded[key] = _field_value(field)
-                except Exception as exc:
-                    raise WeightsError(
-                        f"cannot decode metadata key {key!r} in {self.path}: {exc}"
-                    ) from exc
+            decoded = dict(self._reader.metadata)
             self._metadata = decoded
         return self._metadata
 
@@ -155,7 +260,7 @@ class GGUFFile:
 
     def tensor_shape(self, name: str) -> tuple[int, ...]:
         """Shape in numpy order (slowest dimension first)."""
-        return tuple(int(d) for d in reversed(self._info(name).shape.tolist()))
+        return tuple(int(d) for d in reversed(self._info(name).shape))
 
     def tensor(self, name: str) -> np.ndarray:
         """The tensor dequantized to a new, C-contiguous float32 array in numpy order."""
@@ -165,6 +270,8 @@ class GGUFFile:
         try:
             if qtype == gguf.GGMLQuantizationType.F64:
                 values = np.asarray(info.data, dtype=np.float64)
+            elif qtype.name in BLOCK_FORMATS and len(shape) == 2:
+                values = np.asarray(self.block(name))  # the core's dequantization
             else:
                 values = _gguf_dequantize(info.data, qtype)
         except NotImplementedError as exc:
@@ -185,6 +292,23 @@ class GGUFFile:
         owned = values.dtype == np.float32 and values.flags.c_contiguous and values.flags.writeable \
             and not isinstance(values.base, np.memmap) and _owns_memory(values)
         return values if owned else np.array(values, dtype=np.float32, order="C", copy=True)
+
+    def block(self, name: str):
+        """The tensor as the loaders want it: a :class:`BlockQuantized` view of the file for the
+        block formats the core reads itself (2-D Q4_0, Q4_1, Q8_0: no float32 copy is made
+        here), else the float32 array of `tensor()`."""
+        info = self._info(name)
+        shape = self.tensor_shape(name)
+        qtype = info.tensor_type.name
+        if qtype in BLOCK_FORMATS and len(shape) == 2:
+            raw = info.data
+            block_bytes, block_values = BLOCK_FORMATS[qtype]
+            if (raw.dtype != np.uint8 or raw.ndim != 2 or raw.shape[0] != shape[0] or shape[1] % block_values
+                    or raw.shape[1] != shape[1] // block_values * block_bytes):
+                raise WeightsError(f"tensor {name!r} in {self.path}: {qtype} data of shape {raw.shape} "
+                                   f"does not hold shape {shape}")
+            return BlockQuantized(raw, qtype, shape[1])
+        return self.tensor(name)
 
     def tensors(self) -> dict[str, np.ndarray]:
         return {name: self.tensor(name) for name in self._tensors}

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.files import atomic_write, write_json
 from ..core.models import Model, ModelConfig
-from .checkpoint import (SPECIAL_TOKEN_KEYS, Checkpoint, WeightsError, config_errors, config_int,
+from .checkpoint import (SPECIAL_TOKEN_KEYS, BlockQuantized, Checkpoint, WeightsError, config_errors, config_int,
                          minimum_parameters)
 from .gguf_io import GGUFFile
 from .gguf_tokenizer import tokenizer_from_gguf
@@ -332,10 +332,15 @@ def load_gguf_llama(path: str | os.PathLike[str]) -> Checkpoint:
             def block(name: str, rows: int | None = None, rotary_heads: int | None = None):
                 """(name, array) of a GGUF tensor; `rows` where it is one part of a stacked tensor
                 (the core checks everything else against its parameter table)."""
-                array = f.tensor(name)
+                array = f.block(name)
                 if rows is not None and array.shape[0] != rows:
                     raise WeightsError(f"{source}: tensor {name!r} has shape {array.shape}, expected {rows} rows")
-                return name, array if rotary_heads is None else gguf_rotary_rows_to_hf(array, rotary_heads)
+                if rotary_heads is None:
+                    return name, array
+                if isinstance(array, BlockQuantized):  # whole rows move: permute the row order
+                    order = gguf_rotary_rows_to_hf(np.arange(array.shape[0])[:, None], rotary_heads)[:, 0]
+                    return name, array.take_rows(order)
+                return name, gguf_rotary_rows_to_hf(array, rotary_heads)
 
             tensors = {"wte": [block("token_embd.weight")], "lnf.w": [block("output_norm.weight")]}
             if not config.tie_word_embeddings:

@@ -21,7 +21,7 @@ transformers = pytest.importorskip("transformers")
 from reviewgen.weights.checkpoint import WeightsError  # noqa: E402
 from reviewgen.weights.gguf_io import GGUFFile  # noqa: E402
 from reviewgen.weights.gguf_tokenizer import tokenizer_from_gguf  # noqa: E402
-from _reference import (TINY_TIED, TINY_UNTIED, llama_cpp_permute, make_tiny_llama,  # noqa: E402
+from _reference import (TINY_BLOCKS, TINY_TIED, TINY_UNTIED, llama_cpp_permute, make_tiny_llama,  # noqa: E402
                         numpy_state, toy_tokenizer_metadata, write_llama_gguf)
 from reviewgen.weights.llama import (  # noqa: E402
     export_hf_llama,
@@ -158,6 +158,68 @@ def test_gguf_loader_undoes_permutation_exactly(tiny_hf, tmp_path):
     tokens = torch.tensor([[1, 2, 3, 50, 100, 7, 7]])
     with torch.no_grad():
         assert torch.equal(model(tokens).logits, reloaded(tokens).logits)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+def test_block_formats_go_into_the_model_as_gguf_dequantizes_them(tmp_path, qtype):
+    """Q4_0/Q4_1/Q8_0 matrices stay raw blocks in the checkpoint (no float32 copy) and the
+    core dequantizes them into the model: the same floats as gguf's own dequantization,
+    with llama.cpp's q/k row order undone."""
+    import gguf
+    from gguf.quants import dequantize
+
+    from reviewgen.weights.checkpoint import BlockQuantized
+
+    model = make_tiny_llama(TINY_BLOCKS, seed=9)
+    path = write_llama_gguf(tmp_path / "q.gguf", TINY_BLOCKS, numpy_state(model),
+                            matrix_type=getattr(gguf.GGMLQuantizationType, qtype))
+    checkpoint = load_gguf_llama(path)
+    blocks = [b for blocks in checkpoint.tensors.values() for _, b in blocks]
+    assert sum(isinstance(b, BlockQuantized) for b in blocks) == 2 * 7 + 2  # 7 matrices per block, embedding, head
+    core_model = checkpoint.build_model()
+
+    reader = gguf.GGUFReader(str(path))
+    stored = {t.name: dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+              for t in reader.tensors}
+    n_head, n_kv = TINY_BLOCKS["num_attention_heads"], TINY_BLOCKS["num_key_value_heads"]
+    for layer in range(TINY_BLOCKS["num_hidden_layers"]):
+        b = f"blk.{layer}."
+        qkv = np.concatenate([gguf_rotary_rows_to_hf(stored[b + "attn_q.weight"], n_head),
+                              gguf_rotary_rows_to_hf(stored[b + "attn_k.weight"], n_kv),
+                              stored[b + "attn_v.weight"]])
+        np.testing.assert_array_equal(core_model.param(f"h.{layer}.qkv.w"), qkv)
+        np.testing.assert_array_equal(core_model.param(f"h.{layer}.fc2.w"), stored[b + "ffn_down.weight"])
+        np.testing.assert_array_equal(core_model.param(f"h.{layer}.ln1.w"), stored[b + "attn_norm.weight"])
+    np.testing.assert_array_equal(core_model.param("wte"), stored["token_embd.weight"])
+    np.testing.assert_array_equal(checkpoint.weights["lm_head.w"], stored["output.weight"])
+    # close to the float32 model, as the format allows: a real quantization happened
+    error = np.abs(core_model.param("h.0.fc2.w") - numpy_state(model)["model.layers.0.mlp.down_proj.weight"])
+    assert 0 < error.max() < (0.2 if qtype != "Q8_0" else 0.02)
+
+
+def test_block_quantized_views_refuse_bad_layouts():
+    from reviewgen._core import dequantize
+
+    raw = np.zeros((3, 40), np.uint8)  # two Q4_1 blocks per row
+    assert dequantize(raw, "Q4_1").shape == (3, 64)
+    with pytest.raises(ValueError, match="unknown block format 'Q5_K'"):
+        dequantize(raw, "Q5_K")
+    with pytest.raises(ValueError, match="whole 18-byte blocks"):
+        dequantize(raw, "Q4_0")
+    with pytest.raises(ValueError, match="whole 20-byte blocks"):
+        dequantize(raw[:, ::2], "Q4_1")
+    with pytest.raises(TypeError, match="2-D uint8"):
+        dequantize(raw.astype(np.int16), "Q4_1")
+    core_model = make_core_model_for_blocks()
+    with pytest.raises(ValueError, match="block formats hold 2-D tensors only"):
+        core_model.set_param("h.0.ln1.w", np.zeros((2, 20), np.uint8), quantized="Q4_1")
+
+
+def make_core_model_for_blocks():
+    from reviewgen.weights.llama import config_from_hf
+    from reviewgen.core.models import Model
+
+    return Model(config_from_hf(dict(TINY_BLOCKS, architectures=["LlamaForCausalLM"], model_type="llama")))
 
 
 # ---------------------------------------------------------------------------
