@@ -530,6 +530,7 @@ static rg_status model_create(rg_model **out, const rg_model_config *config, int
         params_init_default(m);
     lora_init(m);
     m->n_trainable_blocks = -1;
+    m->frozen_dropout = 1;
     m->head_policy = RG_HEAD_POLICY_TRAIN;
     m->ops = rg_ops_cpu();
     atomic_init(&m->busy, 0);
@@ -633,6 +634,32 @@ static void zero_unless_zero(float *values /* (n,) */, size_t n)
 
 static int embeddings_train(const rg_model *m) { return m->n_trainable_blocks < 0 && m->lora_index == NULL; }
 
+/* How many blocks, with the embeddings, make a frozen part that no update
+ * changes: the lowest layer of any trainable tensor (n_layer when only the
+ * final norm and head train, or nothing does); 0 when an embedding tensor
+ * trains (a tied head that trains is wte) or the first block does. */
+static int frozen_blocks(const rg_model *m)
+{
+    int from = m->config.n_layer;
+    for (int i = 0; i < m->table.count; i++) {
+        const rg_param_info *info = &m->table.tensors[i];
+        if (info->trainable && info->layer < from)
+            from = info->layer < 0 ? 0 : info->layer;
+    }
+    return from;
+}
+
+void rg_model_set_frozen_dropout(rg_model *model, int on)
+{
+    if (model != NULL)
+        model->frozen_dropout = on != 0;
+}
+
+int rg_model_first_trainable_block(const rg_model *model)
+{
+    return model == NULL ? 0 : frozen_blocks(model);
+}
+
 rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_head_policy policy)
 {
     if (model == NULL || policy < RG_HEAD_POLICY_FROZEN || policy > RG_HEAD_POLICY_UNTIE)
@@ -691,6 +718,7 @@ rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_hea
             zero_unless_zero(model->grads + at, info->numel);
     }
     model->trainable_version++;
+    model->frozen_output_valid = 0;
     return RG_OK;
 }
 
@@ -1280,8 +1308,14 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
      * wrong batch, nor its logits for a getter to return. */
     m->has_targets = 0;
     m->logits_valid = 0;
+    m->frozen_output_valid = 0;
+    const float *frozen_in = m->frozen_input; /* one-shot */
+    m->frozen_input = NULL;
     if (tokens == NULL || (targets != NULL && loss == NULL))
         return RG_ERR_INVALID_ARG;
+    const int from = frozen_blocks(m);
+    if (frozen_in != NULL && (from == 0 || targets == NULL))
+        return RG_ERR_STATE;
     if (targets != NULL && m->lora_merged)
         return RG_ERR_STATE; /* the adapters' gradients need them unmerged */
     if (B <= 0 || T <= 0)
@@ -1331,21 +1365,32 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
         memset(m->types, 0, N * sizeof(int32_t));
     positions_fill(m, m->positions, m->key_mask, B, T, NULL);
 
-    /* embeddings */
-    const int learned = c->position == RG_POSITION_LEARNED;
-    float *embedded = c->embed_norm ? m->emb : m->x0;
-    m->ops->embedding_forward(embedded, m->tokens, learned ? m->positions : NULL, m->types, GP(m, G_WTE),
-                              GP(m, G_WPE), GP(m, G_WTT), (int)N, (int)C);
-    if (c->embed_norm)
-        m->ops->layernorm_forward(m->x0, m->emb_mean, m->emb_rstd, m->emb, GP(m, G_EMB_LN_W),
-                                  GP(m, G_EMB_LN_B), (int)N, (int)C, c->norm_eps);
-    m->ops->dropout_apply(m->x0, N * C, train ? c->embd_pdrop : 0.0f, rg_dropout_stream(seed, SITE_EMBEDDING));
+    /* Dropout in the frozen part only when frozen_dropout (rg_model_set_frozen_dropout). */
+    const int emb_frozen = !embeddings_train(m), lowest = lowest_trainable_block(m);
+    const int frozen_train = train && m->frozen_dropout;
+    if (frozen_in != NULL) {
+        /* the frozen part's output, given: where block from - 1 would have left it */
+        memcpy((float *)layer_output(m, layer_acts(m, from - 1)), frozen_in, N * C * sizeof(float));
+    } else {
+        /* embeddings */
+        const int learned = c->position == RG_POSITION_LEARNED;
+        float *embedded = c->embed_norm ? m->emb : m->x0;
+        m->ops->embedding_forward(embedded, m->tokens, learned ? m->positions : NULL, m->types, GP(m, G_WTE),
+                                  GP(m, G_WPE), GP(m, G_WTT), (int)N, (int)C);
+        if (c->embed_norm)
+            m->ops->layernorm_forward(m->x0, m->emb_mean, m->emb_rstd, m->emb, GP(m, G_EMB_LN_W),
+                                      GP(m, G_EMB_LN_B), (int)N, (int)C, c->norm_eps);
+        m->ops->dropout_apply(m->x0, N * C, (emb_frozen ? frozen_train : train) ? c->embd_pdrop : 0.0f,
+                              rg_dropout_stream(seed, SITE_EMBEDDING));
+    }
 
     attention_source src = {NULL, m->key_mask, train, seed};
-    for (int l = 0; l < L; l++) {
+    attention_source frozen_src = {NULL, m->key_mask, frozen_train, seed};
+    for (int l = frozen_in != NULL ? from : 0; l < L; l++) {
         if (rg_interrupt_pending())
             return RG_ERR_INTERRUPTED; /* has_targets stays 0: no backward of this pass */
-        block_forward(m, l, layer_acts(m, l), layer_input(m, l), B, T, m->positions, &src);
+        block_forward(m, l, layer_acts(m, l), layer_input(m, l), B, T, m->positions,
+                      emb_frozen && l < lowest ? &frozen_src : &src);
     }
 
     const float *hidden = layer_output(m, layer_acts(m, L - 1));
@@ -1404,7 +1449,26 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
             return RG_ERR_NONFINITE;
         *loss = m->loss;
         m->has_targets = 1;
+        m->frozen_output_valid = from > 0 && from + 1 >= m->lowest_saved_layer; /* not overwritten */
     }
+    return RG_OK;
+}
+
+const float *rg_model_frozen_output(const rg_model *model)
+{
+    if (model == NULL || !model->frozen_output_valid)
+        return NULL;
+    rg_model *m = (rg_model *)model; /* layer_acts only reads */
+    return layer_output(m, layer_acts(m, frozen_blocks(m) - 1));
+}
+
+rg_status rg_model_set_frozen_input(rg_model *model, const float *hidden)
+{
+    if (model == NULL || hidden == NULL)
+        return RG_ERR_INVALID_ARG;
+    if (frozen_blocks(model) == 0)
+        return RG_ERR_STATE;
+    model->frozen_input = hidden;
     return RG_OK;
 }
 
@@ -1595,6 +1659,7 @@ rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const
 {
     if (m == NULL || tokens == NULL || logits == NULL)
         return RG_ERR_INVALID_ARG;
+    m->frozen_output_valid = 0; /* the activation block is reused below */
     rg_kv_cache *kv = m->cache;
     if (kv == NULL)
         return RG_ERR_STATE;

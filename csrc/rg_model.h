@@ -162,6 +162,11 @@ typedef struct rg_model {
     size_t reserve;              /* room after the table for lm_head.w when untying later */
     int tied;                    /* LM head reads wte */
     int n_trainable_blocks;      /* -1: everything trains, embeddings included */
+    int frozen_dropout;          /* 1 (default): dropout in the frozen blocks and embeddings
+                                    too, as PyTorch's train(); 0: the frozen part is
+                                    deterministic (rg_model_set_frozen_dropout) */
+    const float *frozen_input;   /* set for the next forward only (rg_model_set_frozen_input) */
+    int frozen_output_valid;     /* the last forward kept the frozen part's output */
     int head_policy;             /* rg_head_policy */
     int global_index[12];        /* table index of wte, wpe, ... (rg_model.c), -1 if absent */
     int *layer_index;            /* (L, 12) table index of each block tensor, -1 if absent */
@@ -268,6 +273,34 @@ rg_status rg_model_lora_site(const rg_model_config *config, int site, const char
  * what PEFT's modules_to_save ["classifier", "score"] catches) trains unless
  * the policy is frozen; untie is RG_ERR_UNSUPPORTED. */
 rg_status rg_model_set_trainable(rg_model *model, int n_trainable_blocks, rg_head_policy policy);
+
+/* ---- the frozen part (embeddings and the frozen blocks below the first trainable one) ----
+ * With freezing on and dropout off in the frozen part, what it gives a row is
+ * the same in every epoch: a trainer can keep it and run only the trainable
+ * blocks in later epochs (rg_trainer_config.cache_frozen). */
+
+/* on = 1 (default) keeps dropout in the frozen part during training, as
+ * PyTorch does for modules whose parameters do not train; 0 turns it off there
+ * (the trainable blocks and the head keep theirs). */
+void rg_model_set_frozen_dropout(rg_model *model, int on);
+
+/* The number of blocks below the first one with a trainable tensor (n_layer
+ * when only the final norm and head train; 0 when an embedding tensor trains,
+ * a tied head that trains included): with the embeddings they make the frozen
+ * part, whose output is that block's input. */
+int rg_model_first_trainable_block(const rg_model *model);
+
+/* The frozen part's output in the last forward with targets: (B, T, C), the
+ * input of block rg_model_first_trainable_block; NULL when there is no frozen
+ * block or the last forward kept no such output (no targets, failed, LoRA). */
+const float *rg_model_frozen_output(const rg_model *model);
+
+/* The next rg_model_forward (with targets) takes `hidden` (B, T, C) as the
+ * frozen part's output, for the tokens it is given, instead of running the
+ * embeddings and the frozen blocks; the caller keeps `hidden` alive through
+ * that call. One-shot: cleared by the forward. RG_ERR_STATE without a frozen
+ * block (rg_model_frozen_output would be NULL). */
+rg_status rg_model_set_frozen_input(rg_model *model, const float *hidden);
 
 /* Forward pass. tokens (B, T); attention_mask (B, T) 1 = real token, or NULL;
  * token_types (B, T) or NULL; targets: LM (B, T), classification (B,), or

@@ -31,6 +31,10 @@ typedef struct data_set {
     int32_t *row_width;  /* (N,) last real column + 1 */
     int64_t N;
     int T;
+    /* cache_frozen: row i's frozen output, row_width[i] * C floats at frozen + frozen_at[i] */
+    float *frozen;       /* NULL: not kept */
+    size_t *frozen_at;   /* (N,) */
+    uint8_t *frozen_have; /* (N,) */
 } data_set;
 
 struct rg_trainer {
@@ -73,6 +77,7 @@ struct rg_trainer {
 
     /* one batch */
     int32_t *b_tokens, *b_mask, *b_types, *b_targets; /* (max_bs * T) each */
+    float *b_frozen;          /* (max_bs * T * C) with cache_frozen */
 
     /* data parallelism (rg_trainer.h) */
     rg_comm comm;             /* size 1 without one */
@@ -130,6 +135,7 @@ rg_trainer_config rg_trainer_config_default(void)
     c.head_policy = RG_HEAD_POLICY_TRAIN;
     c.progress_every = 1;
     c.keep_last_good = 1;
+    c.frozen_dropout = 1;
     return c;
 }
 
@@ -168,6 +174,9 @@ static void data_free(data_set *d)
     free(d->types);
     free(d->targets);
     free(d->row_width);
+    free(d->frozen);
+    free(d->frozen_at);
+    free(d->frozen_have);
     memset(d, 0, sizeof(*d));
 }
 
@@ -290,12 +299,94 @@ static void batch_build(rg_trainer *t, const data_set *d, const int32_t *rows /*
     *tokens_out = real;
 }
 
-static rg_status batch_forward(rg_trainer *t, const data_set *d, const int32_t *rows, int B, int width, int train,
+/* One batch forward. With cache_frozen, a batch whose rows all have their
+ * frozen output kept starts at the first trainable block from those outputs
+ * (padding columns zero: masked keys, and rows that no loss reads); any other
+ * batch runs whole and keeps what its rows lacked. */
+static rg_status batch_forward(rg_trainer *t, data_set *d, const int32_t *rows, int B, int width, int train,
                                uint64_t seed, float *loss, int64_t *tokens)
 {
     batch_build(t, d, rows, B, width, tokens);
-    return rg_model_forward(t->model, t->b_tokens, d->mask ? t->b_mask : NULL, d->types ? t->b_types : NULL,
-                            t->b_targets, B, width, train, seed, loss);
+    const size_t C = (size_t)t->model->config.n_embd;
+    int cached = d->frozen != NULL;
+    for (int b = 0; b < B && cached; b++)
+        cached = d->frozen_have[rows[b]];
+    if (cached) {
+        for (int b = 0; b < B; b++) {
+            float *dst = t->b_frozen + (size_t)b * width * C;
+            const size_t have = (size_t)d->row_width[rows[b]] * C;
+            memcpy(dst, d->frozen + d->frozen_at[rows[b]], have * sizeof(float));
+            memset(dst + have, 0, ((size_t)width * C - have) * sizeof(float));
+        }
+        RG_TRY(rg_model_set_frozen_input(t->model, t->b_frozen));
+    }
+    rg_status status = rg_model_forward(t->model, t->b_tokens, d->mask ? t->b_mask : NULL,
+                                        d->types ? t->b_types : NULL, t->b_targets, B, width, train, seed, loss);
+    const float *out = status == RG_OK && d->frozen != NULL && !cached ? rg_model_frozen_output(t->model) : NULL;
+    if (out != NULL)
+        for (int b = 0; b < B; b++)
+            if (!d->frozen_have[rows[b]]) {
+                memcpy(d->frozen + d->frozen_at[rows[b]], out + (size_t)b * width * C,
+                       (size_t)d->row_width[rows[b]] * C * sizeof(float));
+                d->frozen_have[rows[b]] = 1;
+            }
+    return status;
+}
+
+/* cache_frozen: room for every row's frozen output, when there is a frozen
+ * part and it fits the limit; otherwise the run goes without (result.frozen_cache 0). */
+static rg_status frozen_cache_setup(rg_trainer *t)
+{
+    const int L = t->model->config.n_layer, first = rg_model_first_trainable_block(t->model);
+    (void)L;
+    if (!t->config.cache_frozen || first == 0) /* nothing frozen */
+        return RG_OK;
+    const size_t C = (size_t)t->model->config.n_embd;
+    data_set *sets[2] = {&t->train, t->has_eval ? &t->eval : NULL};
+    size_t floats[2] = {0, 0};
+    for (int s = 0; s < 2; s++)
+        if (sets[s] != NULL)
+            for (int64_t i = 0; i < sets[s]->N; i++)
+                floats[s] += (size_t)sets[s]->row_width[i] * C;
+    t->result.frozen_cache_mib = (double)(floats[0] + floats[1]) * sizeof(float) / (1024.0 * 1024.0);
+    const int64_t limit = t->config.cache_frozen_max_mib > 0 ? t->config.cache_frozen_max_mib : 4096;
+    if (t->result.frozen_cache_mib > (double)limit)
+        return RG_OK;
+    const int max_bs = t->config.train_batch_size > t->config.eval_batch_size ? t->config.train_batch_size
+                                                                            : t->config.eval_batch_size;
+    const int max_T = t->train.T > t->eval.T ? t->train.T : t->eval.T;
+    t->b_frozen = malloc((size_t)max_bs * (size_t)max_T * C * sizeof(float));
+    if (t->b_frozen == NULL)
+        return RG_OK; /* no room: train without */
+    for (int s = 0; s < 2; s++) {
+        data_set *d = sets[s];
+        if (d == NULL)
+            continue;
+        d->frozen = malloc((floats[s] > 0 ? floats[s] : 1) * sizeof(float));
+        d->frozen_at = malloc((size_t)d->N * sizeof(size_t));
+        d->frozen_have = calloc((size_t)d->N, 1);
+        if (d->frozen == NULL || d->frozen_at == NULL || d->frozen_have == NULL) {
+            for (int k = 0; k <= s; k++)
+                if (sets[k] != NULL) {
+                    free(sets[k]->frozen);
+                    free(sets[k]->frozen_at);
+                    free(sets[k]->frozen_have);
+                    sets[k]->frozen = NULL;
+                    sets[k]->frozen_at = NULL;
+                    sets[k]->frozen_have = NULL;
+                }
+            free(t->b_frozen);
+            t->b_frozen = NULL;
+            return RG_OK;
+        }
+        size_t at = 0;
+        for (int64_t i = 0; i < d->N; i++) {
+            d->frozen_at[i] = at;
+            at += (size_t)d->row_width[i] * C;
+        }
+    }
+    t->result.frozen_cache = 1;
+    return RG_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -347,6 +438,7 @@ void rg_trainer_free(rg_trainer *t)
     free(t->b_mask);
     free(t->b_types);
     free(t->b_targets);
+    free(t->b_frozen);
     free(t->shard);
     free(t->comm_buf);
     free(t->comm_stats);
@@ -445,6 +537,8 @@ static rg_status trainer_setup(rg_trainer *t, const rg_trainer_config *config, c
 
     if (c->apply_freezing)
         RG_TRY(rg_model_set_trainable(t->model, c->trainable_blocks, (rg_head_policy)c->head_policy));
+    rg_model_set_frozen_dropout(t->model, c->frozen_dropout && !c->cache_frozen);
+    RG_TRY(frozen_cache_setup(t));
     rg_adamw_config ac = c->adamw;
     ac.total_steps = t->total_steps;
     RG_TRY(rg_adamw_init(&t->opt, &ac, &t->model->table));
@@ -807,7 +901,15 @@ rg_status rg_trainer_resume(rg_trainer *t, const char *path)
         trainable_save(t, t->prev);
     t->failed = 0;
     t->done = 0;
+    const int frozen_cache = t->result.frozen_cache;
+    const double frozen_cache_mib = t->result.frozen_cache_mib;
     memset(&t->result, 0, sizeof(t->result));
+    t->result.frozen_cache = frozen_cache;
+    t->result.frozen_cache_mib = frozen_cache_mib;
+    data_set *sets[2] = {&t->train, &t->eval};
+    for (int k = 0; k < 2; k++) /* kept outputs are recomputed from the weights as they are now */
+        if (sets[k]->frozen_have != NULL)
+            memset(sets[k]->frozen_have, 0, (size_t)sets[k]->N);
     result_sync(t);
     t->message[0] = 0;
 done:

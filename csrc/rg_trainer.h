@@ -194,6 +194,14 @@ typedef struct rg_trainer_config {
     void *progress_user;
     volatile sig_atomic_t *stop_flag; /* may be NULL */
     const rg_comm *comm;      /* data parallelism (see above), or NULL: one process (copied) */
+    int frozen_dropout;       /* 1 (default): dropout in the frozen blocks and embeddings too, as
+                                 PyTorch; 0: off there (rg_model_set_frozen_dropout) */
+    int cache_frozen;         /* 1: keep the frozen part's output for every row the first time it is
+                                 computed (training and eval sets) and later run only the trainable
+                                 blocks on it; implies frozen_dropout 0. Not used (result.frozen_cache
+                                 0) when no block is frozen or it would need more than
+                                 cache_frozen_max_mib */
+    int64_t cache_frozen_max_mib; /* 0: 4096 */
 } rg_trainer_config;
 
 /* A config with training.py's defaults (TrainingConfig): 5 epochs, batch 8,
@@ -218,6 +226,8 @@ typedef struct rg_train_result {
     int64_t failed_step;
     int failed_batch;
     int failed_in_eval;
+    int frozen_cache;         /* cache_frozen is in use */
+    double frozen_cache_mib;  /* what it holds (or would need) */
 } rg_train_result;
 
 typedef struct rg_trainer rg_trainer;

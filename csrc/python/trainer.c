@@ -145,7 +145,10 @@ int binding_trainer_config(PyObject *dict, rg_trainer_config *c, trainer_buffers
         dict_int(dict, "trainable_blocks", &c->trainable_blocks) < 0 ||
         dict_choice(dict, "head_policy", head_policies, 3, &c->head_policy) < 0 ||
         dict_int64(dict, "save_steps", &c->save_steps) < 0 || dict_int(dict, "keep_last_good", &c->keep_last_good) < 0 ||
-        dict_int(dict, "progress_every", &c->progress_every) < 0)
+        dict_int(dict, "progress_every", &c->progress_every) < 0 ||
+        dict_int(dict, "cache_frozen", &c->cache_frozen) < 0 ||
+        dict_int64(dict, "cache_frozen_max_mib", &c->cache_frozen_max_mib) < 0 ||
+        dict_int(dict, "frozen_dropout", &c->frozen_dropout) < 0)
         return -1;
     c->adamw.schedule = (rg_schedule_kind)schedule;
     c->seed = (uint64_t)seed;
@@ -642,14 +645,16 @@ static PyObject *trainer_result(TrainerObject *self, PyObject *unused)
     if (trainer_ready(self, 0) < 0)
         return NULL;
     const rg_train_result *r = rg_trainer_result(self->trainer);
-    return Py_BuildValue("{s:O,s:O,s:L,s:L,s:i,s:i,s:i,s:d,s:O,s:i,s:L,s:i,s:O,s:s}", "interrupted",
+    return Py_BuildValue("{s:O,s:O,s:L,s:L,s:i,s:i,s:i,s:d,s:O,s:i,s:L,s:i,s:O,s:s,s:O,s:d}", "interrupted",
                          r->interrupted ? Py_True : Py_False, "finished", r->finished ? Py_True : Py_False,
                          "global_step", (long long)r->global_step, "total_steps", (long long)r->total_steps,
                          "num_batches", r->num_batches, "epochs_completed", r->epochs_completed, "best_epoch",
                          r->best_epoch, "best_metric", r->best_metric, "best_loaded",
                          r->best_loaded ? Py_True : Py_False, "failed_epoch", r->failed_epoch, "failed_step",
                          (long long)r->failed_step, "failed_batch", r->failed_batch, "failed_in_eval",
-                         r->failed_in_eval ? Py_True : Py_False, "message", rg_trainer_message(self->trainer));
+                         r->failed_in_eval ? Py_True : Py_False, "message", rg_trainer_message(self->trainer),
+                         "frozen_cache", r->frozen_cache ? Py_True : Py_False, "frozen_cache_mib",
+                         r->frozen_cache_mib);
 }
 
 static PyObject *trainer_history(TrainerObject *self, PyObject *unused)
@@ -775,7 +780,8 @@ static PyType_Slot trainer_slots[] = {
                 "(rg_trainer.h). config: dict of rg_trainer_config fields (lr, beta1, beta2, eps, weight_decay, "
                 "max_grad_norm, warmup_ratio, schedule, epochs, train_batch_size, eval_batch_size, grad_accum, "
                 "trim_padding, shuffle, seed, orders, load_best_at_end, apply_freezing, trainable_blocks, "
-                "head_policy, label_values, checkpoint_path, save_steps, keep_last_good, progress_every); "
+                "head_policy, label_values, checkpoint_path, save_steps, keep_last_good, progress_every, "
+                "cache_frozen, cache_frozen_max_mib, frozen_dropout); "
                 "train / eval: dicts of tokens, attention_mask, token_types, targets; progress(event_dict); comm: "
                 "data parallelism, an object with rank, size and allreduce(array) (an in-place sum over the "
                 "ranks; rg_trainer.h), e.g. reviewgen.core.distributed.MPICommunicator."},

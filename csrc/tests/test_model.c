@@ -993,6 +993,112 @@ void test_model_cpu_isas_agree(void)
     (void)compared;
 }
 
+/* ---- the frozen part's output, kept and given back ---- */
+
+static void frozen_case(int family)
+{
+    rg_model_config config = tiny_config(family);
+    model_case a, b;
+    if (!RG_CHECK_STATUS(rg_model_init(&a.m, &config), RG_OK))
+        return;
+    if (!RG_CHECK_STATUS(rg_model_init(&b.m, &config), RG_OK)) {
+        rg_model_free(a.m);
+        return;
+    }
+    spread_parameters(a.m, 21);
+    spread_parameters(b.m, 21);
+    case_fill(&a, family);
+    case_fill(&b, family);
+    const size_t NC = (size_t)B_ * T_ * config.n_embd;
+    float loss_a, loss_b, loss_dropout;
+
+    /* every block trains: no frozen part */
+    RG_CHECK(rg_model_first_trainable_block(a.m) == 0);
+    RG_CHECK_STATUS(rg_model_forward(a.m, a.tokens, a.mask, a.types_or_null, a.targets, B_, T_, 1, 5, &loss_a), RG_OK);
+    RG_CHECK(rg_model_frozen_output(a.m) == NULL);
+    RG_CHECK_STATUS(rg_model_set_frozen_input(a.m, a.m->params), RG_ERR_STATE);
+
+    if (a.m->tied) { /* a tied head that trains is wte: nothing is frozen */
+        RG_CHECK_STATUS(rg_model_set_trainable(a.m, 1, RG_HEAD_POLICY_TRAIN), RG_OK);
+        RG_CHECK(rg_model_first_trainable_block(a.m) == 0);
+    }
+    const rg_head_policy policy = a.m->tied ? RG_HEAD_POLICY_FROZEN : RG_HEAD_POLICY_TRAIN;
+    for (int m = 0; m < 2; m++) {
+        RG_CHECK_STATUS(rg_model_set_trainable(m ? b.m : a.m, 1, policy), RG_OK);
+        rg_model_set_frozen_dropout(m ? b.m : a.m, 0);
+    }
+    RG_CHECK(rg_model_first_trainable_block(a.m) == config.n_layer - 1);
+    RG_CHECK_STATUS(rg_model_forward(a.m, a.tokens, a.mask, a.types_or_null, a.targets, B_, T_, 1, 5, &loss_a), RG_OK);
+    const float *frozen = rg_model_frozen_output(a.m);
+    if (!RG_CHECK(frozen != NULL))
+        goto done;
+    float *kept = malloc(NC * sizeof(float));
+    if (!RG_CHECK(kept != NULL))
+        goto done;
+    memcpy(kept, frozen, NC * sizeof(float));
+    RG_CHECK_STATUS(rg_model_backward(a.m, 1.0f), RG_OK);
+
+    /* b starts from the kept output: the same loss and gradients, bit for bit */
+    RG_CHECK_STATUS(rg_model_set_frozen_input(b.m, kept), RG_OK);
+    RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, b.targets, B_, T_, 1, 5, &loss_b), RG_OK);
+    RG_CHECK(memcmp(&loss_a, &loss_b, sizeof(float)) == 0);
+    RG_CHECK_STATUS(rg_model_backward(b.m, 1.0f), RG_OK);
+    RG_CHECK(memcmp(a.m->grads, b.m->grads, a.m->table.total * sizeof(float)) == 0);
+    RG_CHECK(rg_model_frozen_output(b.m) != NULL);
+
+    /* one-shot: the next forward runs the frozen part again */
+    RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, b.targets, B_, T_, 1, 5, &loss_b), RG_OK);
+    RG_CHECK(memcmp(&loss_a, &loss_b, sizeof(float)) == 0);
+    RG_CHECK(memcmp(rg_model_frozen_output(b.m), kept, NC * sizeof(float)) == 0);
+    /* a forward without targets keeps no frozen output and takes none */
+    RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, NULL, B_, T_, 0, 5, NULL), RG_OK);
+    RG_CHECK(rg_model_frozen_output(b.m) == NULL);
+    RG_CHECK_STATUS(rg_model_set_frozen_input(b.m, kept), RG_OK);
+    RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, NULL, B_, T_, 0, 5, NULL), RG_ERR_STATE);
+
+    /* frozen dropout on (the default) changes the frozen part's output in training */
+    if (config.resid_pdrop > 0.0f) {
+        rg_model_set_frozen_dropout(b.m, 1);
+        RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, b.targets, B_, T_, 1, 5,
+                                         &loss_dropout), RG_OK);
+        RG_CHECK(memcmp(rg_model_frozen_output(b.m), kept, NC * sizeof(float)) != 0);
+        RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, b.targets, B_, T_, 0, 5,
+                                         &loss_dropout), RG_OK);
+        RG_CHECK(memcmp(rg_model_frozen_output(b.m), kept, NC * sizeof(float)) == 0); /* eval: no dropout */
+    }
+    /* changing what trains drops the kept output */
+    RG_CHECK_STATUS(rg_model_set_trainable(b.m, -1, RG_HEAD_POLICY_TRAIN), RG_OK);
+    RG_CHECK(rg_model_frozen_output(b.m) == NULL);
+    /* only the head trains: every block is frozen */
+    RG_CHECK_STATUS(rg_model_set_trainable(b.m, 0, policy), RG_OK);
+    if (!b.m->tied) {
+        RG_CHECK(rg_model_first_trainable_block(b.m) == config.n_layer);
+        RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, b.targets, B_, T_, 1, 5, &loss_b),
+                        RG_OK);
+        const float *all = rg_model_frozen_output(b.m);
+        if (RG_CHECK(all != NULL)) {
+            memcpy(kept, all, NC * sizeof(float));
+            RG_CHECK_STATUS(rg_model_set_frozen_input(a.m, kept), RG_OK);
+            RG_CHECK_STATUS(rg_model_set_trainable(a.m, 0, policy), RG_OK);
+            RG_CHECK_STATUS(rg_model_set_frozen_input(a.m, kept), RG_OK);
+            RG_CHECK_STATUS(rg_model_forward(a.m, a.tokens, a.mask, a.types_or_null, a.targets, B_, T_, 1, 5,
+                                             &loss_a), RG_OK);
+            RG_CHECK(memcmp(&loss_a, &loss_b, sizeof(float)) == 0);
+        }
+    }
+    free(kept);
+done:
+    rg_model_free(a.m);
+    rg_model_free(b.m);
+}
+
+void test_model_frozen_output_round_trip(void)
+{
+    const int families[] = {FAMILY_GPT2, FAMILY_LLAMA, FAMILY_BERT, FAMILY_DISTILBERT};
+    for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++)
+        frozen_case(families[f]);
+}
+
 /* ---- the busy flag ---- */
 
 void test_model_busy_flag_refuses_a_second_holder(void)

@@ -132,6 +132,15 @@ class TrainingConfig(JsonConfig):
     trainable_blocks: int = 1
     head_policy: str = "train"
     seed: int = 42
+    # The frozen part (embeddings and the blocks below the trainable ones) gives each
+    # example the same output in every epoch when its dropout is off: cache_frozen keeps
+    # that output after the first epoch computed it and runs only the trainable blocks
+    # afterwards (dropout stays on in them; it is off in the frozen part). It needs
+    # row_width x n_embd floats per example, up to cache_frozen_max_mib, else it is not used.
+    # frozen_dropout=False turns the frozen part's dropout off without caching.
+    cache_frozen: bool = False
+    cache_frozen_max_mib: int = 4096
+    frozen_dropout: bool = True
     # LoRA (lora_rank > 0): adapters of that rank on the lora_targets projections of
     # EVERY block (PEFT target_modules names of the family, core site names, or
     # "all"); the base weights stay frozen and trainable_blocks does not apply
@@ -198,9 +207,11 @@ class TrainingConfig(JsonConfig):
         for name in ("evaluation_strategy", "save_strategy"):
             if getattr(self, name) != "epoch":
                 fail(name, "only 'epoch' is supported")
-        for name in ("load_best_model_at_end", "fp16"):
+        for name in ("load_best_model_at_end", "fp16", "cache_frozen", "frozen_dropout"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be true or false")
+        if not is_int(self.cache_frozen_max_mib) or self.cache_frozen_max_mib < 1:
+            fail("cache_frozen_max_mib", "must be an integer >= 1")
         if not is_int(self.trainable_blocks) or self.trainable_blocks < -1:
             fail("trainable_blocks", "must be an integer >= 0, or -1 to train everything")
         if self.head_policy not in HEAD_POLICIES:

@@ -61,6 +61,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional, Protocol, runtime_checkable
@@ -122,6 +123,7 @@ class TrainResult:
     last_checkpoint: Optional[str] = None        # path of the last complete checkpoint
     total_steps: int = 0
     finished: bool = False                       # every epoch ran (never true for an interrupted run)
+    frozen_cache_mib: Optional[float] = None     # cache_frozen: the MiB it held (None: not in use)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -231,6 +233,8 @@ def core_config(config: TrainingConfig, train_batch_size: int, eval_batch_size: 
                 trim_padding=1, shuffle=0, seed=config.seed % (1 << 64),
                 load_best_at_end=int(config.load_best_model_at_end), apply_freezing=0,
                 trainable_blocks=config.trainable_blocks, head_policy=config.head_policy,
+                cache_frozen=int(config.cache_frozen), cache_frozen_max_mib=config.cache_frozen_max_mib,
+                frozen_dropout=int(config.frozen_dropout),
                 # as the former Python trainer: a failure leaves the parameters of the last applied
                 # update (no copy of the trainable tensors before every update)
                 keep_last_good=0)
@@ -357,6 +361,14 @@ class Trainer:
         core_cfg["progress_every"] = self.progress_every if self.progress is not None else QUIET_PROGRESS_EVERY
         self.core_trainer = _core.Trainer(self.core_model, core_cfg, train, evaluation, progress=self._on_event,
                                           comm=self.communicator)
+        if cfg.cache_frozen:
+            state = self.core_trainer.result()
+            if not state["frozen_cache"]:
+                why = (f"it would need {state['frozen_cache_mib']:.0f} MiB (cache_frozen_max_mib is "
+                       f"{cfg.cache_frozen_max_mib})" if state["frozen_cache_mib"] > 0 else
+                       "nothing is frozen below the trainable blocks (trainable_blocks -1, LoRA on every "
+                       "block, or a tied head that trains: wte is the input embedding)")
+                warnings.warn(f"cache_frozen is not used: {why}", RuntimeWarning, stacklevel=3)
         self.optimizer = _OptimizerView(self.core_trainer)
         self._extra_metrics = {}
         self._best_seen = None
@@ -488,7 +500,8 @@ class Trainer:
                              best_loaded=bool(core_result["best_loaded"]) and not interrupted,
                              last_checkpoint=self.checkpoint_path if has_checkpoint else None,
                              total_steps=core_result["total_steps"],
-                             finished=bool(core_result["finished"]) and not interrupted)
+                             finished=bool(core_result["finished"]) and not interrupted,
+                             frozen_cache_mib=core_result["frozen_cache_mib"] if core_result["frozen_cache"] else None)
         if interrupted:
             raise TrainingInterrupted(result)
         return result

@@ -21,11 +21,12 @@ from reviewgen.core.training import Trainer, TrainingError, TrainingInterrupted
 from reviewgen.text.tokenization import EncodedBatch, EncodedBatches
 
 
-def tiny_classifier(seed=0, n_layer=2, n_embd=8, n_positions=8):
+def tiny_classifier(seed=0, n_layer=2, n_embd=8, n_positions=8, dropout=0.0):
     """A small random encoder classifier of the core (the trainer runs in C,
     so it drives core models only); block 0 is frozen by trainable_blocks=1."""
     config = ModelConfig(vocab_size=11, n_positions=n_positions, n_layer=n_layer, n_head=2, n_embd=n_embd,
-                         head="cls_distilbert", num_labels=3, causal=False)
+                         head="cls_distilbert", num_labels=3, causal=False, embd_pdrop=dropout,
+                         resid_pdrop=dropout, attn_pdrop=dropout, cls_pdrop=dropout)
     model = Model(config)
     rng = np.random.default_rng(seed)
     model.parameters[:] += (rng.standard_normal(model.parameters.size) * 0.1).astype(np.float32)
@@ -469,3 +470,48 @@ def test_trainer_fine_tunes_the_real_transformer_with_frozen_blocks(tmp_path):
     model.parameters[:] = 0
     assert trainer.load_checkpoint()["epoch"] == 3
     np.testing.assert_array_equal(model.parameters, final)
+
+
+def _padded_batches(x, y, sizes, seed=3):
+    """Like batches_of, with right padding of varied length (so batches trim to their widest row)."""
+    rng = np.random.default_rng(seed)
+    out = batches_of(x, y, sizes)
+    for batch in out:
+        lengths = rng.integers(2, batch["tokens"].shape[1] + 1, len(batch["tokens"]))
+        batch["attention_mask"] = (np.arange(batch["tokens"].shape[1])[None, :] < lengths[:, None]).astype(np.int32)
+    return out
+
+
+def test_cache_frozen_trains_as_without_dropout_in_the_frozen_part(tmp_path):
+    """cache_frozen keeps the frozen part's output per example after epoch 1: the run equals
+    one with frozen_dropout=False (up to the rounding of rows met in other batches), and
+    both differ from the default, whose frozen blocks keep their dropout as PyTorch's do."""
+    x, y = make_data(24, width=6)
+    train, evaluation = _padded_batches(x, y, [4] * 6), _padded_batches(x[:8], y[:8], [4, 4], seed=4)
+    runs = {}
+    for name, overrides in (("cached", dict(cache_frozen=True)), ("no_dropout", dict(frozen_dropout=False)),
+                            ("default", {})):
+        model = tiny_classifier(n_layer=3, dropout=0.1)
+        cfg = small_config(num_train_epochs=3, gradient_accumulation_steps=1, trainable_blocks=1, **overrides)
+        _, _, result = run(tmp_path, cfg, train, evaluation, model=model, name=name)
+        runs[name] = (model.parameters.copy(), [h["eval_loss"] for h in result.history], result)
+    cached, plain, default = runs["cached"], runs["no_dropout"], runs["default"]
+    assert cached[2].frozen_cache_mib is not None and cached[2].frozen_cache_mib > 0
+    assert plain[2].frozen_cache_mib is None
+    np.testing.assert_allclose(cached[0], plain[0], rtol=0, atol=2e-5)
+    np.testing.assert_allclose(cached[1], plain[1], rtol=0, atol=2e-5)
+    assert np.abs(default[0] - plain[0]).max() > 1e-3
+
+
+def test_cache_frozen_says_when_it_is_not_used(tmp_path):
+    x, y = make_data(8, width=6)
+    with pytest.warns(RuntimeWarning, match="cache_frozen is not used: nothing is frozen"):
+        run(tmp_path, small_config(num_train_epochs=1, trainable_blocks=-1, cache_frozen=True),
+            batches_of(x, y, [4, 4]), None, name="all")
+    x, y = make_data(80, width=64)
+    big = tiny_classifier(n_layer=3, n_embd=64, n_positions=64)
+    with pytest.warns(RuntimeWarning, match=r"it would need 1 MiB \(cache_frozen_max_mib is 1\)"):
+        run(tmp_path, small_config(num_train_epochs=1, trainable_blocks=1, cache_frozen=True,
+                                   cache_frozen_max_mib=1), batches_of(x, y, [40, 40]), None, model=big, name="big")
+    with pytest.raises(ValueError, match="cache_frozen_max_mib"):
+        small_config(cache_frozen_max_mib=0)
