@@ -805,8 +805,11 @@ static size_t lora_max_in(const rg_model_config *c)
     return w;
 }
 
-/* Lays out every activation of a (B, T) pass with n_sets block sets. */
-static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int with_backward)
+/* Lays out every activation of a (B, T) pass with n_sets block sets, the
+ * last n_scratch of them the ping-pong scratch of layers whose activations
+ * are not kept: a layer reads only the previous one's output, so the two
+ * scratch sets share every buffer but that output. */
+static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int n_scratch, int with_backward)
 {
     const rg_model_config *c = &m->config;
     const size_t N = (size_t)B * T, C = c->n_embd;
@@ -814,9 +817,19 @@ static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int wit
     m->emb_mean = carve(cv, N);
     m->emb_rstd = carve(cv, N);
     m->x0 = carve(cv, N * C);
+    rg_layer_acts scratch[2];
     for (int s = 0; s < n_sets; s++) {
-        rg_layer_acts scratch;
-        carve_layer(cv, m->layer_sets ? &m->layer_sets[s] : &scratch, c, B, T, T, 1);
+        rg_layer_acts *a = m->layer_sets ? &m->layer_sets[s] : &scratch[s % 2];
+        if (n_scratch == 2 && s == n_sets - 1) { /* the second scratch set */
+            *a = m->layer_sets ? m->layer_sets[s - 1] : scratch[(s - 1) % 2];
+            float *output = carve(cv, N * C);
+            if (c->pre_norm)
+                a->res2 = output;
+            else
+                a->ln2 = output;
+            continue;
+        }
+        carve_layer(cv, a, c, B, T, T, 1);
     }
     m->lnf = carve(cv, N * C);
     m->lnf_mean = carve(cv, N);
@@ -864,7 +877,7 @@ static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with
     carver sizing = {NULL, 0, 0};
     rg_layer_acts *keep = m->layer_sets;
     m->layer_sets = NULL; /* sizing pass writes no pointers */
-    carve_all(m, &sizing, B, T, n_sets, with_backward);
+    carve_all(m, &sizing, B, T, n_sets, scratch_sets, with_backward);
     m->layer_sets = keep;
     if (sizing.overflow || sizing.used > (size_t)RG_MODEL_MAX_ACTS)
         return RG_ERR_TOO_LARGE;
@@ -884,7 +897,7 @@ static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with
             return RG_ERR_NOMEM;
     }
     carver cv = {m->acts, 0, 0};
-    carve_all(m, &cv, B, T, n_sets, with_backward);
+    carve_all(m, &cv, B, T, n_sets, scratch_sets, with_backward);
     m->n_saved_sets = n_sets;
     m->lowest_saved_layer = save_from;
     return RG_OK;
