@@ -12,6 +12,7 @@ the core's own parameter table.
 from __future__ import annotations
 
 import contextlib
+import mmap
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
@@ -117,6 +118,34 @@ class BlockQuantized:
 
     def __repr__(self) -> str:
         return f"BlockQuantized({self.qtype}, shape={self.shape})"
+
+
+try:
+    from numpy.lib.array_utils import byte_bounds as _byte_bounds  # numpy >= 2
+except ImportError:  # pragma: no cover - numpy 1.x
+    _byte_bounds = np.byte_bounds
+
+
+def release_file_pages(array) -> None:
+    """Let go of the resident pages of a memory-mapped checkpoint array once the core holds
+    its values, so that loading never keeps the file's copy and the model's side by side
+    (the kernel reads the pages again if the array is touched later). Other arrays: nothing."""
+    raw = array.raw if isinstance(array, BlockQuantized) else array
+    base = raw
+    while base is not None and getattr(base, "_mmap", None) is None:
+        base = getattr(base, "base", None)
+    mapping = getattr(base, "_mmap", None)
+    if mapping is None or not hasattr(mapping, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        start_of_map = np.frombuffer(mapping, np.uint8).ctypes.data
+    except (TypeError, ValueError):  # a closed map
+        return
+    low, high = _byte_bounds(np.asarray(raw))
+    first = -(-(low - start_of_map) // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the array
+    last = (high - start_of_map) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first >= 0:
+        mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
 def as_float32(array: np.ndarray) -> np.ndarray:
@@ -233,6 +262,7 @@ class Checkpoint(LabelMapping):
                         model.set_param(name, block.raw, row, quantized=block.qtype)
                     else:
                         model.set_param(name, block, row, bfloat16=isinstance(block, BFloat16Array))
+                    release_file_pages(block)
                 except NonFiniteError:
                     raise WeightsError(f"{self._where(origin)}: tensor {origin!r} holds NaN or Inf") from None
                 except (ShapeError, ValueError) as error:
