@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import (MemoryProbe, Workload, add_common_arguments, assert_no_torch,  # noqa: E402
                      freeze_torch, model_from_checkpoint, quiet_transformers, random_prompts,
-                     resolve_threads, reviewgen_train, run_side_by_side, timed, torch_train, write_json)
+                     resolve_threads, reviewgen_train, run_side_by_side, step_flops, timed, torch_train,
+                     write_json)
 
 FULL = dict(model=dict(n_layers=6, dim=768, n_heads=12, hidden_dim=3072, vocab_size=30522,
                        max_position_embeddings=512),
@@ -82,7 +83,8 @@ def reviewgen_inference(args):
     check = [float(x) for x in logits[0]]
     seconds = timed(lambda: model.forward(tokens, attention_mask=mask, train=False), args["repeats"])
     assert_no_torch(args, "encoder reviewgen_inference")
-    return dict(seconds=seconds, items=args["batch"], check=check, **probe.report())
+    return dict(seconds=seconds, items=args["batch"], check=check,
+                flops=step_flops(model, *tokens.shape, train=False), **probe.report())
 
 
 # -- torch side ------------------------------------------------------------------
@@ -114,7 +116,8 @@ def torch_train_step(args):
     freeze_torch(model, None if k < 0 else
                  list(model.distilbert.transformer.layer[-k:]) + [model.pre_classifier, model.classifier])
     probe.setup_done()
-    return torch_train(torch, model, _torch_batch(torch, args, True), args["batch"], args["repeats"], probe)
+    return torch_train(torch, model, _torch_batch(torch, args, True), args["batch"], args["repeats"], probe,
+                       autocast=args.get("bf16", False))
 
 
 def torch_inference(args):
@@ -158,7 +161,7 @@ def main(argv=None):
               + (" (QUICK: tiny config, one process, figures meaningless)" if args.quick else ""))
         rows = run_side_by_side(os.path.abspath(__file__), workloads(spec, directory), args.threads,
                                 args.repeats, isolate=not args.quick, module=sys.modules[__name__],
-                                rounds=args.rounds)
+                                rounds=args.rounds, bf16=args.bf16)
         write_json(args.json, "encoder", args, rows)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

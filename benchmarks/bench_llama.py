@@ -131,7 +131,7 @@ def torch_train_step(args):
     tokens, mask = _train_batch(args)
     ids = torch.from_numpy(tokens.astype("int64"))
     batch = dict(input_ids=ids, attention_mask=torch.from_numpy(mask.astype("int64")), labels=ids)
-    return torch_train(torch, model, batch, tokens.size, args["repeats"], probe)
+    return torch_train(torch, model, batch, tokens.size, args["repeats"], probe, autocast=args.get('bf16', False))
 
 
 def torch_generation(args):
@@ -174,7 +174,7 @@ def main(argv=None):
               + (" (QUICK: tiny config, one process, figures meaningless)" if args.quick else ""))
         rows = run_side_by_side(os.path.abspath(__file__), workloads(spec, directory, eos_id), args.threads,
                                 args.repeats, isolate=not args.quick, module=sys.modules[__name__],
-                                rounds=args.rounds)
+                                rounds=args.rounds, bf16=args.bf16)
         write_json(args.json, "llama", args, rows)
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -23,6 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from flops import step_flops  # noqa: E402
+
 # The peak comes from VmHWM, not getrusage: ru_maxrss also counts the parent's
 # resident set copied at fork, before the exec (the parent may hold torch).
 _CHILD = r"""
@@ -229,12 +232,16 @@ def compare_checks(ours, theirs):
 
 
 def run_side_by_side(path, workloads: List[Workload], threads, repeats, isolate=True,
-                     module=None, stream=None, rounds=1) -> List[dict]:
+                     module=None, stream=None, rounds=1, bf16=False) -> List[dict]:
     """Measures every workload on both sides (`rounds` times, alternating, the
     fastest result of each side kept); prints a table, the phase breakdown and
     one summary line per workload; returns the table rows (with the raw results
     under 'reviewgen_result' and 'torch_result')."""
     stream = stream or sys.stdout
+    if bf16:  # each training row again, torch under bf16 autocast (reviewgen stays fp32)
+        workloads = list(workloads) + [Workload(w.label + " [torch bf16 autocast]", w.unit, w.reviewgen_fn, w.torch_fn,
+                                                dict(w.args, bf16=True))
+                                       for w in workloads if w.torch_fn.endswith("train_step")]
     rows = []
     for w in workloads:
         args = dict(w.args, repeats=repeats)
@@ -262,6 +269,9 @@ def run_side_by_side(path, workloads: List[Workload], threads, repeats, isolate=
             "run peak torch": _gib(theirs.get("run_peak_rss_mib", float("nan"))),
             "check": compare_checks(ours.get("check"), theirs.get("check")),
             "load": f"{load:.1f}",
+            # the same work on both sides (flops.step_flops of the reviewgen model)
+            "gflops_reviewgen": ours["flops"] / ours["seconds"] / 1e9 if ours.get("flops") else None,
+            "gflops_torch": ours["flops"] / theirs["seconds"] / 1e9 if ours.get("flops") else None,
             "rate_reviewgen": rate_ours, "rate_torch": rate_theirs, "ratio_value": rate_ours / rate_theirs,
             "reviewgen_result": ours, "torch_result": theirs,
         }
@@ -310,6 +320,8 @@ def add_common_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="tiny configs, in one process: a smoke run, figures meaningless")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also each training row against torch with bf16 autocast (reviewgen in fp32)")
     return parser
 
 
@@ -388,25 +400,31 @@ def reviewgen_train(model, batch, items, repeats, probe):
 
     seconds, phases = timed_phases(step, repeats)
     trainable = sum(int(e["numel"]) for e in model.param_table() if e["trainable"])
-    return dict(seconds=seconds, items=items, phases=phases, check=check,
-                trainable_params=trainable, **probe.report())
+    B, T = batch["tokens"].shape
+    return dict(seconds=seconds, items=items, phases=phases, check=check, trainable_params=trainable,
+                flops=step_flops(model, B, T, train=True), **probe.report())
 
 
-def torch_train(torch, model, batch, items, repeats, probe):
+def torch_train(torch, model, batch, items, repeats, probe, autocast=False):
     """The same step in torch: loss.backward, clip_grad_norm_, AdamW over the
     parameters that require grad (weight decay on matrices only, as the HF
-    Trainer groups them), zero_grad(set_to_none=True)."""
+    Trainer groups them), zero_grad(set_to_none=True). autocast: the forward
+    under torch.autocast("cpu", dtype=torch.bfloat16), as a PyTorch user turns on
+    mixed precision (fp32 weights, gradients and optimizer)."""
+    import contextlib
+
+    mixed = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if autocast else contextlib.nullcontext
     params = [p for p in model.parameters() if p.requires_grad]
     s = AdamW_SETTINGS
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": s["weight_decay"]},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW(groups, lr=s["lr"], betas=s["betas"], eps=s["eps"])
     model.train()
-    with torch.no_grad():
+    with torch.no_grad(), mixed():
         check = float(model(**batch).loss)
 
     def step(timer):
-        with timer("forward"):
+        with timer("forward"), mixed():
             loss = model(**batch).loss
         with timer("backward"):
             loss.backward()

@@ -49,13 +49,16 @@ def build_notes():
             f"OPENBLAS_CORETYPE {'set to ' + forced if forced else 'not set'}")
 
 
-def markdown(rows):
-    lines = ["| workload | unit | reviewgen | torch | ratio | peak RSS reviewgen / torch | "
-             "growth over imports reviewgen / torch | check |",
-             "|---|---|---:|---:|---:|---|---|---|"]
+def markdown(rows, peak=None):
+    lines = ["| workload | unit | reviewgen | torch | ratio | GFLOP/s reviewgen / torch | of fp32 peak | "
+             "peak RSS reviewgen / torch | growth over imports reviewgen / torch | check |",
+             "|---|---|---:|---:|---:|---|---|---|---|---|"]
     for r in rows:
+        rg, th = r.get("gflops_reviewgen"), r.get("gflops_torch")
+        gflops = f"{rg:.0f} / {th:.0f}" if rg else ""
+        share = f"{100 * rg / peak:.0f}% / {100 * th / peak:.0f}%" if rg and peak else ""
         lines.append(f"| {r['workload']} | {r['unit']} | {r['rate_reviewgen']:.1f} | {r['rate_torch']:.1f} | "
-                     f"{r['ratio_value']:.2f}x | {r['peak RSS rg']} / {r['peak RSS torch']} | "
+                     f"{r['ratio_value']:.2f}x | {gflops} | {share} | {r['peak RSS rg']} / {r['peak RSS torch']} | "
                      f"{r['growth rg']} / {r['growth torch']} | {r['check']} |")
     return "\n".join(lines)
 
@@ -66,6 +69,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="also the training rows against torch bf16 autocast")
     parser.add_argument("--out", help="directory for the per-script JSON and logs (default: a temp dir)")
     args = parser.parse_args(argv)
     out = args.out or tempfile.mkdtemp(prefix="reviewgen_bench_")
@@ -80,6 +84,8 @@ def main(argv=None):
             command += ["--threads", str(args.threads)]
         if args.quick:
             command.append("--quick")
+        if args.bf16:
+            command.append("--bf16")
         start = time.time()
         print(f"== {script} ({' '.join(command[2:])})", flush=True)
         with open(os.path.join(out, f"{name}.log"), "w") as log:
@@ -92,8 +98,15 @@ def main(argv=None):
         with open(os.path.join(out, f"{name}.json")) as f:
             rows += json.load(f)["rows"]
         print(f"   ({time.time() - start:.0f} s)")
+    from flops import fp32_peak_gflops
+
+    threads = args.threads or os.cpu_count()
+    peaks = fp32_peak_gflops(threads)
+    peak = max(peaks.values()) if peaks else None
     print(f"\nMachine: {cpu_name()}; {build_notes()}; logs and JSON in {out}")
-    print(markdown(rows))
+    print("fp32 FMA peak measured on %d thread(s): %s (GFLOP/s; the share of peak uses the highest)"
+          % (threads, ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) or "not measured (no gcc)"))
+    print(markdown(rows, peak))
     return 0 if len(rows) else 1
 
 
