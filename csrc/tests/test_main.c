@@ -75,10 +75,12 @@ int rg_test_check_eq(long long actual, long long expected, const char *file, int
 
 int main(int argc, char **argv)
 {
+    /* NAME: only the cases whose name contains it; -NAME: all but those */
     const char *filter = argc > 1 ? argv[1] : NULL;
+    const int exclude = filter != NULL && filter[0] == '-';
     int passed = 0, failed = 0;
     for (const test_case *tc = all_cases; tc->name != NULL; tc++) {
-        if (filter != NULL && strstr(tc->name, filter) == NULL)
+        if (filter != NULL && (strstr(tc->name, filter + exclude) == NULL) != exclude)
             continue;
         current_case = tc->name;
         checks_failed_in_case = 0;
