@@ -363,14 +363,9 @@ class EmbeddingClassifier:
         self.cv_accuracy: Dict[float, float] = {}
 
     def _tfidf_head(self, rows: int):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
+        from ..tasks.baselines import tfidf_pipeline
 
-        return make_pipeline(
-            TfidfVectorizer(ngram_range=(1, 2), min_df=2 if rows >= 50 else 1, sublinear_tf=True,
-                            max_features=50000, strip_accents="unicode"),
-            LogisticRegression(C=2.0, max_iter=2000, random_state=self.seed))
+        return tfidf_pipeline(rows, seed=self.seed)
 
     def _features(self, texts) -> np.ndarray:
         features = self.encoder.encode(texts)

@@ -64,15 +64,11 @@ def test_rows(per_label):
 
 
 def _tfidf_predictions(train, frame):
-    """The baseline's own predictions (tfidf_logistic_regression's settings)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
+    """The baseline's own predictions (reviewgen.tasks.baselines.tfidf_pipeline)."""
+    from reviewgen.tasks.baselines import tfidf_pipeline
 
-    vectorizer = TfidfVectorizer(max_features=50000, ngram_range=(1, 2), sublinear_tf=True, min_df=2,
-                                 strip_accents="unicode")
-    model = LogisticRegression(C=2.0, max_iter=2000, random_state=0)
-    model.fit(vectorizer.fit_transform(train["text"].tolist()), train["label"])
-    return model.predict(vectorizer.transform(frame["text"].tolist()))
+    model = tfidf_pipeline(len(train)).fit(train["text"].tolist(), train["label"])
+    return model.predict(frame["text"].tolist())
 
 
 def features(name, frame, layers, max_length, cache, checkpoint):
