@@ -809,7 +809,8 @@ static size_t lora_max_in(const rg_model_config *c)
  * last n_scratch of them the ping-pong scratch of layers whose activations
  * are not kept: a layer reads only the previous one's output, so the two
  * scratch sets share every buffer but that output. */
-static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int n_scratch, int with_backward)
+static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int n_scratch, int with_backward,
+                      int logit_rows)
 {
     const rg_model_config *c = &m->config;
     const size_t N = (size_t)B * T, C = c->n_embd;
@@ -842,7 +843,7 @@ static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int n_s
         m->cls_act = carve(cv, (size_t)B * C);
         m->cls_drop = carve(cv, (size_t)B * C);
     } else {
-        m->logits = carve(cv, carve_size(cv, N, (size_t)c->vocab_size, 1, 1));
+        m->logits = carve(cv, carve_size(cv, (size_t)logit_rows, (size_t)c->vocab_size, 1, 1));
         m->lse = carve(cv, N);
         m->head_in = with_backward ? carve(cv, N * C) : NULL;
     }
@@ -865,7 +866,7 @@ static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int n_s
 
 /* Makes room for a (B, T) pass that keeps the activations of layers
  * save_from..L-1 (save_from = L: keep none) and lays the block out. */
-static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with_backward)
+static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with_backward, int logit_rows)
 {
     const int L = m->config.n_layer;
     const int scratch_sets = save_from < 2 ? save_from : 2;
@@ -877,7 +878,7 @@ static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with
     carver sizing = {NULL, 0, 0};
     rg_layer_acts *keep = m->layer_sets;
     m->layer_sets = NULL; /* sizing pass writes no pointers */
-    carve_all(m, &sizing, B, T, n_sets, scratch_sets, with_backward);
+    carve_all(m, &sizing, B, T, n_sets, scratch_sets, with_backward, logit_rows);
     m->layer_sets = keep;
     if (sizing.overflow || sizing.used > (size_t)RG_MODEL_MAX_ACTS)
         return RG_ERR_TOO_LARGE;
@@ -897,7 +898,7 @@ static rg_status acts_prepare(rg_model *m, int B, int T, int save_from, int with
             return RG_ERR_NOMEM;
     }
     carver cv = {m->acts, 0, 0};
-    carve_all(m, &cv, B, T, n_sets, scratch_sets, with_backward);
+    carve_all(m, &cv, B, T, n_sets, scratch_sets, with_backward, logit_rows);
     m->n_saved_sets = n_sets;
     m->lowest_saved_layer = save_from;
     return RG_OK;
@@ -1310,6 +1311,26 @@ static rg_status check_ids(const int32_t *ids, size_t n, int32_t limit, int allo
 static const float *lm_head_weight(rg_model *m) { return m->tied ? GP(m, G_WTE) : GP(m, G_LM_HEAD); }
 static float *lm_head_grad(rg_model *m) { return m->tied ? GG(m, G_WTE) : GG(m, G_LM_HEAD); }
 
+/* The LM head with targets runs on HEAD_CHUNK rows at a time unless the whole
+ * (rows, V) logits must wait for the backward (a head weight that trains, in
+ * training): in training with a frozen head the forward also takes each
+ * chunk's gradient towards the head input (FUSED), in evaluation it keeps the
+ * log-sum-exps only and a later backward recomputes the logits (CHUNKED). */
+enum { HEAD_FULL = 0, HEAD_FUSED = 1, HEAD_CHUNKED = 2, HEAD_CHUNK = 256 };
+
+static int head_mode(rg_model *m, int train)
+{
+    if (!train)
+        return HEAD_CHUNKED;
+    return lm_head_grad(m) == NULL ? HEAD_FUSED : HEAD_FULL;
+}
+
+/* Whether the backward needs the gradient of the head input (something below trains). */
+static int head_input_needs_grad(rg_model *m)
+{
+    return lowest_trainable_block(m) < m->config.n_layer || embeddings_train(m) || GG(m, G_LNF_W) != NULL;
+}
+
 rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *attention_mask,
                            const int32_t *token_types, const int32_t *targets, int B, int T,
                            int train, uint64_t seed, float *loss)
@@ -1350,7 +1371,10 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
                          is_classifier(c) ? c->num_labels : c->vocab_size, 1));
 
     const int save_from = targets != NULL ? lowest_trainable_block(m) : L;
-    RG_TRY(acts_prepare(m, B, T, save_from, targets != NULL));
+    const int lm_mode = targets != NULL && !is_classifier(c) ? head_mode(m, train) : HEAD_FULL;
+    const int logit_rows = lm_mode == HEAD_FULL || (int)N < HEAD_CHUNK ? (int)N : HEAD_CHUNK;
+    RG_TRY(acts_prepare(m, B, T, save_from, targets != NULL, logit_rows));
+    m->head_mode = lm_mode;
     m->B = B;
     m->T = T;
     m->train = train;
@@ -1433,9 +1457,26 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
             memcpy(m->head_in + (size_t)r * C, hidden + (size_t)m->loss_rows[r] * C, C * sizeof(float));
         double total = 0.0;
         m->loss_count = 0;
-        if (rows > 0) {
-            m->ops->matmul_forward(m->logits, m->head_in, lm_head_weight(m), NULL, rows, (int)C, c->vocab_size);
-            total = m->ops->crossentropy_forward(m->lse, m->logits, m->loss_targets, rows, c->vocab_size, &m->loss_count);
+        const int V = c->vocab_size, fused_grad = lm_mode == HEAD_FUSED && head_input_needs_grad(m);
+        if (lm_mode == HEAD_FULL && rows > 0) {
+            m->ops->matmul_forward(m->logits, m->head_in, lm_head_weight(m), NULL, rows, (int)C, V);
+            total = m->ops->crossentropy_forward(m->lse, m->logits, m->loss_targets, rows, V, &m->loss_count);
+        } else if (rows > 0) {
+            if (fused_grad) /* (rows, C) unscaled gradient of the head input; the backward scales it */
+                memset(m->d_tmp2, 0, (size_t)rows * C * sizeof(float));
+            for (int r0 = 0; r0 < rows; r0 += HEAD_CHUNK) {
+                const int R = rows - r0 < HEAD_CHUNK ? rows - r0 : HEAD_CHUNK;
+                const float *in = m->head_in + (size_t)r0 * C;
+                long count = 0;
+                m->ops->matmul_forward(m->logits, in, lm_head_weight(m), NULL, R, (int)C, V);
+                total += m->ops->crossentropy_forward(m->lse + r0, m->logits, m->loss_targets + r0, R, V, &count);
+                m->loss_count += count;
+                if (fused_grad) {
+                    m->ops->crossentropy_backward(m->logits, m->lse + r0, m->loss_targets + r0, R, V, 1.0f);
+                    m->ops->matmul_backward(m->d_tmp2 + (size_t)r0 * C, NULL, NULL, m->logits, in,
+                                            lm_head_weight(m), R, (int)C, V);
+                }
+            }
         }
         m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
     } else {
@@ -1553,14 +1594,27 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
 
     memset(m->d_res, 0, (size_t)N * C * sizeof(float));
     if (!is_classifier(c)) {
-        const int rows = m->n_loss_rows;
-        m->ops->crossentropy_backward(m->logits, m->lse, m->loss_targets, rows, c->vocab_size, scale);
+        const int rows = m->n_loss_rows, V = c->vocab_size;
         const int need_head_in_grad = need_hidden_grad || GG(m, G_LNF_W) != NULL;
         float *d_rows = m->d_tmp2; /* (rows, C) gradient of the compact head input */
-        if (need_head_in_grad)
-            memset(d_rows, 0, (size_t)rows * C * sizeof(float));
-        m->ops->matmul_backward(need_head_in_grad ? d_rows : NULL, lm_head_grad(m), NULL, m->logits, m->head_in,
-                                lm_head_weight(m), rows, C, c->vocab_size);
+        if (m->head_mode == HEAD_FUSED) { /* the forward took it, unscaled */
+            if (need_head_in_grad)
+                for (size_t i = 0; i < (size_t)rows * C; i++)
+                    d_rows[i] *= scale;
+        } else {
+            if (need_head_in_grad)
+                memset(d_rows, 0, (size_t)rows * C * sizeof(float));
+            const int chunk = m->head_mode == HEAD_CHUNKED ? HEAD_CHUNK : (rows > 0 ? rows : 1);
+            for (int r0 = 0; r0 < rows; r0 += chunk) {
+                const int R = rows - r0 < chunk ? rows - r0 : chunk;
+                const float *in = m->head_in + (size_t)r0 * C;
+                if (m->head_mode == HEAD_CHUNKED) /* the logits again: the forward kept only lse */
+                    m->ops->matmul_forward(m->logits, in, lm_head_weight(m), NULL, R, C, V);
+                m->ops->crossentropy_backward(m->logits, m->lse + r0, m->loss_targets + r0, R, V, scale);
+                m->ops->matmul_backward(need_head_in_grad ? d_rows + (size_t)r0 * C : NULL, lm_head_grad(m), NULL,
+                                        m->logits, in, lm_head_weight(m), R, C, V);
+            }
+        }
         float *d_head_in = c->final_norm ? m->d_tmp : m->d_res; /* (N, C) */
         if (need_head_in_grad) {
             memset(d_head_in, 0, (size_t)N * C * sizeof(float));

@@ -181,6 +181,7 @@ typedef struct rg_model {
     int B, T;                    /* shape of the last forward */
     int n_saved_sets;            /* layer activation sets in the block */
     int lowest_saved_layer;      /* first layer whose activations were kept */
+    int head_mode;               /* how the last forward with targets ran the LM head (rg_model.c) */
     int has_targets;             /* the last forward succeeded with a loss and nothing has
                                     invalidated it since: backward allowed */
     int logits_valid;            /* logits hold the last forward's values */
