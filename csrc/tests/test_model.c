@@ -659,6 +659,26 @@ void test_model_random_configs_under_ubsan(void)
     RG_CHECK(built > 10);
 }
 
+/* Two models of one config with the same weights (spread with `spread_seed`
+ * unless 0) and the same batch, for comparing two ways of running them;
+ * 0 (both freed) when either cannot be made. */
+static int case_pair(model_case *a, model_case *b, const rg_model_config *config, int family, uint64_t spread_seed)
+{
+    if (!RG_CHECK_STATUS(rg_model_init(&a->m, config), RG_OK))
+        return 0;
+    if (!RG_CHECK_STATUS(rg_model_init(&b->m, config), RG_OK)) {
+        rg_model_free(a->m);
+        return 0;
+    }
+    if (spread_seed != 0) {
+        spread_parameters(a->m, spread_seed);
+        spread_parameters(b->m, spread_seed);
+    }
+    case_fill(a, family);
+    case_fill(b, family);
+    return 1;
+}
+
 /* ---- the op table ---- */
 
 /* A table whose every entry counts its calls and forwards to the CPU op. */
@@ -781,16 +801,10 @@ static void ops_table_case(int family, const int *expected_ops, int n_expected)
 {
     rg_model_config config = tiny_config(family);
     model_case a, b;
-    if (!RG_CHECK_STATUS(rg_model_init(&a.m, &config), RG_OK))
+    if (!case_pair(&a, &b, &config, family, 0))
         return;
-    if (!RG_CHECK_STATUS(rg_model_init(&b.m, &config), RG_OK)) {
-        rg_model_free(a.m);
-        return;
-    }
     RG_CHECK(a.m->ops == rg_ops_cpu());
     RG_CHECK_STATUS(rg_model_set_ops(b.m, &counting_ops), RG_OK);
-    case_fill(&a, family);
-    case_fill(&b, family);
     memset(op_calls, 0, sizeof(op_calls));
     float loss_a, loss_b;
     RG_CHECK_STATUS(rg_model_forward(a.m, a.tokens, a.mask, a.types_or_null, a.targets, B_, T_, 1, 3, &loss_a), RG_OK);
@@ -880,18 +894,10 @@ static void isa_case(const rg_ops_table *isa, int family, int widen)
         config.n_inner *= 5;
     }
     model_case a, b;
-    if (!RG_CHECK_STATUS(rg_model_init(&a.m, &config), RG_OK))
+    if (!case_pair(&a, &b, &config, family, 11))
         return;
-    if (!RG_CHECK_STATUS(rg_model_init(&b.m, &config), RG_OK)) {
-        rg_model_free(a.m);
-        return;
-    }
     RG_CHECK_STATUS(rg_model_set_ops(a.m, rg_ops_cpu_isa("baseline")), RG_OK);
     RG_CHECK_STATUS(rg_model_set_ops(b.m, isa), RG_OK);
-    spread_parameters(a.m, 11);
-    spread_parameters(b.m, 11);
-    case_fill(&a, family);
-    case_fill(&b, family);
     float loss_a, loss_b;
     RG_CHECK_STATUS(rg_model_forward(a.m, a.tokens, a.mask, a.types_or_null, a.targets, B_, T_, 1, 3, &loss_a), RG_OK);
     RG_CHECK_STATUS(rg_model_forward(b.m, b.tokens, b.mask, b.types_or_null, b.targets, B_, T_, 1, 3, &loss_b), RG_OK);
@@ -999,16 +1005,8 @@ static void frozen_case(int family)
 {
     rg_model_config config = tiny_config(family);
     model_case a, b;
-    if (!RG_CHECK_STATUS(rg_model_init(&a.m, &config), RG_OK))
+    if (!case_pair(&a, &b, &config, family, 21))
         return;
-    if (!RG_CHECK_STATUS(rg_model_init(&b.m, &config), RG_OK)) {
-        rg_model_free(a.m);
-        return;
-    }
-    spread_parameters(a.m, 21);
-    spread_parameters(b.m, 21);
-    case_fill(&a, family);
-    case_fill(&b, family);
     const size_t NC = (size_t)B_ * T_ * config.n_embd;
     float loss_a, loss_b, loss_dropout;
 
