@@ -63,11 +63,14 @@ class DemoConfig(JsonConfig):
     classifier_max_length: int = 256
     classifier_epochs: int = 2
     classifier_learning_rate: float = 5e-4
-    generator_train_rows: int = 0        # 0: no fine-tuning (issue #16: it did not help within the budget)
+    # issue #16: a short LoRA fine-tune (lora_rank below) on 40 reviews per rating brings the
+    # generated reviews' distribution close to the real ones (MAUVE of the accepted reviews
+    # 0.52 -> 0.83 and 0.94 on two seeds, about 2 minutes); 0 keeps the model untrained
+    generator_train_rows: int = 160
     generator_eval_rows: int = 48
-    generator_max_length: int = 96
+    generator_max_length: int = 160
     generator_epochs: int = 1
-    generator_learning_rate: float = 5e-4
+    generator_learning_rate: float = 1e-3
     trainable_blocks: int = 1            # the seed: only the last block and the head train
     # The seed accumulated 4 batches of 8 over 100,000 reviews; a few hundred
     # reviews need every batch to be an update to move at all.
@@ -78,10 +81,10 @@ class DemoConfig(JsonConfig):
     temperature: float = 0.7
     top_k: int = 0
     top_p: float = 0.95
-    # LoRA (--lora-rank > 0): adapters on lora_targets of every block of both models,
-    # instead of training the last blocks; "all", or comma-separated names both families
+    # LoRA (lora_rank > 0; 0 trains the last trainable_blocks blocks instead): adapters on
+    # lora_targets of every block of both models; "all", or comma-separated names both families
     # know (core sites such as "q,v,o,fc2"; PEFT module names fit one family only)
-    lora_rank: int = 0
+    lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     lora_targets: str = "all"
