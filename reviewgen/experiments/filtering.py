@@ -37,6 +37,7 @@ and ``predict_proba(texts) -> (N, K)``: a :class:`reviewgen.Classifier` or an
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -396,7 +397,10 @@ class EmbeddingClassifier:
             self.head = LogisticRegressionCV(Cs=self.Cs, cv=splitter, max_iter=3000, random_state=self.seed)
         else:
             self.head = LogisticRegression(C=self.Cs[0], max_iter=3000, random_state=self.seed)
-        self.head.fit(features, labels)
+        with warnings.catch_warnings():  # scikit-learn 1.9 announces a change of fitted attributes we do not read
+            warnings.filterwarnings("ignore", message="The fitted attributes of LogisticRegressionCV",
+                                    category=FutureWarning)
+            self.head.fit(features, labels)
         self.labels = [v.item() if hasattr(v, "item") else v for v in self.head.classes_]
         self.cv_accuracy = {}
         if self.choose_weight:
