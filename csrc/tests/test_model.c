@@ -679,6 +679,15 @@ static int case_pair(model_case *a, model_case *b, const rg_model_config *config
     return 1;
 }
 
+/* The last position's logits (B_, 23) of both models of a pair from a fresh key/value cache. */
+static void case_pair_cached_logits(model_case *a, model_case *b, float *la, float *lb)
+{
+    RG_CHECK_STATUS(rg_model_cache_reset(a->m, B_, T_), RG_OK);
+    RG_CHECK_STATUS(rg_model_cache_reset(b->m, B_, T_), RG_OK);
+    RG_CHECK_STATUS(rg_model_cache_forward(a->m, a->tokens, a->mask, T_, la), RG_OK);
+    RG_CHECK_STATUS(rg_model_cache_forward(b->m, b->tokens, b->mask, T_, lb), RG_OK);
+}
+
 /* ---- the op table ---- */
 
 /* A table whose every entry counts its calls and forwards to the CPU op. */
@@ -817,10 +826,7 @@ static void ops_table_case(int family, const int *expected_ops, int n_expected)
     RG_CHECK(memcmp(a.m->grads, b.m->grads, a.m->table.total * sizeof(float)) == 0);
     if (!is_encoder(family)) {
         float la[B_ * 23], lb[B_ * 23];
-        RG_CHECK_STATUS(rg_model_cache_reset(a.m, B_, T_), RG_OK);
-        RG_CHECK_STATUS(rg_model_cache_reset(b.m, B_, T_), RG_OK);
-        RG_CHECK_STATUS(rg_model_cache_forward(a.m, a.tokens, a.mask, T_, la), RG_OK);
-        RG_CHECK_STATUS(rg_model_cache_forward(b.m, b.tokens, b.mask, T_, lb), RG_OK);
+        case_pair_cached_logits(&a, &b, la, lb);
         RG_CHECK(memcmp(la, lb, sizeof(la)) == 0);
         RG_CHECK(op_calls[24] == config.n_layer);
     }
@@ -909,10 +915,7 @@ static void isa_case(const rg_ops_table *isa, int family, int widen)
         rg_test_check(0, __FILE__, __LINE__, "family %d widen %d: gradients differ by %.3g", family, widen, grads);
     if (!is_encoder(family)) {
         float la[B_ * 23], lb[B_ * 23];
-        RG_CHECK_STATUS(rg_model_cache_reset(a.m, B_, T_), RG_OK);
-        RG_CHECK_STATUS(rg_model_cache_reset(b.m, B_, T_), RG_OK);
-        RG_CHECK_STATUS(rg_model_cache_forward(a.m, a.tokens, a.mask, T_, la), RG_OK);
-        RG_CHECK_STATUS(rg_model_cache_forward(b.m, b.tokens, b.mask, T_, lb), RG_OK);
+        case_pair_cached_logits(&a, &b, la, lb);
         RG_CHECK(worst_relative(lb, la, B_ * 23) < 1e-4);
     }
     rg_model_free(a.m);
