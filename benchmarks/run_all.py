@@ -33,17 +33,10 @@ def cpu_name():
 def build_notes():
     """What decides the kernels: the core's instruction set (chosen at run time),
     OpenBLAS's core and whether OPENBLAS_CORETYPE forced it."""
+    from reviewgen import _core
     from reviewgen.core._native import cpu_isa
 
-    try:
-        import scipy_openblas32 as openblas
-        import ctypes
-
-        lib = ctypes.CDLL(os.path.join(openblas.get_lib_dir(), "lib" + openblas.get_library() + ".so"))
-        lib.scipy_openblas_get_corename.restype = ctypes.c_char_p
-        core = lib.scipy_openblas_get_corename().decode()
-    except (ImportError, OSError, AttributeError):
-        core = "unknown"
+    core = _core.blas_core()
     forced = os.environ.get("OPENBLAS_CORETYPE")
     return (f"reviewgen ops: {cpu_isa()}; OpenBLAS core: {core}; "
             f"OPENBLAS_CORETYPE {'set to ' + forced if forced else 'not set'}")

@@ -111,6 +111,10 @@ const char *rg_ops_cpu_isa_name(void);
  * this CPU or not; NULL past the last. */
 const char *rg_ops_cpu_isa_at(size_t i);
 
+/* The core name of the BLAS the CPU ops call (OpenBLAS's choice for this CPU,
+ * or the one OPENBLAS_CORETYPE forced). */
+const char *rg_ops_blas_core(void);
+
 /* 1 when every entry of the table is set (and it has a name), else 0. */
 int rg_ops_table_complete(const rg_ops_table *table);
 

@@ -1595,7 +1595,7 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
     memset(m->d_res, 0, (size_t)N * C * sizeof(float));
     if (!is_classifier(c)) {
         const int rows = m->n_loss_rows, V = c->vocab_size;
-        const int need_head_in_grad = need_hidden_grad || GG(m, G_LNF_W) != NULL;
+        const int need_head_in_grad = head_input_needs_grad(m);
         float *d_rows = m->d_tmp2; /* (rows, C) gradient of the compact head input */
         if (m->head_mode == HEAD_FUSED) { /* the forward took it, unscaled */
             if (need_head_in_grad)

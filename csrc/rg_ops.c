@@ -959,6 +959,8 @@ const char *rg_ops_cpu_isa_name(void)
 
 const rg_ops_table *rg_ops_cpu(void) { return rg_ops_cpu_isa(rg_ops_cpu_isa_name()); }
 
+const char *rg_ops_blas_core(void) { return scipy_openblas_get_corename(); }
+
 int rg_ops_table_complete(const rg_ops_table *t)
 {
     if (t == NULL || t->name == NULL)

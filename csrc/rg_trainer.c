@@ -167,6 +167,17 @@ void rg_trainer_permutation(uint64_t seed, int64_t epoch, int64_t n, int32_t *or
 /* data                                                                      */
 /* ------------------------------------------------------------------------ */
 
+/* The cache_frozen part of a set (the set keeps its rows). */
+static void frozen_cache_free(data_set *d)
+{
+    free(d->frozen);
+    free(d->frozen_at);
+    free(d->frozen_have);
+    d->frozen = NULL;
+    d->frozen_at = NULL;
+    d->frozen_have = NULL;
+}
+
 static void data_free(data_set *d)
 {
     free(d->tokens);
@@ -174,9 +185,7 @@ static void data_free(data_set *d)
     free(d->types);
     free(d->targets);
     free(d->row_width);
-    free(d->frozen);
-    free(d->frozen_at);
-    free(d->frozen_have);
+    frozen_cache_free(d);
     memset(d, 0, sizeof(*d));
 }
 
@@ -337,8 +346,7 @@ static rg_status batch_forward(rg_trainer *t, data_set *d, const int32_t *rows, 
  * part and it fits the limit; otherwise the run goes without (result.frozen_cache 0). */
 static rg_status frozen_cache_setup(rg_trainer *t)
 {
-    const int L = t->model->config.n_layer, first = rg_model_first_trainable_block(t->model);
-    (void)L;
+    const int first = rg_model_first_trainable_block(t->model);
     if (!t->config.cache_frozen || first == 0) /* nothing frozen */
         return RG_OK;
     const size_t C = (size_t)t->model->config.n_embd;
@@ -367,14 +375,8 @@ static rg_status frozen_cache_setup(rg_trainer *t)
         d->frozen_have = calloc((size_t)d->N, 1);
         if (d->frozen == NULL || d->frozen_at == NULL || d->frozen_have == NULL) {
             for (int k = 0; k <= s; k++)
-                if (sets[k] != NULL) {
-                    free(sets[k]->frozen);
-                    free(sets[k]->frozen_at);
-                    free(sets[k]->frozen_have);
-                    sets[k]->frozen = NULL;
-                    sets[k]->frozen_at = NULL;
-                    sets[k]->frozen_have = NULL;
-                }
+                if (sets[k] != NULL)
+                    frozen_cache_free(sets[k]);
             free(t->b_frozen);
             t->b_frozen = NULL;
             return RG_OK;

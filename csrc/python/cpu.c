@@ -25,11 +25,18 @@ static PyObject *core_cpu_isas(PyObject *module, PyObject *unused)
     return out;
 }
 
+static PyObject *core_blas_core(PyObject *module, PyObject *unused)
+{
+    return PyUnicode_FromString(rg_ops_blas_core());
+}
+
 static PyMethodDef cpu_methods[] = {
     {"cpu_isa", core_cpu_isa, METH_NOARGS,
      "The instruction set of the CPU ops that new models use (REVIEWGEN_CPU_ISA read now)."},
     {"cpu_isas", core_cpu_isas, METH_NOARGS,
      "{name: runs on this CPU} for every instruction set this build carries, narrowest first."},
+    {"blas_core", core_blas_core, METH_NOARGS,
+     "The core OpenBLAS runs its kernels for (its own choice, or OPENBLAS_CORETYPE's)."},
     {NULL, NULL, 0, NULL}
 };
 

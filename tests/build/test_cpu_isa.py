@@ -45,6 +45,15 @@ def test_a_bad_instruction_set_name_is_a_clear_error():
     assert "baseline" in run.stderr
 
 
+def test_the_blas_core_is_reported_and_follows_openblas_coretype():
+    assert _core.blas_core()
+    probe = "from reviewgen import _core; print(_core.blas_core())"
+    forced = "Nehalem" if X86 else "ARMV8"  # SSE4.2: any x86-64 CPU a test machine has
+    run = _python(probe, OPENBLAS_CORETYPE=forced)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().lower() == forced.lower()
+
+
 def test_the_baseline_ops_match_transformers():
     """The normal run tests the widest copy; this runs the reference comparisons
     of every family again on the baseline copy."""

@@ -45,3 +45,9 @@ void scipy_cblas_sgemv(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE 
 }
 
 void scipy_openblas_set_num_threads(int n) { (void)n; }
+
+char *scipy_openblas_get_corename(void)
+{
+    static char name[] = "naive (csrc/tests/cross)";
+    return name;
+}

@@ -35,6 +35,9 @@ from reviewgen.text import data as D
 from reviewgen.text.conditioning import REVIEWER_PROMPT, ChatFormat, generate_reviews, review_loss, train_generator
 from reviewgen.weights.lora import prepare_lora_training
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_generator import load_config  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 IMDB = os.environ.get("IMDB_DIR", os.path.join(ROOT, "..", "shared", "data", "imdb-aclimdb"))
@@ -73,12 +76,7 @@ def split_data(cfg):
 
 
 def main(path):
-    cfg = dict(DEFAULTS)
-    with open(path) as f:
-        cfg.update(json.load(f))
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise SystemExit(f"unknown config keys {unknown}")
+    cfg = load_config(path, DEFAULTS)
     os.makedirs(OUT, exist_ok=True)
     arm = cfg["arm"]
     with open(os.path.join(OUT, f"config_{arm}.json"), "w") as f:

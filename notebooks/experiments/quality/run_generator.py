@@ -35,6 +35,17 @@ DEFAULTS = dict(name="run", format="chat", instruction=None, system=None, words=
                 top_k=0, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0, seed=0, note="")
 
 
+def load_config(path, defaults):
+    """The defaults updated from the JSON file at path; unknown keys stop the run."""
+    cfg = dict(defaults)
+    with open(path) as f:
+        cfg.update(json.load(f))
+    unknown = set(cfg) - set(defaults)
+    if unknown:
+        raise SystemExit(f"unknown config keys {unknown}")
+    return cfg
+
+
 def judge_and_real(seed=0, real_per_label=100):
     """The judge (fitted here, about half a minute) and a balanced slice of IMDB test."""
     sample = set(D.load_sample("imdb")["text"])
@@ -49,12 +60,7 @@ def judge_and_real(seed=0, real_per_label=100):
 
 
 def main(path):
-    cfg = dict(DEFAULTS)
-    with open(path) as f:
-        cfg.update(json.load(f))
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise SystemExit(f"unknown config keys {unknown}")
+    cfg = load_config(path, DEFAULTS)
     out = os.path.join(RESULTS, cfg["name"])
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
