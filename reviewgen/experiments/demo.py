@@ -14,7 +14,9 @@
    ``Review of {label}.`` for base models); optional fine-tuning
    (``generator_train_rows``) with the loss on the review tokens only.
 4. For every label, generate ``per_label`` reviews per round (repetition
-   penalty, no-repeat n-grams, stop at the end token) and filter them
+   penalty, no-repeat n-grams, stop at the end token; each review starts
+   with the first ``opening_words`` words of a real review of the rating
+   from the generator part) and filter them
    (:mod:`reviewgen.filtering`: the classifier's rule, copies of training
    texts, duplicates) until ``keep_per_label`` are kept or ``max_rounds`` ran.
    Accepted and rejected reviews go to CSV and JSONL files, the counts per
@@ -77,6 +79,11 @@ class DemoConfig(JsonConfig):
     # The seed accumulated 4 batches of 8 over 100,000 reviews; a few hundred
     # reviews need every batch to be an update to move at all.
     gradient_accumulation_steps: int = 1
+    # each generated review starts with the first opening_words words of a real review of the
+    # rating, drawn from opening_rows rows of the generator part (balanced; 0 words: off). Issue #16
+    # (LOG.md, "Openings"): judge and MAUVE up on the untrained generator, at no cost in time
+    opening_words: int = 3
+    opening_rows: int = 160
     per_label: int = 24                  # reviews generated per round and label (the seed: 20)
     max_rounds: int = 4                  # rounds per label until keep_per_label are kept
     max_new_tokens: int = 120
@@ -247,7 +254,7 @@ GOALS = {"accepted": 30, "judge_exact": 0.50, "judge_near": 0.85, "mauve": 0.6, 
          "copied_12gram": 0.01}
 
 
-def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part, gen_train, clf_train,
+def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part, gen_seen, clf_train,
              classifier, baseline, clf_metrics, log) -> dict:
     """The quality table (reviewgen.evaluation) of the accepted and of all generated
     reviews, with a judge trained on real reviews neither model saw."""
@@ -256,7 +263,7 @@ def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part,
     from ..tasks.encoder import SentenceEncoder
     from .evaluation import Judge, evaluate_generated
 
-    used = set(gen_train["text"]) | set(clf_train["text"])
+    used = set(gen_seen["text"]) | set(clf_train["text"])
     if cfg.judge_data:
         judge_rows = _data.prepare(cfg.judge_data, cfg.scale, text_column=cfg.text_column,
                                    rating_column=cfg.rating_column, seed=cfg.seed, val_fraction=0.0,
@@ -383,7 +390,9 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
         summary["classifier"]["tfidf_baseline"] = baseline
 
     # 3. generator ------------------------------------------------------------
-    from ..text.conditioning import generate_reviews, review_loss, train_generator
+    import pandas as pd
+
+    from ..text.conditioning import generate_reviews, review_loss, review_openings, train_generator
 
     generator = Generator.from_checkpoint(generator_checkpoint, max_length=cfg.generator_max_length)
     del generator_checkpoint
@@ -391,6 +400,9 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     gen_train = _take_balanced(generator_part.train, cfg.generator_train_rows, cfg.seed) \
         if cfg.generator_train_rows > 0 else generator_part.train.head(0)
     gen_eval = _take_balanced(generator_part.val, cfg.generator_eval_rows, cfg.seed)
+    opening_pool = _take_balanced(generator_part.train, cfg.opening_rows, cfg.seed) \
+        if cfg.opening_words > 0 and cfg.opening_rows > 0 else generator_part.train.head(0)
+    gen_seen = pd.concat([gen_train, opening_pool]).drop_duplicates("text")  # real rows the generator saw
     before = review_loss(generator, fmt, gen_eval["text"].tolist(), gen_eval["label"].tolist())
     log(f"generator ({fmt.name} format) review perplexity before fine-tuning: {before['perplexity']:.2f}")
     gen_result = None
@@ -411,24 +423,27 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
         + ("" if len(gen_train) else " (no fine-tuning: generator_train_rows is 0)"))
     summary["generator"] = {"format": fmt.name, "prompt_example": fmt.prompt(labels[-1]), "before": before,
                             "after": after, "train_rows": len(gen_train),
+                            "openings": {"words": cfg.opening_words, "rows": len(opening_pool)},
                             "history": gen_result.history if gen_result is not None else []}
 
     # 4. generate, filter, regenerate ---------------------------------------------
     from .filtering import FilterConfig, GenerationInterrupted, ReviewFilter, generate_filtered, write_filter_result
 
     def sample(label, n, round_index):
+        seed = cfg.seed * 1000003 + label * 101 + round_index
+        openers = opening_pool[opening_pool["label"] == label]["text"].tolist()
         texts = generate_reviews(generator, fmt, label, n, max_new_tokens=cfg.max_new_tokens,
                                  min_new_tokens=cfg.min_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                                  top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-                                 no_repeat_ngram_size=cfg.no_repeat_ngram_size,
-                                 seed=cfg.seed * 1000003 + label * 101 + round_index, batch_size=cfg.per_label)
+                                 no_repeat_ngram_size=cfg.no_repeat_ngram_size, seed=seed, batch_size=cfg.per_label,
+                                 openings=review_openings(openers, n, cfg.opening_words, seed) if openers else None)
         return [t if t else "(empty)" for t in texts]
 
     filter_config = FilterConfig(rule=cfg.filter_rule, threshold=cfg.filter_threshold, top_n=cfg.filter_top_n,
                                  near_duplicate=cfg.near_duplicate,
                                  fill_below_threshold=bool(cfg.filter_fill_below_threshold and cfg.keep_per_label),
                                  min_words=5 if cfg.keep_per_label else 0)
-    seen_real = gen_train["text"].tolist() + clf_train["text"].tolist()
+    seen_real = gen_seen["text"].tolist() + clf_train["text"].tolist()
     review_filter = ReviewFilter(classifier, filter_config, train_texts=seen_real)
     try:
         if cfg.keep_per_label:
@@ -462,7 +477,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
         f"classifier agreement {exact.accuracy:.3f}, near {near.accuracy:.3f}")
     if cfg.quality and accepted:
         summary["quality"] = _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part,
-                                      gen_train, clf_train, classifier, baseline, clf_metrics, log)
+                                      gen_seen, clf_train, classifier, baseline, clf_metrics, log)
 
     if plots:
         _save_plots(out_dir, classifier_part.report, clf_metrics, exact, labels, gen_result, clf_result)

@@ -17,7 +17,9 @@ What each column means (per label, and over all texts in the "all" row):
 * ``mauve`` and ``mauve_real``: MAUVE (mauve-text) between the generated texts
   and real reviews on mean-pooled sentence embeddings from the core's encoder
   (:class:`reviewgen.embeddings.SentenceEncoder`), and between two disjoint
-  samples of real reviews of the same sizes (the reference);
+  samples of real reviews of the same sizes (the reference); both are means
+  over ``mauve_draws`` draws of the real reviews, ``mauve_sd`` the spread of
+  the first over the draws (on a few dozen texts one draw moves it by 0.2);
 * ``distinct_1`` / ``distinct_2``: distinct unigrams / bigrams over all tokens;
   ``repeated_4gram``: share of texts with some word 4-gram twice or more;
   ``self_bleu``: mean BLEU-4 of each text against the others of the group
@@ -306,7 +308,8 @@ def _per_text_perplexity(generator, texts: Sequence[str]) -> float:
 def evaluate_generated(texts: Sequence[str], labels: Sequence[int], real_texts: Sequence[str],
                        real_labels: Sequence[int], *, judge: Optional[Judge] = None, encoder=None,
                        train_texts: Optional[Sequence[str]] = None, base_generator=None,
-                       span: int = 12, mauve_per_label: bool = False, seed: int = 0) -> QualityReport:
+                       span: int = 12, mauve_per_label: bool = False, mauve_draws: int = 10,
+                       seed: int = 0) -> QualityReport:
     """Every measure of the module docstring, per wanted label and overall.
 
     texts / labels: the generated reviews and the labels they were asked for.
@@ -315,6 +318,7 @@ def evaluate_generated(texts: Sequence[str], labels: Sequence[int], real_texts: 
     encoder: a :class:`reviewgen.embeddings.SentenceEncoder` for MAUVE (left out when None);
     train_texts: the generator's training texts (the copy check; left out when None);
     base_generator: a :class:`reviewgen.Generator` for perplexity (left out when None).
+    mauve_draws: real samples MAUVE is averaged over (each as many reviews as generated ones).
     """
     import pandas as pd
 
@@ -327,6 +331,8 @@ def evaluate_generated(texts: Sequence[str], labels: Sequence[int], real_texts: 
         raise ValueError(f"{len(real_texts)} real texts but {len(real_labels)} real labels")
     if not texts:
         raise ValueError("evaluate_generated needs at least one generated text")
+    if isinstance(mauve_draws, bool) or not isinstance(mauve_draws, (int, np.integer)) or mauve_draws < 1:
+        raise ValueError(f"mauve_draws must be an integer >= 1, got {mauve_draws!r}")
     if not real_texts:
         raise ValueError("evaluate_generated needs held-out real texts")
     labels_arr, real_arr = np.asarray(labels), np.asarray(real_labels)
@@ -355,15 +361,22 @@ def evaluate_generated(texts: Sequence[str], labels: Sequence[int], real_texts: 
     span_index = SpanIndex(train_texts, span) if train_texts is not None else None
 
     def mauve_pair(mask: np.ndarray, real_mask: np.ndarray):
+        """(generated vs real, its sd over the draws, real vs real), each a mean over mauve_draws
+        draws of the real side: one draw of a few dozen real reviews moves MAUVE by +-0.2."""
         p = features[mask]
         q_index = np.flatnonzero(real_mask)
         if len(p) < 10 or len(q_index) < 2 * 10:
-            return float("nan"), float("nan")
-        q_index = rng.permutation(q_index)
-        half = len(q_index) // 2
-        size = min(len(p), half)
-        q1, q2 = real_features[q_index[:size]], real_features[q_index[half:half + size]]
-        return mauve_score(p, q1), mauve_score(q2, q1)
+            return float("nan"), float("nan"), float("nan")
+        generated, real = [], []
+        for _ in range(mauve_draws):
+            drawn = rng.permutation(q_index)
+            half = len(drawn) // 2
+            size = min(len(p), half)
+            q1, q2 = real_features[drawn[:size]], real_features[drawn[half:half + size]]
+            generated.append(mauve_score(p, q1))
+            real.append(mauve_score(q2, q1))
+        spread = float(np.std(generated, ddof=1)) if mauve_draws > 1 else float("nan")
+        return float(np.mean(generated)), spread, float(np.mean(real))
 
     rows, index = [], []
     groups = [(label, labels_arr == label, real_arr == label) for label in wanted]
@@ -378,9 +391,9 @@ def evaluate_generated(texts: Sequence[str], labels: Sequence[int], real_texts: 
             row["real_near"] = float(np.mean(near_agreement(labels_arr[mask], ref_judged[mask])))
         if encoder is not None:
             if name == "all" or mauve_per_label:
-                row["mauve"], row["mauve_real"] = mauve_pair(mask, real_mask)
+                row["mauve"], row["mauve_sd"], row["mauve_real"] = mauve_pair(mask, real_mask)
             else:
-                row["mauve"], row["mauve_real"] = float("nan"), float("nan")
+                row["mauve"], row["mauve_sd"], row["mauve_real"] = float("nan"), float("nan"), float("nan")
         row["distinct_1"] = distinct_n(group, 1)
         row["distinct_2"] = distinct_n(group, 2)
         row["repeated_4gram"] = repeated_ngram_share(group, 4)

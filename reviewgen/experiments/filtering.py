@@ -394,12 +394,15 @@ class EmbeddingClassifier:
         folds = min(self.cv, min(labels.count(v) for v in set(labels)))
         splitter = StratifiedKFold(folds, shuffle=True, random_state=self.seed) if folds >= 2 else None
         if splitter is not None and len(self.Cs) > 1:
-            self.head = LogisticRegressionCV(Cs=self.Cs, cv=splitter, max_iter=3000, random_state=self.seed)
+            self.head = LogisticRegressionCV(Cs=self.Cs, cv=splitter, max_iter=3000, random_state=self.seed,
+                                             scoring="accuracy")  # C chosen by accuracy, as it always was
         else:
             self.head = LogisticRegression(C=self.Cs[0], max_iter=3000, random_state=self.seed)
         with warnings.catch_warnings():  # scikit-learn 1.9 announces a change of fitted attributes we do not read
             warnings.filterwarnings("ignore", message="The fitted attributes of LogisticRegressionCV",
                                     category=FutureWarning)
+            # and one of l1_ratios' default (None -> (0,)): both mean a plain L2 penalty here
+            warnings.filterwarnings("ignore", message="The default value for l1_ratios", category=FutureWarning)
             self.head.fit(features, labels)
         self.labels = [v.item() if hasattr(v, "item") else v for v in self.head.classes_]
         self.cv_accuracy = {}

@@ -154,6 +154,13 @@ class GenerateConfig(JsonConfig):
     min_words: int = 5
     train_data: str = ""              # real training texts (CSV/JSONL, a text column) for the copy check
     text_column: str = "text"
+    # real labelled reviews (a file with text and rating mapped by scale, sample:imdb or a
+    # prepare folder) whose first opening_words words start the generated reviews of their
+    # label; "" = the model starts each review itself. Also part of the copy check.
+    opening_data: str = ""
+    opening_words: int = 3
+    rating_column: str = "rating"
+    scale: str = "imdb10"
     seed: int = 0
 
 
@@ -600,7 +607,9 @@ def generate(cfg: GenerateConfig, out_dir: str, *, overwrite: bool = False, prog
     JSONL, and filter_counts.csv (generated, kept, dropped per reason, per label)."""
     check_field_types(cfg)
     from ..tasks.generator import Generator
-    from ..text.conditioning import generate_reviews
+    import pandas as pd
+
+    from ..text.conditioning import generate_reviews, review_openings
     from .filtering import (FilterConfig, GenerationInterrupted, ReviewFilter, generate_filtered,
                             write_filter_result)
 
@@ -614,6 +623,16 @@ def generate(cfg: GenerateConfig, out_dir: str, *, overwrite: bool = False, prog
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be at least 1")
     seen = _texts_of(cfg.train_data, cfg.text_column, "train_data")
+    openers: dict = {}
+    if cfg.opening_data:
+        if cfg.opening_words < 1:
+            raise ValueError("opening_words must be at least 1 when opening_data is given")
+        spec = _LabelledData(data=cfg.opening_data, text_column=cfg.text_column, rating_column=cfg.rating_column,
+                             scale=cfg.scale, seed=cfg.seed)
+        train, val, _ = load_labelled(spec, balance=False, val_fraction=0.0)
+        rows = pd.concat([train, val])
+        openers = {int(label): group["text"].tolist() for label, group in rows.groupby("label")}
+        seen += rows["text"].tolist()
     classifier = _load_classifier(classifier_path, cfg.classifier_max_length)
     labels = list(classifier.labels)
     if cfg.labels:
@@ -624,6 +643,10 @@ def generate(cfg: GenerateConfig, out_dir: str, *, overwrite: bool = False, prog
         unknown = sorted(set(labels) - set(classifier.labels))
         if unknown:
             raise ValueError(f"label(s) {unknown} are not among the classifier's {classifier.labels}")
+    if openers:
+        missing = [label for label in labels if label not in openers]
+        if missing:
+            raise ValueError(f"{cfg.opening_data}: no review with label(s) {missing} to open reviews with")
     log(f"generator: loading {cfg.generator}{_precision(cfg.generator)}")
     generator = Generator.from_pretrained(generator_path, max_length=cfg.max_length)
     fmt = _saved_format(generator, generator_path, cfg)
@@ -636,11 +659,13 @@ def generate(cfg: GenerateConfig, out_dir: str, *, overwrite: bool = False, prog
         kept: dict = {}
 
         def sample(label, n, round_index):
+            seed = cfg.seed * 1000003 + int(label) * 101 + round_index
+            openings = review_openings(openers[int(label)], n, cfg.opening_words, seed) if openers else None
             texts = generate_reviews(generator, fmt, label, n, max_new_tokens=cfg.max_new_tokens,
                                      min_new_tokens=cfg.min_new_tokens, temperature=cfg.temperature,
                                      top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-                                     no_repeat_ngram_size=cfg.no_repeat_ngram_size,
-                                     seed=cfg.seed * 1000003 + int(label) * 101 + round_index, batch_size=n)
+                                     no_repeat_ngram_size=cfg.no_repeat_ngram_size, seed=seed, batch_size=n,
+                                     openings=openings)
             return [t if t else "(empty)" for t in texts]
 
         def on_round(label, _round, passed: int) -> None:

@@ -102,6 +102,16 @@ def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_d
     assert weights[str(summary["classifier"]["tfidf_weight"])] == max(weights.values())
     assert any("chosen by 5-fold cross-validation" in line for line in lines)
     assert summary["generator"]["format"] == "review_of"
+    # every review starts with the first words of a real review of its rating from the generator part
+    from reviewgen.text import data as D
+
+    generator_part, _ = D.prepare_generator_and_classifier(D.load_sample("imdb"), "imdb10", seed=cfg.seed,
+                                                           val_fraction=cfg.val_fraction)
+    assert summary["generator"]["openings"] == {"words": 3, "rows": 160}
+    real = generator_part.train
+    for _, row in pd.concat([accepted, rejected]).iterrows():
+        starts = {" ".join(t.split()[:3]) for t in real[real["label"] == row["label"]]["text"]}
+        assert any(row["text"].startswith(s) for s in starts), row["text"]
 
 
 def test_an_interrupted_training_stops_the_demo_before_any_result(tiny_gpt2_dir, tmp_path, monkeypatch):

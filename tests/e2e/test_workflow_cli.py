@@ -92,6 +92,20 @@ def test_the_whole_chain_through_the_cli(tmp_path, reviews_csv, classifier_base,
     assert sorted(set(accepted["label"])) == [1, 2, 3]
     assert counts.loc["all", "kept"] == len(accepted)
     assert len((out / "accepted.jsonl").read_text().splitlines()) == len(accepted)
+    # openings: each review starts with the first words of a prepared real review of its label
+    code, output, err = _run(["generate", "--generator", gen / "model", "--classifier", clf / "model",
+                              "--per-label", 4, "--keep-per-label", 1, "--max-rounds", 1, "--max-new-tokens", 6,
+                              "--filter-rule", "any", "--filter-threshold", 0, "--min-words", 0,
+                              "--opening-data", data, "--opening-words", 2, "--out", root / "opened",
+                              "--quiet"], capsys)
+    assert code == 0, err
+    opened = pd.concat([pd.read_csv(root / "opened" / f"{name}.csv", keep_default_na=False)
+                        for name in ("accepted", "rejected")])
+    assert len(opened) == 12
+    prepared = pd.concat([pd.read_csv(data / "train.csv"), pd.read_csv(data / "val.csv")])
+    for _, row in opened.iterrows():
+        starts = {" ".join(t.split()[:2]) for t in prepared[prepared["label"] == row["label"]]["text"]}
+        assert any(row["text"].startswith(o) for o in starts), row["text"]
 
     code, output, err = _run(["evaluate", "classifier", reviews_csv, "--classifier", clf / "model", *columns,
                               "--max-length", 32, "--out", ev], capsys)

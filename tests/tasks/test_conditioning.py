@@ -98,3 +98,39 @@ def test_the_reviewer_prompt_and_overrides(tiny_gpt2_dir):
     generator = Generator.from_pretrained(str(tiny_gpt2_dir))
     with pytest.raises(ValueError, match="<|im_start|>"):
         format_for(generator, "chat", prompt="reviewer")
+
+
+def test_review_openings_draw_first_words_of_real_reviews():
+    from reviewgen.text.conditioning import review_openings
+
+    real = ["The worst film I have seen", "Dull and   long, avoid it", "Nope."]
+    got = review_openings(real, 7, words=3, seed=4)
+    assert len(got) == 7
+    assert set(got) == {"The worst film", "Dull and long,", "Nope."}
+    assert all(got[:3].count(o) == 1 for o in got[:3]), "each review once before any repeats"
+    assert got == review_openings(real, 7, words=3, seed=4)
+    with pytest.raises(ValueError, match="words"):
+        review_openings(real, 2, words=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        review_openings(["", "  "], 2)
+
+
+def test_generated_reviews_start_with_their_openings(tiny_gpt2_dir):
+    from reviewgen.core.generation import generate
+    from reviewgen.text.conditioning import stop_ids
+
+    gen = Generator.from_pretrained(tiny_gpt2_dir, max_length=48)
+    fmt = ReviewOfFormat()
+    openings = ["This film was", "I hated", "Great"]
+    out = generate_reviews(gen, fmt, 5, 3, max_new_tokens=6, temperature=0.9, seed=3, openings=openings)
+    assert len(out) == 3
+    for text, opening in zip(out, openings):
+        assert text.startswith(opening)
+    # the same as continuing each prompt-plus-opening by hand
+    prompts = [gen.tokenizer.encode(fmt.prompt(5) + o) for o in openings]
+    new = generate(gen.model, prompts, 6, temperature=0.9, eos_id=stop_ids(gen), pad_id=gen.pad_id, seed=3,
+                   batch_size=20, include_eos=False)
+    for text, prompt, ids in zip(out, prompts, new):
+        assert gen.tokenizer.decode(prompt + ids).rstrip() == (fmt.prompt(5) + text).rstrip()
+    with pytest.raises(ValueError, match="2 openings for 3 reviews"):
+        generate_reviews(gen, fmt, 5, 3, max_new_tokens=2, openings=openings[:2])

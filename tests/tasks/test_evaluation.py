@@ -183,13 +183,41 @@ def test_report_per_label_and_overall(tiny_gpt2_dir, tmp_path):
     assert table.loc[1, "judge_near"] == table.loc[1, "judge_exact"]  # 1 and 5 are never near
     assert table.loc["all", "real_exact"] > 0.8
     assert table.loc["all", "copied_12gram"] == pytest.approx(1 / 24)
-    for column in ("mauve", "mauve_real", "distinct_1", "distinct_2", "self_bleu", "perplexity", "length_ks"):
+    for column in ("mauve", "mauve_sd", "mauve_real", "distinct_1", "distinct_2", "self_bleu", "perplexity", "length_ks"):
         value = table.loc["all", column]
         assert np.isfinite(value), column
     assert 0 < table.loc["all", "mauve"] <= 1
     assert table.loc["all", "perplexity"] > 1
     assert set(report.to_dict()) == {"1", "5", "all", "extras"}
     assert "judge_exact" in str(report)
+
+
+def test_mauve_is_a_mean_over_draws_of_the_real_reviews(monkeypatch):
+    calls = []
+
+    def fake_mauve(p, q):  # records each pair; its value is the call's number
+        calls.append((p.copy(), q.copy()))
+        return float(len(calls))
+
+    class RowEncoder:  # feature = the text's number, so the drawn rows can be read back
+        def encode(self, texts):
+            return np.array([[float(t.split()[-1])] for t in texts])
+
+    monkeypatch.setattr(E, "mauve_score", fake_mauve)
+    gen = [f"generated {i}" for i in range(12)]
+    real = [f"real {100 + i}" for i in range(30)]
+    table = E.evaluate_generated(gen, [1] * 12, real, [1] * 30, encoder=RowEncoder(), mauve_draws=4).table
+    assert len(calls) == 8  # per draw: generated vs real, then real vs real
+    assert table.loc["all", "mauve"] == pytest.approx(np.mean([1, 3, 5, 7]))
+    assert table.loc["all", "mauve_sd"] == pytest.approx(np.std([1, 3, 5, 7], ddof=1))
+    assert table.loc["all", "mauve_real"] == pytest.approx(np.mean([2, 4, 6, 8]))
+    drawn = [tuple(q.ravel()) for p, q in calls[::2]]
+    assert len(set(drawn)) == 4, "every draw takes other real reviews"
+    for (p, q1), (q2, q1_again) in zip(calls[::2], calls[1::2]):
+        assert len(q1) == 12 and np.array_equal(q1, q1_again)
+        assert not set(q1.ravel()) & set(q2.ravel()), "the real-vs-real halves are disjoint"
+    with pytest.raises(ValueError, match="mauve_draws"):
+        E.evaluate_generated(gen, [1] * 12, real, [1] * 30, encoder=RowEncoder(), mauve_draws=0)
 
 
 def test_report_refuses_bad_input():

@@ -34,9 +34,7 @@ def main(path, name, note, minutes=""):
             f"{a.real_near:.2f}) | {a.mauve:.2f} (real {a.mauve_real:.2f}) | {a.repeated_4gram:.2f} (real "
             f"{a.real_repeated_4gram:.2f}) | {a.copied_12gram:.2f} | {a.distinct_2:.2f} | {a.self_bleu:.2f} | "
             f"{a.words_mean:.0f} | {a.perplexity:.1f} |")
-    with open(os.path.join(RESULTS, "LOG.md"), "a") as f:
-        f.write(line + "\n")
-    print(line)
+    print(line)  # for LOG.md, where it belongs
 
 
 if __name__ == "__main__":
