@@ -20,14 +20,11 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_generator import RESULTS, judge_and_real  # noqa: E402
+from run_generator import RESULTS, judge_and_real, measure_and_save  # noqa: E402
 
 from reviewgen.core.generation import generate  # noqa: E402
-from reviewgen.experiments.evaluation import evaluate_generated  # noqa: E402
-from reviewgen.tasks.encoder import SentenceEncoder  # noqa: E402
 from reviewgen.tasks.generator import Generator  # noqa: E402
 from reviewgen.text import data as D  # noqa: E402
 from reviewgen.text.conditioning import REVIEWER_PROMPT, ChatFormat, stop_ids  # noqa: E402
@@ -100,14 +97,8 @@ def main(name, shots, seed=0, per_label=40):
         wanted += [int(label)] * len(got)
         print(f"label {label}: {len(got)} in {time.time() - t1:.0f} s", flush=True)
     minutes_gen = (time.time() - t1) / 60
-    pd.DataFrame({"label": wanted, "text": texts}).to_csv(os.path.join(out, "generated.csv"), index=False)
     base = Generator.from_pretrained("smollm2", max_length=256)
-    encoder = SentenceEncoder.from_pretrained("minilm", max_length=128)
-    report = evaluate_generated(texts, wanted, real_texts, real_labels, judge=judge, encoder=encoder,
-                                train_texts=gen_part.train["text"].tolist(), base_generator=base)
-    report.table.to_csv(os.path.join(out, "quality.csv"))
-    print(report, flush=True)
-    a = report.table.loc["all"]
+    a = measure_and_save(out, texts, wanted, real_texts, real_labels, judge, gen_part.train["text"].tolist(), base)
     minutes = (time.time() - t0) / 60
     print(f"| {name} | shots {shots}, seed {seed}, {per_label}/label | {minutes_gen:.1f} gen ({minutes:.1f} all) | "
           f"{a.judge_exact:.2f} / {a.judge_near:.2f} (real {a.real_exact:.2f} / {a.real_near:.2f}) | "

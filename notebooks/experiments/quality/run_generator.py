@@ -59,6 +59,17 @@ def judge_and_real(seed=0, real_per_label=100):
     return judge, D.clean_texts(real["text"]), real["label"].tolist()
 
 
+def measure_and_save(out, texts, wanted, real_texts, real_labels, judge, train_texts, base):
+    """generated.csv and quality.csv in out; returns the quality table's "all" row."""
+    pd.DataFrame({"label": wanted, "text": texts}).to_csv(os.path.join(out, "generated.csv"), index=False)
+    encoder = SentenceEncoder.from_pretrained("minilm", max_length=128)
+    report = evaluate_generated(texts, wanted, real_texts, real_labels, judge=judge, encoder=encoder,
+                                train_texts=train_texts, base_generator=base)
+    report.table.to_csv(os.path.join(out, "quality.csv"))
+    print(report, flush=True)
+    return report.table.loc["all"]
+
+
 def main(path):
     cfg = load_config(path, DEFAULTS)
     out = os.path.join(RESULTS, cfg["name"])
@@ -114,13 +125,7 @@ def main(path):
         texts += got
         wanted += [int(label)] * len(got)
     minutes_gen = (time.time() - t2) / 60
-    pd.DataFrame({"label": wanted, "text": texts}).to_csv(os.path.join(out, "generated.csv"), index=False)
-    encoder = SentenceEncoder.from_pretrained("minilm", max_length=128)
-    report = evaluate_generated(texts, wanted, real_texts, real_labels, judge=judge, encoder=encoder,
-                                train_texts=gen_part.train["text"].tolist(), base_generator=base)
-    report.table.to_csv(os.path.join(out, "quality.csv"))
-    print(report, flush=True)
-    a = report.table.loc["all"]
+    a = measure_and_save(out, texts, wanted, real_texts, real_labels, judge, gen_part.train["text"].tolist(), base)
     minutes = (time.time() - t0) / 60
     line = (f"| {cfg['name']} | {cfg['note']} | {minutes_train:.1f} train + {minutes_gen:.1f} gen ({minutes:.1f} all) | "
             f"{a.judge_exact:.2f} / {a.judge_near:.2f} (real {a.real_exact:.2f} / {a.real_near:.2f}) | "
