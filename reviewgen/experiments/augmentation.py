@@ -144,6 +144,6 @@ def summarize(table):
     """Mean and standard deviation over seeds of each metric, per (real_per_label, arm)."""
     metrics = ["accuracy", "macro_f1", "near_accuracy", "n_synthetic"]
     grouped = table.groupby(["real_per_label", "arm"])[metrics]
-    out = grouped.mean().join(grouped.std(ddof=1), rsuffix="_std")
+    out = grouped.mean().join(grouped.std(ddof=1).add_suffix("_std"))
     out["seeds"] = table.groupby(["real_per_label", "arm"]).size()
     return out
