@@ -26,8 +26,10 @@ def test_demo_writes_accepted_and_rejected_reviews(tiny_gpt2_dir, tmp_path):
     cfg = _config(tiny_gpt2_dir, _tiny_distilbert(tmp_path / "clf"))
     # the seed's recipe and rule: a fine-tuned classifier, a new round only while a label kept nothing
     cfg.classifier_recipe, cfg.keep_per_label, cfg.near_duplicate = "finetune", 0, 1.0
+    cfg.opening_words = 0  # the seed's generation: the model starts each review itself
     lines = []
     summary = run_demo(cfg, str(tmp_path / "out"), log=lines.append)
+    assert summary["generator"]["openings"] == {"words": 0, "rows": 0}
     accepted = pd.read_csv(tmp_path / "out" / "accepted.csv")
     rejected = pd.read_csv(tmp_path / "out" / "rejected.csv")
     assert (accepted["label"] == accepted["predicted"]).all()
