@@ -141,6 +141,15 @@ def _training_config(task: str, cfg: DemoConfig, epochs: int, learning_rate: flo
     return config
 
 
+def _filter_config(cfg: DemoConfig):
+    from .filtering import FilterConfig
+
+    return FilterConfig(rule=cfg.filter_rule, threshold=cfg.filter_threshold, top_n=cfg.filter_top_n,
+                        near_duplicate=cfg.near_duplicate,
+                        fill_below_threshold=bool(cfg.filter_fill_below_threshold and cfg.keep_per_label),
+                        min_words=5 if cfg.keep_per_label else 0)
+
+
 def _load_rows(cfg: DemoConfig):
     if cfg.data.startswith("sample:"):
         return _data.load_sample(cfg.data.split(":", 1)[1])
@@ -392,7 +401,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     # 3. generator ------------------------------------------------------------
     import pandas as pd
 
-    from ..text.conditioning import generate_reviews, review_loss, review_openings, train_generator
+    from ..text.conditioning import review_loss, train_generator
 
     generator = Generator.from_checkpoint(generator_checkpoint, max_length=cfg.generator_max_length)
     del generator_checkpoint
@@ -427,22 +436,13 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
                             "history": gen_result.history if gen_result is not None else []}
 
     # 4. generate, filter, regenerate ---------------------------------------------
-    from .filtering import FilterConfig, GenerationInterrupted, ReviewFilter, generate_filtered, write_filter_result
+    from .filtering import GenerationInterrupted, ReviewFilter, generate_filtered, review_sampler, write_filter_result
 
-    def sample(label, n, round_index):
-        seed = cfg.seed * 1000003 + label * 101 + round_index
-        openers = opening_pool[opening_pool["label"] == label]["text"].tolist()
-        texts = generate_reviews(generator, fmt, label, n, max_new_tokens=cfg.max_new_tokens,
-                                 min_new_tokens=cfg.min_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
-                                 top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-                                 no_repeat_ngram_size=cfg.no_repeat_ngram_size, seed=seed, batch_size=cfg.per_label,
-                                 openings=review_openings(openers, n, cfg.opening_words, seed) if openers else None)
-        return [t if t else "(empty)" for t in texts]
+    openers = {int(label): rows["text"].tolist() for label, rows in opening_pool.groupby("label")}
+    sample = review_sampler(generator, fmt, cfg, openers=openers, opening_words=cfg.opening_words,
+                            batch_size=cfg.per_label)
 
-    filter_config = FilterConfig(rule=cfg.filter_rule, threshold=cfg.filter_threshold, top_n=cfg.filter_top_n,
-                                 near_duplicate=cfg.near_duplicate,
-                                 fill_below_threshold=bool(cfg.filter_fill_below_threshold and cfg.keep_per_label),
-                                 min_words=5 if cfg.keep_per_label else 0)
+    filter_config = _filter_config(cfg)
     seen_real = gen_seen["text"].tolist() + clf_train["text"].tolist()
     review_filter = ReviewFilter(classifier, filter_config, train_texts=seen_real)
     try:

@@ -46,7 +46,7 @@ import numpy as np
 from ..core.config import JsonConfig
 from .evaluation import SpanIndex, words
 
-__all__ = ["FilterConfig", "ReviewFilter", "FilterResult", "generate_filtered", "GenerationInterrupted", "write_filter_result", "EmbeddingClassifier", "REASONS"]
+__all__ = ["FilterConfig", "ReviewFilter", "FilterResult", "generate_filtered", "review_sampler", "GenerationInterrupted", "write_filter_result", "EmbeddingClassifier", "REASONS"]
 
 RULES = ("exact", "near", "any")
 REASONS = ("empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus")
@@ -202,6 +202,33 @@ def generate_filtered(generate: Callable[[object, int, int], List[str]], labels:
         raise GenerationInterrupted(result) from None
     result.counts = _count_table(counts)
     return result
+
+
+def review_sampler(generator, fmt, settings, *, openers: Optional[Dict[int, Sequence[str]]] = None,
+                   opening_words: int = 3, batch_size: Optional[int] = None):
+    """The ``generate`` callback of :func:`generate_filtered` for a generator in format ``fmt``.
+
+    ``settings`` carries the sampling knobs (max_new_tokens, min_new_tokens,
+    temperature, top_k, top_p, repetition_penalty, no_repeat_ngram_size) and
+    ``seed``, from which each label and round gets its own seed. ``openers``
+    ({label: real reviews}) opens each review with the first ``opening_words``
+    words of one of its label. An empty text comes back as "(empty)", for the
+    filter to count."""
+    from ..text.conditioning import generate_reviews, review_openings
+
+    def sample(label, n: int, round_index: int) -> List[str]:
+        seed = settings.seed * 1000003 + int(label) * 101 + round_index
+        real = (openers or {}).get(int(label))
+        texts = generate_reviews(generator, fmt, label, n, max_new_tokens=settings.max_new_tokens,
+                                 min_new_tokens=settings.min_new_tokens, temperature=settings.temperature,
+                                 top_k=settings.top_k, top_p=settings.top_p,
+                                 repetition_penalty=settings.repetition_penalty,
+                                 no_repeat_ngram_size=settings.no_repeat_ngram_size, seed=seed,
+                                 batch_size=batch_size or n,
+                                 openings=review_openings(real, n, opening_words, seed) if real else None)
+        return [t if t else "(empty)" for t in texts]
+
+    return sample
 
 
 class GenerationInterrupted(KeyboardInterrupt):

@@ -609,9 +609,8 @@ def generate(cfg: GenerateConfig, out_dir: str, *, overwrite: bool = False, prog
     from ..tasks.generator import Generator
     import pandas as pd
 
-    from ..text.conditioning import generate_reviews, review_openings
     from .filtering import (FilterConfig, GenerationInterrupted, ReviewFilter, generate_filtered,
-                            write_filter_result)
+                            review_sampler, write_filter_result)
 
     progress = progress or Progress(log=log)
     generator_path = _resolve_model(cfg.generator, "generator")
@@ -658,15 +657,7 @@ def generate(cfg: GenerateConfig, out_dir: str, *, overwrite: bool = False, prog
     with progress.counter("generating", total=target, unit="review") as count:
         kept: dict = {}
 
-        def sample(label, n, round_index):
-            seed = cfg.seed * 1000003 + int(label) * 101 + round_index
-            openings = review_openings(openers[int(label)], n, cfg.opening_words, seed) if openers else None
-            texts = generate_reviews(generator, fmt, label, n, max_new_tokens=cfg.max_new_tokens,
-                                     min_new_tokens=cfg.min_new_tokens, temperature=cfg.temperature,
-                                     top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-                                     no_repeat_ngram_size=cfg.no_repeat_ngram_size, seed=seed, batch_size=n,
-                                     openings=openings)
-            return [t if t else "(empty)" for t in texts]
+        sample = review_sampler(generator, fmt, cfg, openers=openers, opening_words=cfg.opening_words)
 
         def on_round(label, _round, passed: int) -> None:
             kept[label] = min(passed, cfg.filter_top_n or cfg.keep_per_label)

@@ -192,7 +192,7 @@ def main():
         summary = {"config": dataclasses.asdict(cfg)}
 
         # 3. generator (as run_demo) ------------------------------------------------
-        from reviewgen.text.conditioning import generate_reviews, review_loss, train_generator
+        from reviewgen.text.conditioning import review_loss, train_generator
 
         t = Clock()
         generator = Generator.from_checkpoint(load_generator_checkpoint(cfg.generator),
@@ -225,21 +225,12 @@ def main():
                                 "history": history}
 
         # 4. generate, filter, regenerate (as run_demo) --------------------------------
-        from reviewgen.experiments.filtering import FilterConfig, ReviewFilter, generate_filtered, \
+        from reviewgen.experiments.filtering import ReviewFilter, generate_filtered, review_sampler, \
             write_filter_result
 
-        def sample(label, n, round_index, cfg=cfg, generator=generator, fmt=fmt):
-            texts = generate_reviews(generator, fmt, label, n, max_new_tokens=cfg.max_new_tokens,
-                                     min_new_tokens=cfg.min_new_tokens, temperature=cfg.temperature,
-                                     top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
-                                     no_repeat_ngram_size=cfg.no_repeat_ngram_size,
-                                     seed=cfg.seed * 1000003 + label * 101 + round_index, batch_size=cfg.per_label)
-            return [t if t else "(empty)" for t in texts]
-
-        filter_config = FilterConfig(rule=cfg.filter_rule, threshold=cfg.filter_threshold, top_n=cfg.filter_top_n,
-                                     near_duplicate=cfg.near_duplicate,
-                                     fill_below_threshold=bool(cfg.filter_fill_below_threshold and cfg.keep_per_label),
-                                     min_words=5 if cfg.keep_per_label else 0)
+        # the levers ran before openings existed: none here (as opening_words=0)
+        sample = review_sampler(generator, fmt, cfg, batch_size=cfg.per_label)
+        filter_config = D._filter_config(cfg)
         seen_real = gen_train["text"].tolist() + clf_train["text"].tolist()
         review_filter = ReviewFilter(classifier, filter_config, train_texts=seen_real)
         t = Clock()
