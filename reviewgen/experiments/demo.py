@@ -118,6 +118,7 @@ class DemoConfig(JsonConfig):
     filter_threshold: float = 0.4        # the classifier's probability of the wanted label must reach it
     filter_top_n: int = 0
     filter_fill_below_threshold: int = 1  # 1: a starved rating takes its best reviews under the threshold
+    filter_drop_assistant: int = 1       # 1: drop texts that read as a chat assistant's reply, not a review
     near_duplicate: float = 0.5
     quality: int = 1                     # 1: write the quality table (reviewgen.evaluation)
     keep_checkpoints: int = 0            # 1: keep the training checkpoints beside the saved models
@@ -147,6 +148,7 @@ def _filter_config(cfg: DemoConfig):
     return FilterConfig(rule=cfg.filter_rule, threshold=cfg.filter_threshold, top_n=cfg.filter_top_n,
                         near_duplicate=cfg.near_duplicate,
                         fill_below_threshold=bool(cfg.filter_fill_below_threshold and cfg.keep_per_label),
+                        drop_assistant=bool(cfg.filter_drop_assistant and cfg.keep_per_label),
                         min_words=5 if cfg.keep_per_label else 0)
 
 

@@ -45,11 +45,20 @@ import numpy as np
 
 __all__ = ["Judge", "QualityReport", "evaluate_generated", "words", "distinct_n", "repeated_ngram_share",
            "self_bleu", "copied_span_share", "mauve_score", "length_ks", "truncate_words",
-           "near_agreement", "DEFAULT_LABEL_NEAR"]
+           "near_agreement", "DEFAULT_LABEL_NEAR", "reads_as_assistant"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 DEFAULT_LABEL_NEAR = 1
+# What a chat model writes when it answers as an assistant instead of reviewing ("as an AI ...",
+# "Here is the revised version", "my previous response"). Chosen to be rare in real reviews: it
+# matches 21 of the 50,000 IMDB train and test reviews (0.04%) and 2.3% of the generated ones
+# committed under notebooks/results/quality/ (LOG.md, "Assistant replies").
+_ASSISTANT = re.compile(
+    r"\b(?:as an AI|AI assistant|language model|I apologi[sz]e for|I cannot provide|I can't provide|I'm unable to"
+    r"|(?:previous|my last|your) (?:response|message|request|prompt)"
+    r"|here(?: is|'s) (?:the|my|a|an|your) (?:rest|revised|rewritten|response|version)"
+    r"|I hope (?:this|that) helps|as requested|you requested|original message)\b", re.IGNORECASE)
 
 
 def words(text: str) -> List[str]:
@@ -57,6 +66,11 @@ def words(text: str) -> List[str]:
     if not isinstance(text, str):
         raise TypeError(f"expected a str, got {type(text).__name__}")
     return _WORD.findall(_BREAK.sub(" ", text).lower())
+
+
+def reads_as_assistant(text: str) -> bool:
+    """True when the text reads as a chat assistant's reply rather than a review."""
+    return _ASSISTANT.search(text) is not None
 
 
 def _check_texts(texts, name: str) -> List[str]:

@@ -17,7 +17,9 @@ label must reach it) and ``top_n`` (LAMBADA's rule: of the reviews that pass,
 keep the ``top_n`` per label with the highest probability of the wanted label).
 
 Dropped before the classifier is asked, in this order, each with its reason:
-``empty`` (fewer than ``min_words`` words), ``copy`` (shares a span of
+``empty`` (fewer than ``min_words`` words), ``assistant`` (reads as a chat
+assistant's reply, "as an AI ...", "here is the revised version", rather than a
+review: ``evaluation.reads_as_assistant``; off with ``drop_assistant=False``), ``copy`` (shares a span of
 ``copy_span`` words with a training text, or equals one), ``duplicate`` (the
 same words as a review already kept, or word-trigram Jaccard similarity of at
 least ``near_duplicate`` with one). Then ``mismatch`` (the label rule fails),
@@ -44,12 +46,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..core.config import JsonConfig
-from .evaluation import SpanIndex, words
+from .evaluation import SpanIndex, reads_as_assistant, words
 
 __all__ = ["FilterConfig", "ReviewFilter", "FilterResult", "generate_filtered", "review_sampler", "GenerationInterrupted", "write_filter_result", "EmbeddingClassifier", "REASONS"]
 
 RULES = ("exact", "near", "any")
-REASONS = ("empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus")
+REASONS = ("empty", "assistant", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus")
 COUNTS = ("generated", "kept", "fallback") + REASONS
 
 
@@ -63,6 +65,7 @@ class FilterConfig(JsonConfig):
     copy_span: int = 12
     near_duplicate: float = 0.5    # word-trigram Jaccard; 1.0 drops only identical texts
     fill_below_threshold: bool = False  # fill a starved label with rule-passing reviews under the threshold
+    drop_assistant: bool = True    # drop texts that read as a chat assistant's reply
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -147,6 +150,8 @@ class ReviewFilter:
             key = " ".join(tokens)
             if len(tokens) < cfg.min_words:
                 row["reason"] = "empty"
+            elif cfg.drop_assistant and reads_as_assistant(text):
+                row["reason"] = "assistant"
             elif key in self._train_exact or self._spans.copies(text):
                 row["reason"] = "copy"
             elif self._is_duplicate(key, _shingles(tokens)):

@@ -150,6 +150,7 @@ class GenerateConfig(JsonConfig):
     filter_threshold: float = 0.4
     filter_top_n: int = 0
     fill_below_threshold: bool = True
+    drop_assistant: bool = True       # drop texts that read as a chat assistant's reply, not a review
     near_duplicate: float = 0.5
     min_words: int = 5
     train_data: str = ""              # real training texts (CSV/JSONL, a text column) for the copy check
@@ -617,7 +618,7 @@ def generate(cfg: GenerateConfig, out_dir: str, *, overwrite: bool = False, prog
     classifier_path = _resolve_model(cfg.classifier, "classifier")
     filter_config = FilterConfig(rule=cfg.filter_rule, threshold=cfg.filter_threshold, top_n=cfg.filter_top_n,
                                  near_duplicate=cfg.near_duplicate, fill_below_threshold=cfg.fill_below_threshold,
-                                 min_words=cfg.min_words)
+                                 drop_assistant=cfg.drop_assistant, min_words=cfg.min_words)
     for name in ("per_label", "keep_per_label", "max_rounds", "max_new_tokens"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be at least 1")

@@ -81,7 +81,7 @@ def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_d
     rejected = pd.read_csv(out / "rejected.csv")
     counts = pd.read_csv(out / "filter_counts.csv", index_col=0)
     assert (accepted["label"] == accepted["predicted"]).all()
-    assert (rejected["reason"].isin(["empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus"])).all()
+    assert (rejected["reason"].isin(["empty", "assistant", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus"])).all()
     mismatched = rejected[rejected["reason"] == "mismatch"]
     assert (mismatched["label"] != mismatched["predicted"]).all()
     for label in (1, 2, 4, 5):

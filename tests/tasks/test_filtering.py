@@ -41,6 +41,24 @@ def test_reasons_in_order():
     assert again[0]["reason"] == "duplicate"
 
 
+def test_assistant_replies_are_dropped_not_reviews_that_apologise():
+    from reviewgen.experiments.evaluation import reads_as_assistant
+
+    replies = ["stars5 As an AI language model, I cannot watch films.",
+               "stars5 Here is the revised version of your review: a great film.",
+               "stars5 To add more depth to my previous response, the film is great.",
+               "stars5 I'm sorry for the confusion. Here's the rewritten version: fine."]
+    reviews = ["stars5 I'm sorry, but this is the best film of the year.",   # real reviewers apologise too
+               "stars5 I read the user comments before I went; they were right.",
+               "stars5 The robot in this film is an AI with a heart of gold."]
+    assert [reads_as_assistant(t) for t in replies] == [True] * 4
+    assert [reads_as_assistant(t) for t in reviews] == [False] * 3
+    rows = ReviewFilter(KeywordClassifier(), FilterConfig()).check(replies + reviews, [5] * 7)
+    assert [r["reason"] for r in rows] == ["assistant"] * 4 + [""] * 3
+    kept = ReviewFilter(KeywordClassifier(), FilterConfig(drop_assistant=False)).check(replies, [5] * 4)
+    assert [r["reason"] for r in kept] == [""] * 4
+
+
 def test_near_rule_threshold_and_bad_input():
     near = ReviewFilter(KeywordClassifier(), FilterConfig(rule="near", near_duplicate=1.0))
     rows = near.check(["stars4 one two three four", "stars2 one two three five", "stars1 x y z w v"], [5, 5, 2])
@@ -83,7 +101,7 @@ def test_regenerates_until_enough_are_kept_and_counts_add_up():
     assert [c for c in calls if c[0] == 1] == [(1, 4, 1)]  # enough after one round
     for label in (5, 1):
         row = counts.loc[label]
-        assert row["generated"] == row["kept"] + row[["empty", "copy", "duplicate", "mismatch", "threshold",
+        assert row["generated"] == row["kept"] + row[["empty", "assistant", "copy", "duplicate", "mismatch", "threshold",
                                                       "top_n", "surplus"]].sum()
     assert counts.loc["all", "generated"] == 16
     assert len(result.accepted) == 5 and len(result.accepted) + len(result.rejected) == 16
@@ -156,5 +174,5 @@ def test_a_starved_label_is_filled_below_the_threshold_and_flagged():
         assert counts.loc[5, "fallback"] == 0 and counts.loc[5, "kept"] == 6
         row = counts.loc[2]
         assert row["generated"] == row["kept"] + row[
-            ["empty", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus"]].sum()
+            ["empty", "assistant", "copy", "duplicate", "mismatch", "threshold", "top_n", "surplus"]].sum()
         assert all(r["reason"] for r in result.rejected)
