@@ -76,11 +76,6 @@ RG_OP uint64_t rg_dropout_stream(uint64_t step_seed, uint64_t site_id)
     return rg_rng_mix(rg_rng_mix(step_seed) ^ rg_rng_mix(site_id + 0x5DEECE66Dull));
 }
 
-static inline int dropout_keep(uint64_t stream, uint64_t index, float p)
-{
-    return rg_rng_uniform(stream, index) >= p;
-}
-
 RG_OP void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
 {
     if (p <= 0.0f)
@@ -88,7 +83,7 @@ RG_OP void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
     const float scale = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++)
-        x[i] = dropout_keep(stream, i, p) ? x[i] * scale : 0.0f;
+        x[i] = rg_rng_keep(stream, i, p) ? x[i] * scale : 0.0f;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -675,7 +670,7 @@ static void attention_dropout_copy(float *dst, const float *src, int T, float at
 {
     const float keep_scale = 1.0f / (1.0f - attn_p);
     for (size_t i = 0; i < (size_t)T * T; i++)
-        dst[i] = src[i] != 0.0f && dropout_keep(stream, drop0 + i, attn_p) ? src[i] * keep_scale : 0.0f;
+        dst[i] = src[i] != 0.0f && rg_rng_keep(stream, drop0 + i, attn_p) ? src[i] * keep_scale : 0.0f;
 }
 
 /* Per (batch, head): scores = Q K^T / sqrt(HS) and out = dropout(P) V as
@@ -768,7 +763,7 @@ RG_OP void rg_attention_backward(float *dqkv, const float *dout, const float *qk
                         float *dp = dprobs + (size_t)t * T;
                         if (attn_p > 0.0f)
                             for (int j = 0; j < T; j++)
-                                dp[j] = dropout_keep(stream, drop0 + (uint64_t)t * T + j, attn_p) ? dp[j] * keep_scale : 0.0f;
+                                dp[j] = rg_rng_keep(stream, drop0 + (uint64_t)t * T + j, attn_p) ? dp[j] * keep_scale : 0.0f;
                         float dot = 0.0f;
                         for (int j = 0; j < T; j++)
                             dot += p[j] * dp[j];

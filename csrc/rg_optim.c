@@ -201,6 +201,26 @@ rg_status rg_adamw_grad_norm(const rg_adamw *opt, const float *grads, double *no
     return RG_OK;
 }
 
+void rg_adamw_update(float *p, float *g, float *m, float *v, size_t n, int decay, const rg_adamw_factors *f)
+{
+    const int64_t numel = (int64_t)n;
+    const rg_adamw_factors k = *f; /* locals: the stores below may not alias them */
+#pragma omp parallel for schedule(static) if (numel > RG_OPTIM_PARALLEL_MIN)
+    for (int64_t i = 0; i < numel; i++) {
+        float grad = g[i] * k.clip_scale;
+        float param = p[i];
+        if (decay)
+            param *= k.decay_factor;
+        float m_i = m[i] + k.one_minus_beta1 * (grad - m[i]);
+        float v_i = v[i] * k.beta2 + k.one_minus_beta2 * (grad * grad);
+        float denom = sqrtf(v_i) * k.inv_bc2_sqrt + k.eps;
+        p[i] = param - k.step_size * (m_i / denom);
+        m[i] = m_i;
+        v[i] = v_i;
+        g[i] = 0.0f; /* consumed: the next accumulation starts from zero */
+    }
+}
+
 rg_status rg_adamw_step(rg_adamw *opt, float *params, float *grads, double *lr_out,
                         double *grad_norm_out)
 {
@@ -225,36 +245,20 @@ rg_status rg_adamw_step(rg_adamw *opt, float *params, float *grads, double *lr_o
     int64_t t = opt->step + 1; /* torch counts the update being made */
     double bias_correction1 = 1.0 - pow(c->beta1, (double)t);
     double bias_correction2_sqrt = sqrt(1.0 - pow(c->beta2, (double)t));
-    float step_size = (float)(lr / bias_correction1);
-    float inv_bc2_sqrt = (float)(1.0 / bias_correction2_sqrt);
-    float decay_factor = (float)(1.0 - lr * c->weight_decay);
-    float one_minus_beta1 = (float)(1.0 - c->beta1);
-    float beta2 = (float)c->beta2;
-    float one_minus_beta2 = (float)(1.0 - c->beta2);
-    float eps = (float)c->eps;
-
+    const rg_adamw_factors factors = {
+        .clip_scale = clip_scale,
+        .decay_factor = (float)(1.0 - lr * c->weight_decay),
+        .step_size = (float)(lr / bias_correction1),
+        .inv_bc2_sqrt = (float)(1.0 / bias_correction2_sqrt),
+        .one_minus_beta1 = (float)(1.0 - c->beta1),
+        .beta2 = (float)c->beta2,
+        .one_minus_beta2 = (float)(1.0 - c->beta2),
+        .eps = (float)c->eps,
+    };
     for (int s = 0; s < opt->n_segments; s++) {
         const rg_adamw_segment *seg = &opt->segments[s];
-        float *p = params + seg->offset;    /* (numel,) */
-        float *g = grads + seg->grad_offset; /* (numel,) */
-        float *m = opt->m + seg->state_offset; /* (numel,) */
-        float *v = opt->v + seg->state_offset; /* (numel,) */
-        const int64_t numel = (int64_t)seg->numel;
-        int decay = seg->decay && c->weight_decay != 0.0;
-#pragma omp parallel for schedule(static) if (numel > RG_OPTIM_PARALLEL_MIN)
-        for (int64_t i = 0; i < numel; i++) {
-            float grad = g[i] * clip_scale;
-            float param = p[i];
-            if (decay)
-                param *= decay_factor;
-            float m_i = m[i] + one_minus_beta1 * (grad - m[i]);
-            float v_i = v[i] * beta2 + one_minus_beta2 * (grad * grad);
-            float denom = sqrtf(v_i) * inv_bc2_sqrt + eps;
-            p[i] = param - step_size * (m_i / denom);
-            m[i] = m_i;
-            v[i] = v_i;
-            g[i] = 0.0f; /* consumed: the next accumulation starts from zero */
-        }
+        rg_adamw_update(params + seg->offset, grads + seg->grad_offset, opt->m + seg->state_offset,
+                        opt->v + seg->state_offset, seg->numel, seg->decay && c->weight_decay != 0.0, &factors);
     }
     opt->step = t;
     if (lr_out)

@@ -24,6 +24,7 @@
 
 #include "rg_common.h"
 #include "rg_params.h"
+#include "rg_adamw_update.h"
 
 typedef enum rg_schedule_kind {
     RG_SCHEDULE_LINEAR = 0,   /* linear warmup, then linear decay to 0 at total_steps */

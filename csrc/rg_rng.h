@@ -9,8 +9,16 @@
 
 #include <stdint.h>
 
+/* The same functions compile for the GPU (csrc/cuda/), so a dropout mask
+ * drawn there is bit for bit the CPU's. */
+#ifdef __CUDACC__
+#define RG_RNG_FN static inline __host__ __device__
+#else
+#define RG_RNG_FN static inline
+#endif
+
 /* SplitMix64's finaliser: a bijective mix with good avalanche. */
-static inline uint64_t rg_rng_mix(uint64_t x)
+RG_RNG_FN uint64_t rg_rng_mix(uint64_t x)
 {
     x += 0x9E3779B97F4A7C15ull;
     x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -19,15 +27,22 @@ static inline uint64_t rg_rng_mix(uint64_t x)
 }
 
 /* The 64 random bits at position `counter` of the stream `seed`. */
-static inline uint64_t rg_rng_bits(uint64_t seed, uint64_t counter)
+RG_RNG_FN uint64_t rg_rng_bits(uint64_t seed, uint64_t counter)
 {
     return rg_rng_mix(rg_rng_mix(seed) ^ counter);
 }
 
 /* A float uniform in [0, 1) with 24 random bits. */
-static inline float rg_rng_uniform(uint64_t seed, uint64_t counter)
+RG_RNG_FN float rg_rng_uniform(uint64_t seed, uint64_t counter)
 {
     return (float)(rg_rng_bits(seed, counter) >> 40) * (1.0f / 16777216.0f);
+}
+
+/* Dropout's draw: element `index` of stream `stream` is kept with
+ * probability 1 - p (CPU and GPU ops alike). */
+RG_RNG_FN int rg_rng_keep(uint64_t stream, uint64_t index, float p)
+{
+    return rg_rng_uniform(stream, index) >= p;
 }
 
 /* A sequential stream for code that draws one value after another. */

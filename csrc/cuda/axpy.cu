@@ -10,16 +10,6 @@ __global__ static void axpy_kernel(float a, const float *x, const float *y, floa
         out[i] = a * x[i] + y[i];
 }
 
-extern "C" int rgcu_device_count(void)
-{
-    int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess) {
-        cudaGetLastError(); // clear the sticky "no driver" error
-        return 0;
-    }
-    return count;
-}
-
 extern "C" rg_status rgcu_axpy(float a, const float *x, const float *y, float *out, int64_t n)
 {
     if (n < 0 || (n > 0 && (!x || !y || !out)))

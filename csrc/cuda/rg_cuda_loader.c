@@ -114,3 +114,60 @@ const rg_ops_table *rg_cuda_ops_table(void)
     const rg_cuda_backend *b = backend_get();
     return b ? b->ops_table() : NULL;
 }
+
+rg_status rg_cuda_malloc(void **ptr, size_t bytes)
+{
+    if (ptr != NULL)
+        *ptr = NULL;
+    const rg_cuda_backend *b = backend_get();
+    return b ? b->malloc(ptr, bytes) : missing_backend();
+}
+
+void rg_cuda_free(void *ptr)
+{
+    const rg_cuda_backend *b = backend_get();
+    if (b != NULL)
+        b->free(ptr);
+}
+
+rg_status rg_cuda_memcpy(void *dst, const void *src, size_t bytes, int kind)
+{
+    const rg_cuda_backend *b = backend_get();
+    return b ? b->memcpy(dst, src, bytes, kind) : missing_backend();
+}
+
+rg_status rg_cuda_memset(void *dst, int value, size_t bytes)
+{
+    const rg_cuda_backend *b = backend_get();
+    return b ? b->memset(dst, value, bytes) : missing_backend();
+}
+
+rg_status rg_cuda_synchronize(void)
+{
+    const rg_cuda_backend *b = backend_get();
+    return b ? b->synchronize() : missing_backend();
+}
+
+const char *rg_cuda_last_error(void)
+{
+    const rg_cuda_backend *b = backend_get();
+    return b ? b->last_error() : "";
+}
+
+rg_status rg_cuda_adamw_update(float *p, float *g, float *m, float *v, size_t n, int decay,
+                               const rg_adamw_factors *f)
+{
+    const rg_cuda_backend *b = backend_get();
+    if (b == NULL)
+        return missing_backend();
+    if (f == NULL || (n > 0 && (p == NULL || g == NULL || m == NULL || v == NULL)))
+        return RG_ERR_INVALID_ARG;
+    b->adamw_update(p, g, m, v, n, decay, f);
+    return RG_OK;
+}
+
+rg_status rg_cuda_sum_squares(const float *x, size_t n, double *out)
+{
+    const rg_cuda_backend *b = backend_get();
+    return b ? b->sum_squares(x, n, out) : missing_backend();
+}
