@@ -4,14 +4,19 @@ tfidf_weight="cv")) at a larger IMDB scale, on the split of the "Classifier on r
 larger runs" table (notebooks/results/classifier_full/embed.py):
 
 * test: the balanced IMDB test slice, 500 per label (embed.imdb_test_slice(), 2,000 reviews);
-* train: a seeded subset of the 20,464 balanced train rows (the first 4 x 5,116 rows of
-  embed.imdb_train_order()): 2,000 per label sampled with random_state=0, put in label
-  round-robin order, so the first n rows (n = 1,000, 2,000, 4,000, 8,000) are balanced and nested.
-  The first run sampled 1,000 per label; groupby().sample with a fixed random_state nests, and the
-  first 4,000 rows of the 2,000-per-label order were checked to be the same texts in the same order,
-  so its cached chunks stay valid. The train cache keeps its first name, "imdb_train4000"
-  (TRAIN_CACHE; check_lm_c_grid_edge.py loads it by that name): chunk k holds rows 500k..500k+499
-  of the round-robin order, 16 chunks for the 8,000 rows.
+* train: the 20,464 balanced train rows (the first 4 x 5,116 rows of embed.imdb_train_order()):
+  all 5,116 per label, drawn with groupby().sample(random_state=0) (at the whole label, a seeded
+  permutation) and put in label round-robin order, so the first n rows (n = 1,000, 2,000, 4,000,
+  8,000, 20,464) are balanced and nested.
+  Earlier runs sampled 1,000 per label (4,000 rows), then 2,000 per label (8,000 rows);
+  groupby().sample with a fixed random_state nests: the first 4,000 rows of the 2,000-per-label
+  order were checked to equal the 1,000-per-label order, and the first 8,000 rows of the
+  5,116-per-label order to equal the 2,000-per-label order (same texts, order and labels), so the
+  cached chunks stay valid. The train cache keeps its
+  first name, "imdb_train4000" (TRAIN_CACHE; check_lm_c_grid_edge.py loads it by that name): chunk k
+  holds rows 500k..500k+499 of the round-robin order, 41 chunks (000-040, the last of 464 rows) for
+  the 20,464 rows; 000-015 are the 8,000 rows of the earlier runs. `fit` uses the sizes whose rows
+  all have cached features (embed.log shows which chunks were computed and when).
 
     # 1. features (slow: ~0.5 s a review on one thread), cached as .npy in chunks of 500;
     #    chunks already on disk are skipped
@@ -23,7 +28,9 @@ larger runs" table (notebooks/results/classifier_full/embed.py):
 
 For each n: (a) TF-IDF + LR (reviewgen.tasks.baselines.tfidf_logistic_regression), (b) LM
 features + LR (tfidf_weight=0), (c) the full recipe (tfidf_weight="cv", weight by 5-fold CV
-on the n training rows); and (d) TF-IDF + LR on all 20,464 balanced train rows. Paired bootstrap
+on the n training rows); and (d) TF-IDF + LR on all 20,464 balanced train rows in
+embed.imdb_train_order()'s order (the reproduction of the larger-runs table's 0.632; (a) at
+n = 20,464 is the same rows in the round-robin order). Paired bootstrap
 (1,000 resamples of the 2,000 test reviews, seed 0) of the accuracy gain of (c) over (a).
 Writes notebooks/results/classifier_full/lm_features/{results.csv, config.json, timings.json}.
 """
@@ -45,10 +52,10 @@ sys.path.insert(0, FULL)
 import embed as E  # noqa: E402  (the split code of the larger-runs table)
 
 LAYERS, MAX_LENGTH, BATCH = 15, 256, 16
-PER_LABEL = 2000
+PER_LABEL = 5116  # every row of each label among the 20,464 balanced train rows
 CHUNK = 500
-SIZES = (1000, 2000, 4000, 8000)
-TRAIN_CACHE = "imdb_train4000"  # historical name (first run: 4,000 rows); now the 8,000-row order, same first 4,000
+SIZES = (1000, 2000, 4000, 8000, 20464)
+TRAIN_CACHE = "imdb_train4000"  # historical name (first run: 4,000 rows); now the 20,464-row order, same first 8,000
 SEED = 0
 
 
@@ -168,7 +175,8 @@ def write_config():
                    "at a time, OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1. First run (test chunks 000-003, train "
                    "chunks 000-007, n up to 4,000): nice -n 10, another single-thread job running beside. Second run "
                    "(train chunks 008-015, the fit with n = 8,000): nice -n 19, another engineer compiling and "
-                   "testing on the other core (load varied)",
+                   "testing on the other core (load varied). Third run (train chunks 016-040, the fit with "
+                   "n = 20,464): nice -n 19, other engineers' jobs (demo runs, builds, tests) on the 2 cores",
         "versions": {"python": platform.python_version(), "numpy": np.__version__, "scikit-learn": sklearn.__version__},
         "features": {"model": "smollm2 (SmolLM2-135M-Instruct), reviewgen.tasks.generator.load_generator_checkpoint",
                      "encoder": f"SentenceEncoder.from_decoder(checkpoint, layers={LAYERS}, max_length={MAX_LENGTH}, "
@@ -181,10 +189,12 @@ def write_config():
         "train": "embed.imdb_train_order()[:20464] (the table's 20,464 balanced rows); "
                  f"{PER_LABEL:,} per label sampled from them with random_state={SEED}, label round-robin order; "
                  f"n = {list(SIZES)} are the first n rows (balanced, nested); the first 4,000 rows are the same texts "
-                 "in the same order as the first run's 1,000-per-label subset (checked), so its cached chunks "
-                 f"({TRAIN_CACHE}_*chunk000-007) were reused. The 8,000 rows hold 14 texts twice (same label each "
-                 "time; 4 of them within the first 4,000); 4 of the 8,000 texts also appear in the test slice (1 "
-                 "within the first 1,000, 3 within the first 4,000)",
+                 "in the same order as the first run's 1,000-per-label subset, and the first 8,000 rows the same as "
+                 "the second run's 2,000-per-label subset (both checked), so the cached chunks "
+                 f"({TRAIN_CACHE}_*chunk000-007, 008-015) were reused. The 8,000 rows hold 14 texts twice (same "
+                 "label each time; 4 of them within the first 4,000); 4 of the 8,000 texts also appear in the test "
+                 "slice (1 within the first 1,000, 3 within the first 4,000). The 20,464 rows hold 66 texts more "
+                 "than once (69 extra copies, at most 3 copies, same label each time) and 8 texts of the test slice",
         "recipes": {
             "a": "reviewgen.tasks.baselines.tfidf_logistic_regression (TF-IDF word 1-2-grams, min_df 2, 50k features, "
                  "sublinear tf; LR C=2.0, seed 0) on the n rows",
