@@ -122,7 +122,9 @@ class DemoConfig(JsonConfig):
     near_duplicate: float = 0.5
     quality: int = 1                     # 1: write the quality table (reviewgen.evaluation)
     keep_checkpoints: int = 0            # 1: keep the training checkpoints beside the saved models
-    judge_data: str = ""                 # "" = the sample rows nobody trained on; or a CSV/JSONL path
+    # the quality table's judge: "auto" (the bundled IMDB judge for sample:imdb, else "sample"),
+    # "sample" (fitted on the sample's rows nobody trained on), "bundled:imdb", or a CSV/JSONL path
+    judge_data: str = "auto"
 
 
 def _training_config(task: str, cfg: DemoConfig, epochs: int, learning_rate: float) -> TrainingConfig:
@@ -265,8 +267,30 @@ GOALS = {"accepted": 30, "judge_exact": 0.50, "judge_near": 0.85, "mauve": 0.6, 
          "copied_12gram": 0.01}
 
 
+def _judge_spec(cfg: DemoConfig, labels):
+    """The quality table's judge, checked before anything trains: a loaded bundled Judge,
+    "sample", or a data file to fit one on."""
+    from .evaluation import Judge
+
+    spec = cfg.judge_data or "auto"
+    if spec == "auto":
+        spec = "bundled:imdb" if cfg.data == "sample:imdb" and cfg.scale == "imdb10" else "sample"
+    if spec.startswith("bundled:"):
+        # fitted on the IMDB train reviews outside the bundled sample: it saw none of the rows
+        # the demo trains or measures on (sample_data/make_judge.py)
+        judge = Judge.bundled(spec.partition(":")[2])
+        missing = sorted(set(labels) - set(judge.labels))
+        if missing:
+            raise ValueError(f"DemoConfig.judge_data={spec!r}: that judge knows labels {judge.labels}, "
+                             f"not {missing} of this data (scale {cfg.scale!r})")
+        return judge
+    if spec != "sample" and not os.path.exists(spec):
+        raise FileNotFoundError(f"DemoConfig.judge_data: no file {spec!r} (or use auto, sample, bundled:imdb)")
+    return spec
+
+
 def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part, gen_seen, clf_train,
-             classifier, baseline, clf_metrics, log) -> dict:
+             classifier, baseline, clf_metrics, log, judge_spec) -> dict:
     """The quality table (reviewgen.evaluation) of the accepted and of all generated
     reviews, with a judge trained on real reviews neither model saw."""
     import pandas as pd
@@ -275,20 +299,25 @@ def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part,
     from .evaluation import Judge, evaluate_generated
 
     used = set(gen_seen["text"]) | set(clf_train["text"])
-    if cfg.judge_data:
-        judge_rows = _data.prepare(cfg.judge_data, cfg.scale, text_column=cfg.text_column,
-                                   rating_column=cfg.rating_column, seed=cfg.seed, val_fraction=0.0,
-                                   balance=False).train
-        source = cfg.judge_data
-    else:
-        judge_rows = pd.concat([generator_part.train, classifier_part.train])
-        source = "the bundled sample's rows that neither model trained on"
-    judge_rows = judge_rows[~judge_rows["text"].isin(used)]
     real = pd.concat([generator_part.val, classifier_part.val])
-    judge_rows = judge_rows[~judge_rows["text"].isin(set(real["text"]))]
-    log(f"quality: judge (TF-IDF + LR) on {len(judge_rows)} real reviews ({source}); "
+    if isinstance(judge_spec, Judge):
+        judge = judge_spec
+        judge_rows = judge.info.get("rows", 0)
+        source = f"bundled judge: {judge.info.get('source', '?')} outside the sample"
+    else:
+        if judge_spec == "sample":
+            rows = pd.concat([generator_part.train, classifier_part.train])
+            source = "the bundled sample's rows that neither model trained on"
+        else:
+            rows = _data.prepare(judge_spec, cfg.scale, text_column=cfg.text_column,
+                                 rating_column=cfg.rating_column, seed=cfg.seed, val_fraction=0.0,
+                                 balance=False).train
+            source = judge_spec
+        rows = rows[~rows["text"].isin(used) & ~rows["text"].isin(set(real["text"]))]
+        judge_rows = len(rows)
+        judge = Judge().fit(rows["text"].tolist(), rows["label"].tolist())
+    log(f"quality: judge (TF-IDF + LR) on {judge_rows} real reviews ({source}); "
         f"{len(real)} held-out real reviews")
-    judge = Judge().fit(judge_rows["text"].tolist(), judge_rows["label"].tolist())
     encoder = SentenceEncoder.from_pretrained(cfg.classifier, max_length=min(128, cfg.classifier_max_length))
     tables = {}
     for name, rows in (("accepted", accepted), ("generated", generated)):
@@ -318,7 +347,7 @@ def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part,
         lines.append(f"  classifier accuracy {clf_metrics['accuracy']:.3f} vs TF-IDF + LR {baseline['accuracy']:.3f}: "
                      f"{'met' if met['classifier_above_tfidf'] else 'NOT met'}")
     log("goals on the accepted reviews:\n" + "\n".join(lines))
-    return {"judge_rows": len(judge_rows), "judge_source": source, "held_out_real": len(real),
+    return {"judge_rows": judge_rows, "judge_source": source, "held_out_real": len(real),
             "tables": tables, "measured": measured, "goals": GOALS, "met": met}
 
 
@@ -379,6 +408,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
     summary["data"] = {"generator": generator_part.report.to_dict(),
                        "classifier": classifier_part.report.to_dict()}
     labels = sorted(int(k) for k, n in classifier_part.report.labels_after_balancing.items() if n > 0)
+    judge_spec = _judge_spec(cfg, labels) if cfg.quality else None
 
     # 2. classifier -----------------------------------------------------------
     clf_train = _take_balanced(classifier_part.train, cfg.classifier_train_rows, cfg.seed)
@@ -479,7 +509,7 @@ def run_demo(cfg: DemoConfig, out_dir: str, log: Callable[[str], None] = print,
         f"classifier agreement {exact.accuracy:.3f}, near {near.accuracy:.3f}")
     if cfg.quality and accepted:
         summary["quality"] = _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part,
-                                      gen_seen, clf_train, classifier, baseline, clf_metrics, log)
+                                      gen_seen, clf_train, classifier, baseline, clf_metrics, log, judge_spec)
 
     if plots:
         _save_plots(out_dir, classifier_part.report, clf_metrics, exact, labels, gen_result, clf_result)

@@ -220,16 +220,23 @@ def near_agreement(wanted: Sequence[int], predicted: Sequence[int], distance: in
 class Judge:
     """An independent rating classifier: TF-IDF (word 1-2-grams) + logistic regression.
 
-    Train it on real reviews that neither the generator nor the filter saw."""
+    Train it on real reviews that neither the generator nor the filter saw, or load one
+    that was (``Judge.bundled("imdb")``: fitted on the IMDB train reviews outside the
+    bundled sample). ``save`` / ``load`` keep the fitted vocabulary and weights in one
+    ``.npz`` file; predictions go through the same arrays either way."""
+
+    FORMAT = "reviewgen-judge-1"
 
     def __init__(self, max_features: int = 100_000, C: float = 4.0, ngram_range=(1, 2), min_df: int = 2):
         self.max_features, self.C, self.ngram_range, self.min_df = max_features, C, tuple(ngram_range), min_df
-        self.pipeline = None
+        self.info: dict = {}
+        self._terms = self._idf = self._coef = self._intercept = self._classes = None
+        self._counter = None
 
-    def fit(self, texts: Sequence[str], labels: Sequence[int]) -> "Judge":
+    def fit(self, texts: Sequence[str], labels: Sequence[int], **info) -> "Judge":
+        """Fit on real reviews; ``info`` (where the rows came from, ...) is kept and saved."""
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
 
         texts = _check_texts(texts, "texts")
         labels = list(labels)
@@ -238,30 +245,121 @@ class Judge:
         if len(set(labels)) < 2:
             raise ValueError("the judge needs at least two labels to learn from")
         min_df = self.min_df if len(texts) >= 50 else 1
-        self.pipeline = make_pipeline(
-            TfidfVectorizer(ngram_range=self.ngram_range, min_df=min_df, max_features=self.max_features,
-                            sublinear_tf=True, preprocessor=_judge_preprocess),
-            LogisticRegression(C=self.C, max_iter=2000))
-        self.pipeline.fit(texts, labels)
+        vectorizer = TfidfVectorizer(ngram_range=self.ngram_range, min_df=min_df, max_features=self.max_features,
+                                     sublinear_tf=True, preprocessor=_judge_preprocess)
+        features = vectorizer.fit_transform(texts)
+        model = LogisticRegression(C=self.C, max_iter=2000).fit(features, labels)
+        terms = [None] * len(vectorizer.vocabulary_)
+        for term, column in vectorizer.vocabulary_.items():
+            terms[column] = term
+        coef, intercept = model.coef_, model.intercept_
+        if coef.shape[0] == 1:          # two classes: sklearn keeps one row, the second class's score
+            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        self._set(terms, vectorizer.idf_, coef, intercept, model.classes_)
+        self.info = {"rows": len(texts), **info}
         return self
+
+    def _set(self, terms, idf, coef, intercept, classes) -> None:
+        self._terms = list(terms)
+        self._idf = np.asarray(idf, np.float32)
+        self._coef = np.asarray(coef, np.float32)
+        self._intercept = np.asarray(intercept, np.float32)
+        self._classes = np.asarray(classes)
+        self._counter = None
 
     @property
     def labels(self) -> list:
         self._check_fitted()
-        return [x.item() if hasattr(x, "item") else x for x in self.pipeline.classes_]
+        return [x.item() if hasattr(x, "item") else x for x in self._classes]
 
     def _check_fitted(self):
-        if self.pipeline is None:
-            raise RuntimeError("the judge is not trained: call fit() first")
+        if self._terms is None:
+            raise RuntimeError("the judge is not trained: call fit() or Judge.load() first")
+
+    def _scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, classes) logits: sublinear term counts x idf, rows scaled to unit length, times the weights."""
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        if self._counter is None:
+            self._counter = CountVectorizer(vocabulary={t: i for i, t in enumerate(self._terms)},
+                                            ngram_range=self.ngram_range, preprocessor=_judge_preprocess)
+        counts = self._counter.transform(texts).astype(np.float32)
+        counts.data = 1.0 + np.log(counts.data)
+        counts = counts.multiply(self._idf[None, :]).tocsr()
+        norms = np.sqrt(np.asarray(counts.multiply(counts).sum(axis=1)).ravel())
+        norms[norms == 0] = 1.0
+        counts = counts.multiply((1.0 / norms)[:, None]).tocsr()
+        return np.asarray(counts @ self._coef.T) + self._intercept[None, :]
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         self._check_fitted()
         texts = _check_texts(texts, "texts")
-        return self.pipeline.predict(texts) if texts else np.zeros(0, int)
+        if not texts:
+            return np.zeros(0, self._classes.dtype)
+        return self._classes[np.argmax(self._scores(texts), axis=1)]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, classes) probabilities, columns in the order of ``labels``."""
         self._check_fitted()
-        return self.pipeline.predict_proba(_check_texts(texts, "texts"))
+        scores = self._scores(_check_texts(texts, "texts")).astype(np.float64)
+        scores -= scores.max(axis=1, keepdims=True)
+        odds = np.exp(scores)
+        return odds / odds.sum(axis=1, keepdims=True)
+
+    def save(self, path) -> None:
+        """Write the fitted judge to ``path`` (.npz, written atomically)."""
+        import json
+
+        from ..core.files import atomic_write
+
+        self._check_fitted()
+        meta = {"format": self.FORMAT, "ngram_range": list(self.ngram_range), "max_features": self.max_features,
+                "C": self.C, "min_df": self.min_df, "info": self.info}
+        with atomic_write(path, "wb", encoding=None) as f:
+            np.savez_compressed(f, terms=np.frombuffer("\n".join(self._terms).encode("utf-8"), np.uint8),
+                                idf=self._idf, coef=self._coef, intercept=self._intercept,
+                                classes=self._classes, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+
+    @classmethod
+    def load(cls, path) -> "Judge":
+        """A judge written by :meth:`save`; a missing or malformed file is an error naming it."""
+        import json
+        import zipfile
+
+        path = str(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+                if meta.get("format") != cls.FORMAT:
+                    raise ValueError(f"format {meta.get('format')!r}, expected {cls.FORMAT!r}")
+                terms = z["terms"].tobytes().decode("utf-8").split("\n")
+                arrays = [z[k] for k in ("idf", "coef", "intercept", "classes")]
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no judge file at {path}") from None
+        except (KeyError, ValueError, OSError, UnicodeDecodeError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path} is not a reviewgen judge file: {e}") from None
+        idf, coef, intercept, classes = arrays
+        if not (len(terms) == len(idf) == coef.shape[-1] and coef.ndim == 2
+                and coef.shape[0] == len(intercept) == len(classes)):
+            raise ValueError(f"{path} is not a reviewgen judge file: its arrays disagree in shape "
+                             f"({len(terms)} terms, idf {idf.shape}, weights {coef.shape}, {len(classes)} classes)")
+        judge = cls(max_features=meta["max_features"], C=meta["C"], ngram_range=meta["ngram_range"],
+                    min_df=meta["min_df"])
+        judge._set(terms, idf, coef, intercept, classes)
+        judge.info = meta.get("info", {})
+        return judge
+
+    @classmethod
+    def bundled(cls, name: str = "imdb") -> "Judge":
+        """The judge shipped with the package: ``"imdb"``, fitted on the 22,000 IMDB train reviews
+        outside the bundled sample (``sample_data/make_judge.py``), so it never saw a row the demo
+        trains or measures on."""
+        from importlib import resources
+
+        from ..text.data import bundled_judge_path
+
+        with resources.as_file(bundled_judge_path(name)) as path:
+            return cls.load(path)
 
 
 # ---------------------------------------------------------------------------

@@ -176,7 +176,7 @@ class EvaluateClassifierConfig(_LabelledData):
 class EvaluateGeneratedConfig(JsonConfig):
     generated: str = ""               # CSV/JSONL with text and label (generate's accepted.csv)
     real: str = ""                    # held-out real reviews (text + rating, mapped by scale; or a prepare folder: its val.csv)
-    judge_data: str = ""              # real reviews to train the judge on; "" = half of `real`
+    judge_data: str = ""              # real reviews to train the judge on; "" = half of `real`; or bundled:imdb
     text_column: str = "text"
     rating_column: str = "rating"
     scale: str = "imdb10"
@@ -710,7 +710,11 @@ def evaluate_generated(cfg: EvaluateGeneratedConfig, out_dir: str, *, overwrite:
     if not len(generated):
         raise ValueError(f"{cfg.generated}: no generated reviews")
     real = _real_rows(cfg, cfg.real)
-    if cfg.judge_data:
+    judge = None
+    if cfg.judge_data.startswith("bundled:"):  # shipped, fitted on rows outside the bundled sample
+        judge = evaluation.Judge.bundled(cfg.judge_data.partition(":")[2])
+        judge_rows, source = judge.info.get("rows", 0), f"the bundled judge {cfg.judge_data!r}"
+    elif cfg.judge_data:
         judge_rows = _real_rows(cfg, cfg.judge_data)
         judge_rows = judge_rows[~judge_rows["text"].isin(set(real["text"]))]
         source = cfg.judge_data
@@ -725,14 +729,18 @@ def evaluate_generated(cfg: EvaluateGeneratedConfig, out_dir: str, *, overwrite:
 
         encoder = SentenceEncoder.from_pretrained(_resolve_model(cfg.encoder, "encoder"), max_length=128)
     manifest = _begin("evaluate-generated", out_dir, cfg, overwrite, False, argv)
-    log(f"judge (TF-IDF + LR) on {len(judge_rows)} real reviews ({source}); {len(real)} real references")
-    judge = evaluation.Judge().fit(judge_rows["text"].tolist(), judge_rows["label"].tolist())
+    if judge is None:
+        log(f"judge (TF-IDF + LR) on {len(judge_rows)} real reviews ({source}); {len(real)} real references")
+        judge = evaluation.Judge().fit(judge_rows["text"].tolist(), judge_rows["label"].tolist())
+        judge_rows = len(judge_rows)
+    else:
+        log(f"judge: {source}, TF-IDF + LR on {judge_rows} real reviews; {len(real)} real references")
     report = evaluation.evaluate_generated([str(t) for t in generated["text"]],
                                            [int(v) for v in generated["label"]], real["text"].tolist(),
                                            real["label"].tolist(), judge=judge, encoder=encoder,
                                            train_texts=seen, seed=cfg.seed)
     runs.write_frame(os.path.join(out_dir, runs.QUALITY), report.table, index=True)
-    runs.finish_run(out_dir, manifest, judge_rows=len(judge_rows), judge_source=source, real_rows=len(real))
+    runs.finish_run(out_dir, manifest, judge_rows=judge_rows, judge_source=source, real_rows=len(real))
     log(f"quality of {len(generated)} reviews:\n{report}")
     return StepResult(out_dir, "evaluate-generated", metrics=report.to_dict(), frames={"quality": report.table})
 

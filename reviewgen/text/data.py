@@ -1016,6 +1016,19 @@ def sample_path(name: str = "imdb"):
     return resources.files(package).joinpath("sample_data", SAMPLE_NAMES[name][0])
 
 
+# Judges fitted on the rest of a dataset, outside its sample (sample_data/make_judge.py):
+# name -> file. reviewgen.experiments.evaluation.Judge.bundled loads them.
+BUNDLED_JUDGES = {"imdb": "imdb_judge.npz"}
+
+
+def bundled_judge_path(name: str = "imdb"):
+    """The bundled judge file as an importlib.resources Traversable."""
+    if name not in BUNDLED_JUDGES:
+        raise DataError(f"no bundled judge {name!r}; available: {', '.join(BUNDLED_JUDGES)}")
+    package = __name__.rpartition(".")[0] or "reviewgen"
+    return resources.files(package).joinpath("sample_data", BUNDLED_JUDGES[name])
+
+
 def load_sample(name: str = "imdb") -> pd.DataFrame:
     """Load a bundled sample of real, uncleaned reviews: columns ``text``, ``rating``.
 

@@ -97,6 +97,9 @@ def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_d
         quality = pd.read_csv(out / "quality_accepted.csv", index_col=0)
         assert "judge_exact" in quality and "mauve" in quality and quality.loc["all", "n"] == len(accepted)
         assert set(summary["quality"]["met"]) >= {"accepted", "judge_exact", "mauve", "classifier_above_tfidf"}
+        # the default judge on the bundled sample: the shipped one, fitted outside the sample
+        assert summary["quality"]["judge_rows"] == 21_983
+        assert "bundled judge" in summary["quality"]["judge_source"]
     assert "tfidf_baseline" in summary["classifier"]
     # the default filter: the generator's middle blocks + LR, the TF-IDF weight chosen on the training rows
     weights = summary["classifier"]["cv_accuracy_by_tfidf_weight"]
@@ -114,6 +117,26 @@ def test_demo_with_the_filter_recipe_writes_counts_jsonl_and_quality(tiny_gpt2_d
     for _, row in pd.concat([accepted, rejected]).iterrows():
         starts = {" ".join(t.split()[:3]) for t in real[real["label"] == row["label"]]["text"]}
         assert any(row["text"].startswith(s) for s in starts), row["text"]
+
+
+def test_the_demo_picks_its_judge_before_anything_trains(tmp_path):
+    pytest.importorskip("sklearn")
+    from reviewgen.experiments.demo import _judge_spec
+    from reviewgen.experiments.evaluation import Judge
+    from reviewgen.text.data import DataError
+
+    cfg = DemoConfig()
+    assert cfg.judge_data == "auto" and cfg.data == "sample:imdb"
+    judge = _judge_spec(cfg, [1, 2, 4, 5])
+    assert isinstance(judge, Judge) and judge.info["rows_left_out_as_sample"] > 0
+    assert _judge_spec(DemoConfig(judge_data="sample"), [1, 2, 4, 5]) == "sample"
+    assert _judge_spec(DemoConfig(data="sample:sst5", scale="sst5"), [0, 1, 2, 3, 4]) == "sample"
+    with pytest.raises(ValueError, match="knows labels \\[1, 2, 4, 5\\], not \\[0, 3\\]"):
+        _judge_spec(DemoConfig(data="sample:sst5", scale="sst5", judge_data="bundled:imdb"), [0, 1, 2, 3, 4])
+    with pytest.raises(DataError, match="no bundled judge 'sst5'"):
+        _judge_spec(DemoConfig(judge_data="bundled:sst5"), [1, 2, 4, 5])
+    with pytest.raises(FileNotFoundError, match="judge_data: no file .*absent.csv"):
+        _judge_spec(DemoConfig(judge_data=str(tmp_path / "absent.csv")), [1, 2, 4, 5])
 
 
 def test_an_interrupted_training_stops_the_demo_before_any_result(tiny_gpt2_dir, tmp_path, monkeypatch):

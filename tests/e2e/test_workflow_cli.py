@@ -330,3 +330,26 @@ def test_study_configs_name_their_columns(tmp_path, reviews_csv):
     train, dev, test, _ = study_split(study)
     assert len(test) == 90 and sorted(train["label"].unique()) == [1, 2, 3]
     assert SweepStudy.from_dict({"text_column": "body"}).text_column == "body"
+
+
+def test_evaluate_generated_with_the_bundled_judge(tmp_path, capsys):
+    """`--judge-data bundled:imdb`: the shipped judge (fitted on IMDB train outside the bundled
+    sample) measures reviews against real ones, none of which it saw."""
+    pytest.importorskip("sklearn")
+    from reviewgen.text import data as D
+
+    real = D.load_sample("imdb").groupby("rating").head(10)
+    real.to_csv(tmp_path / "real.csv", index=False)
+    generated = pd.DataFrame({"label": [5, 5, 1, 1], "text": [
+        "A masterpiece. Brilliant acting, a wonderful story, one of the best films I have ever seen.",
+        "Loved every minute, superb and moving; highly recommended, a perfect 10.",
+        "The worst film ever made. Awful acting, a boring mess, a total waste of time.",
+        "Terrible, stupid and dull. Avoid it; I wanted my two hours back."]})
+    generated.to_csv(tmp_path / "accepted.csv", index=False)
+    code, output, err = _run(["evaluate", "generated", tmp_path / "accepted.csv", "--real", tmp_path / "real.csv",
+                              "--judge-data", "bundled:imdb", "--encoder", "", "--out", tmp_path / "q"], capsys)
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "q" / runs.QUALITY, index_col=0)
+    assert table.loc["all", "judge_exact"] == 1.0 and table.loc["all", "n"] == 4
+    manifest = json.loads((tmp_path / "q" / runs.MANIFEST).read_text())
+    assert manifest["judge_rows"] == 21_983 and "bundled" in manifest["judge_source"]
