@@ -70,7 +70,8 @@ def reviewgen_train_step(args):
     probe.setup_done()
     tokens, mask, labels = _batch(args)
     result = reviewgen_train(model, dict(tokens=tokens, attention_mask=mask, targets=labels),
-                             args["batch"], args["repeats"], probe)
+                             args["batch"], args["repeats"], probe,
+                             bf16=args.get("rg_bf16", False))
     assert_no_torch(args, "encoder reviewgen_train_step")
     return result
 

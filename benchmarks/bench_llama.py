@@ -95,7 +95,8 @@ def reviewgen_train_step(args):
     probe.setup_done()
     tokens, mask = _train_batch(args)
     result = reviewgen_train(model, dict(tokens=tokens, attention_mask=mask, targets=tokens),
-                             tokens.size, args["repeats"], probe)
+                             tokens.size, args["repeats"], probe,
+                             bf16=args.get("rg_bf16", False))
     assert_no_torch(args, "llama reviewgen_train_step")
     return result
 

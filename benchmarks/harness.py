@@ -238,10 +238,15 @@ def run_side_by_side(path, workloads: List[Workload], threads, repeats, isolate=
     one summary line per workload; returns the table rows (with the raw results
     under 'reviewgen_result' and 'torch_result')."""
     stream = stream or sys.stdout
-    if bf16:  # each training row again, torch under bf16 autocast (reviewgen stays fp32)
+    if bf16:  # each training row again: torch under bf16 autocast against reviewgen fp32, then both bf16
+        training = [w for w in workloads if w.torch_fn.endswith("train_step")]
         workloads = list(workloads) + [Workload(w.label + " [torch bf16 autocast]", w.unit, w.reviewgen_fn, w.torch_fn,
-                                                dict(w.args, bf16=True))
-                                       for w in workloads if w.torch_fn.endswith("train_step")]
+                                                dict(w.args, bf16=True)) for w in training]
+        if _core_bf16_supported():
+            workloads += [Workload(w.label + " [bf16: reviewgen bf16, torch autocast]", w.unit, w.reviewgen_fn,
+                                   w.torch_fn, dict(w.args, bf16=True, rg_bf16=True)) for w in training]
+        else:
+            print("reviewgen bf16 rows left out: this CPU has no AVX512-BF16", file=stream)
     rows = []
     for w in workloads:
         args = dict(w.args, repeats=repeats)
@@ -321,7 +326,8 @@ def add_common_arguments(parser):
                         help="tiny configs, in one process: a smoke run, figures meaningless")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
     parser.add_argument("--bf16", action="store_true",
-                        help="also each training row against torch with bf16 autocast (reviewgen in fp32)")
+                        help="also each training row against torch with bf16 autocast, reviewgen in fp32 and "
+                             "(on AVX512-BF16 CPUs) in bf16")
     return parser
 
 
@@ -376,13 +382,21 @@ def assert_no_torch(args, where: str):
 AdamW_SETTINGS = dict(lr=5e-4, betas=(0.95, 0.999), eps=1e-8, weight_decay=0.1, max_grad_norm=1.0)
 
 
-def reviewgen_train(model, batch, items, repeats, probe):
+def _core_bf16_supported() -> bool:
+    from reviewgen.core._native import _core
+
+    return bool(_core.bf16_supported())
+
+
+def reviewgen_train(model, batch, items, repeats, probe, bf16=False):
     """A training step of the C core: forward with targets, backward, AdamW
     (with clipping; the step zeroes the gradients it consumed), timed per
     phase. batch: tokens, attention_mask, targets, optional token_types.
     `check` is the loss of the first forward (before any update)."""
     from reviewgen.core._native import _core
 
+    if bf16:  # TrainingConfig(bf16=True): the linear layers' products in bf16, fp32 sums
+        model.set_precision("bf16")
     s = AdamW_SETTINGS
     optimizer = _core.AdamW(model.parameters, model.gradients, model.param_table(), lr=s["lr"],
                             betas=s["betas"], eps=s["eps"], weight_decay=s["weight_decay"],

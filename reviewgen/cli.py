@@ -44,7 +44,7 @@ TRAINING_FLAGS = {
     "gradient_accumulation_steps": ("gradient_accumulation_steps", int), "warmup_ratio": ("warmup_ratio", float),
     "weight_decay": ("weight_decay", float), "trainable_blocks": ("trainable_blocks", int),
     "lora_rank": ("lora_rank", int), "lora_alpha": ("lora_alpha", float), "lora_targets": ("lora_targets", str),
-    "training_seed": ("seed", int),
+    "training_seed": ("seed", int), "bf16": ("bf16", bool),
 }
 _TYPES = {"str": str, "int": int, "float": float}
 _HELP = argparse.RawDescriptionHelpFormatter
@@ -62,8 +62,9 @@ def add_config_flags(parser, cls, positional: str = "", helps: dict | None = Non
         if name == "training":
             group = parser.add_argument_group("training (TrainingConfig; more fields through --config)")
             for flag, (target, type_) in TRAINING_FLAGS.items():
-                group.add_argument(_flag(flag), dest="train_" + flag, type=type_, default=None,
-                                   help=f"TrainingConfig.{target}")
+                kind_of = dict(action=argparse.BooleanOptionalAction) if type_ is bool else dict(type=type_)
+                group.add_argument(_flag(flag), dest="train_" + flag, default=None, help=f"TrainingConfig.{target}",
+                                   **kind_of)
             continue
         default = field.default if field.default is not dataclasses.MISSING else None
         text = helps.get(name, "") + (f" (default: {default!r})" if default not in (None, "") else "")

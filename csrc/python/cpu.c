@@ -4,6 +4,7 @@
 #include "binding.h"
 
 #include "rg_backend.h"
+#include "rg_gemm_bf16.h"
 
 static PyObject *core_cpu_isa(PyObject *module, PyObject *unused)
 {
@@ -30,7 +31,14 @@ static PyObject *core_blas_core(PyObject *module, PyObject *unused)
     return PyUnicode_FromString(rg_ops_blas_core());
 }
 
+static PyObject *core_bf16_supported(PyObject *module, PyObject *unused)
+{
+    return PyBool_FromLong(rg_gemm_bf16_supported());
+}
+
 static PyMethodDef cpu_methods[] = {
+    {"bf16_supported", core_bf16_supported, METH_NOARGS,
+     "True when this CPU runs the bf16 products (AVX512-BF16): Model.set_precision('bf16')."},
     {"cpu_isa", core_cpu_isa, METH_NOARGS,
      "The instruction set of the CPU ops that new models use (REVIEWGEN_CPU_ISA read now)."},
     {"cpu_isas", core_cpu_isas, METH_NOARGS,

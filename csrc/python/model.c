@@ -10,6 +10,8 @@
 #include <math.h>
 
 #include "rg_params.h"
+#include "rg_gemm_bf16.h"
+#include <string.h>
 
 static const char *const model_norm_names[] = {"layernorm", "rmsnorm", NULL};
 static const char *const model_position_names[] = {"learned", "rope", NULL};
@@ -508,6 +510,35 @@ static PyObject *model_set_trainable(ModelObject *self, PyObject *args, PyObject
     Py_RETURN_NONE;
 }
 
+/* set_precision("bf16" | "fp32"): the op table later calls run on (rg_gemm_bf16.h). */
+static PyObject *model_set_precision(ModelObject *self, PyObject *arg)
+{
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (name == NULL || (strcmp(name, "bf16") != 0 && strcmp(name, "fp32") != 0)) {
+        PyErr_Clear();
+        return binding_raise_for(self, RG_ERR_INVALID_ARG, "set_precision: precision must be 'bf16' or 'fp32'");
+    }
+    const rg_ops_table *ops = strcmp(name, "bf16") == 0 ? rg_ops_cpu_bf16() : rg_ops_cpu();
+    if (ops == NULL)
+        return binding_raise_for(self, RG_ERR_UNSUPPORTED,
+                                 "set_precision: bf16 needs a CPU with AVX512-BF16 (and AVX512F/BW/VL); this one "
+                                 "has none, train in fp32");
+    if (model_enter(self) < 0)
+        return NULL;
+    rg_status status = rg_model_set_ops(self->model, ops);
+    model_leave(self);
+    if (status == RG_ERR_STATE)
+        return binding_raise_for(self, status, "set_precision: not between a training forward and its backward");
+    if (status != RG_OK)
+        return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "set_precision");
+    Py_RETURN_NONE;
+}
+
+static PyObject *model_get_precision(ModelObject *self, void *closure)
+{
+    return PyUnicode_FromString(strcmp(self->model->ops->name, "cpu-bf16") == 0 ? "bf16" : "fp32");
+}
+
 /* merge_lora() / unmerge_lora(): fold the adapters into the base weights and back. */
 static PyObject *model_lora_fold(ModelObject *self, int merge)
 {
@@ -726,6 +757,8 @@ static PyMethodDef model_methods[] = {
      "set_trainable(n_trainable_blocks, head_policy='train'): train the last k blocks, the final norm and\n"
      "the head ('frozen', 'train' or 'untie'); k < 0 trains everything."},
     {"zero_grad", (PyCFunction)model_zero_grad, METH_NOARGS, "zero_grad(): zero the gradient block."},
+    {"set_precision", (PyCFunction)model_set_precision, METH_O,
+     "set_precision('bf16' | 'fp32'): linear layers' products in bf16 with fp32 sums and fp32 weights, or all fp32."},
     {"merge_lora", (PyCFunction)model_merge_lora, METH_NOARGS,
      "merge_lora(): add every LoRA adapter's scaled B @ A into its base weight (forward then skips them)."},
     {"unmerge_lora", (PyCFunction)model_unmerge_lora, METH_NOARGS,
@@ -745,6 +778,7 @@ static PyGetSetDef model_getset[] = {
     {"parameters", (getter)model_get_parameters, NULL, "Flat float32 view of every parameter (table order).", NULL},
     {"gradients", (getter)model_get_gradients, NULL, "Flat float32 view of the gradient block (with LoRA: "
      "compact, each trainable tensor at its table entry's grad_offset).", NULL},
+    {"precision", (getter)model_get_precision, NULL, "'bf16' or 'fp32': what set_precision chose.", NULL},
     {"lora_merged", (getter)model_get_lora_merged, NULL, "True while the LoRA adapters are merged.", NULL},
     {"config", (getter)model_get_config, NULL, "The configuration as a dict (after untying: tie_word_embeddings 0).", NULL},
     {"trainable", (getter)model_get_trainable, NULL, "(n_trainable_blocks, head_policy) of the last set_trainable.", NULL},

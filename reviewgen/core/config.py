@@ -23,7 +23,10 @@ fp16                           true (accepted; see below)
 =============================  ===========================  ==================
 
 ``fp16`` is kept so that a config file of the study loads unchanged, but the
-CPU core always computes in float32 and ignores it.
+CPU core ignores it. Its mixed precision is ``bf16``: the linear layers'
+products take bf16 operands and sum in fp32, while weights, activations, the
+optimizer's state and every other op stay fp32 (as ``torch.autocast`` on a CPU
+does); it needs AVX512-BF16 and falls back to fp32, with a warning, elsewhere.
 
 ``trainable_blocks`` is the layer freezing the study used: only the last
 ``trainable_blocks`` transformer blocks (plus the final norm and the head)
@@ -129,6 +132,7 @@ class TrainingConfig(JsonConfig):
     save_strategy: str = "epoch"
     load_best_model_at_end: bool = True
     fp16: bool = True  # accepted for compatibility with the study's config; ignored on CPU
+    bf16: bool = False  # bf16 products in the linear layers (AVX512-BF16 CPUs; fp32 elsewhere)
     trainable_blocks: int = 1
     head_policy: str = "train"
     seed: int = 42
@@ -207,7 +211,7 @@ class TrainingConfig(JsonConfig):
         for name in ("evaluation_strategy", "save_strategy"):
             if getattr(self, name) != "epoch":
                 fail(name, "only 'epoch' is supported")
-        for name in ("load_best_model_at_end", "fp16", "cache_frozen", "frozen_dropout"):
+        for name in ("load_best_model_at_end", "fp16", "bf16", "cache_frozen", "frozen_dropout"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be true or false")
         if not is_int(self.cache_frozen_max_mib) or self.cache_frozen_max_mib < 1:

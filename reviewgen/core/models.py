@@ -326,6 +326,17 @@ class Model:
         self._core.set_trainable(int(n_trainable_blocks), head_policy)
         self._refresh_table()
 
+    def set_precision(self, precision: str) -> None:
+        """"bf16": the linear layers' products take bf16 operands and sum in fp32 (weights,
+        activations and every other op stay fp32); needs AVX512-BF16 (NotImplementedError
+        elsewhere). "fp32": everything in fp32 (the default). TrainingConfig(bf16=True)
+        sets it for a training run."""
+        self._core.set_precision(precision)
+
+    @property
+    def precision(self) -> str:
+        return self._core.precision
+
     def trainable_names(self) -> List[str]:
         return [entry["name"] for entry in self._core.param_table() if entry["trainable"]]
 

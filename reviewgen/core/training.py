@@ -240,6 +240,20 @@ def core_config(config: TrainingConfig, train_batch_size: int, eval_batch_size: 
                 keep_last_good=0)
 
 
+def apply_precision(core_model, config: TrainingConfig, stacklevel: int = 2):
+    """config.bf16: the model's products in bf16 where the CPU has AVX512-BF16 (a warning and
+    fp32 elsewhere); returns the precision to restore afterwards, None when unchanged."""
+    if not config.bf16:
+        return None
+    if not _core.bf16_supported():
+        warnings.warn("bf16 needs a CPU with AVX512-BF16; this one has none, so training runs in fp32",
+                      RuntimeWarning, stacklevel=stacklevel)
+        return None
+    previous = core_model.precision
+    core_model.set_precision("bf16")
+    return previous
+
+
 class _OptimizerView:
     """The optimizer inside the core trainer, as the old AdamW object showed it."""
 
@@ -478,6 +492,7 @@ class Trainer:
             losses = [h["eval_loss"] for h in history if "eval_loss" in h]
             self._best_seen = min(losses) if losses else None
         interrupted = False
+        previous_precision = self._set_precision()
         try:
             self.core_trainer.run()
         except KeyboardInterrupt:
@@ -490,6 +505,9 @@ class Trainer:
             comm = self.communicator
             where = f"rank {comm.rank} of {comm.size}" if comm is not None else "one process"
             raise TrainingError(f"data-parallel training failed ({where}): {error}") from error
+        finally:
+            if previous_precision is not None:
+                self.core_model.set_precision(previous_precision)
         core_result = self.core_trainer.result()
         has_checkpoint = os.path.exists(self.checkpoint_path)
         result = TrainResult(history=self._history(), interrupted=interrupted,
@@ -505,6 +523,9 @@ class Trainer:
         if interrupted:
             raise TrainingInterrupted(result)
         return result
+
+    def _set_precision(self):
+        return apply_precision(self.core_model, self.config, stacklevel=4)
 
     def evaluate(self) -> dict:
         """Mean eval loss over eval_batches (weighted by batch rows, as HF) with

@@ -393,13 +393,15 @@ def _ray_trial(model_blob: dict, config: dict, parameter: str, value: float, sam
     """One (value, sample) trial on a Ray worker: a one-run core Sweep of that
     value and that sample's data from the sweep's initial parameters, which
     is the run the whole sweep makes (rg_sweep_record)."""
-    from .._core import Sweep
+    from .._core import Sweep, bf16_supported
     from ..core.models import Model
 
     if attempt <= faults:
         raise RuntimeError(f"injected fault ({_FAULTS_VARIABLE}) on try {attempt}")
     model = Model(model_blob["config"], initialize=False)
     model.parameters[...] = model_blob["parameters"]
+    if model_blob.get("precision") == "bf16" and bf16_supported():  # a worker without it: fp32
+        model.set_precision("bf16")
     if model_blob["untie"] is not None:
         model.set_trainable(*model_blob["untie"])
     sweep = Sweep(model.core, config, parameter, [value], [sample])
@@ -484,7 +486,7 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
     :class:`SweepTrialsFailed` once every other trial is done. Needs
     ``pip install 'reviewgen[ray]'``."""
     from .._core import Sweep
-    from ..core.training import core_config
+    from ..core.training import apply_precision, core_config
 
     if study.task not in ("classifier", "generator"):
         raise ValueError(f"task must be 'classifier' or 'generator', got {study.task!r}")
@@ -516,6 +518,9 @@ def run_sweep(study: SweepStudy, out_dir: str, log: Callable[[str], None] = prin
                           untie=(base.trainable_blocks, "untie") if base.head_policy == "untie" else None)
     if base.head_policy == "untie":
         model.set_trainable(base.trainable_blocks, base.head_policy)  # the core sweep wants it untied first
+    apply_precision(model.core, base, stacklevel=2)  # bf16: every trial's products
+    if model_blob is not None:
+        model_blob["precision"] = model.precision
     config = core_config(base, base.per_device_train_batch_size, base.per_device_eval_batch_size)
     config.update(shuffle=1, apply_freezing=1, progress_every=_SWEEP_QUIET)
     if label_values is not None:

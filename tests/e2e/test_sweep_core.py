@@ -83,6 +83,21 @@ def test_sweep_frame_means_and_spreads(model_dir, tmp_path):
     pd.testing.assert_frame_equal(again.frame, frame)
 
 
+def test_a_bf16_sweep_tracks_the_fp32_one(model_dir, tmp_path):
+    """training.bf16: every trial's products in bf16 (AVX512-BF16), or a warning and the fp32 sweep."""
+    fp32 = run_sweep(make_study(model_dir), str(tmp_path / "fp32"), log=lambda _: None).frame
+    study = make_study(model_dir)
+    study.training.bf16 = True
+    if _core.bf16_supported():
+        bf16 = run_sweep(study, str(tmp_path / "bf16"), log=lambda _: None).frame
+        assert not np.array_equal(bf16["eval_loss"], fp32["eval_loss"])
+        np.testing.assert_allclose(bf16["eval_loss"], fp32["eval_loss"], rtol=2e-2)
+    else:
+        with pytest.warns(RuntimeWarning, match="AVX512-BF16"):
+            bf16 = run_sweep(study, str(tmp_path / "bf16"), log=lambda _: None).frame
+        pd.testing.assert_frame_equal(bf16, fp32)
+
+
 def test_sweep_crosses_into_c_a_bounded_number_of_times(model_dir, tmp_path):
     counts = {}
     run_sweep(make_study(model_dir, rows=8), str(tmp_path / "warm"), log=lambda _: None)  # first-use work

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reviewgen.core._native import _core
+
 pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -150,6 +152,15 @@ def test_the_whole_chain_through_the_cli(tmp_path, reviews_csv, classifier_base,
     assert code == 0, err
     again = json.loads((root / "again" / runs.METRICS).read_text())
     assert again["accuracy"] == metrics["accuracy"]
+    # --bf16: the linear layers' products in bf16 where the CPU has AVX512-BF16, else a warning and fp32
+    bf16_argv = ["train", "classifier", "--config", clf / runs.CONFIG, "--bf16", "--out", root / "bf16", "--quiet"]
+    if _core.bf16_supported():
+        code, _, err = _run(bf16_argv, capsys)
+    else:
+        with pytest.warns(RuntimeWarning, match="AVX512-BF16"):
+            code, _, err = _run(bf16_argv, capsys)
+    assert code == 0, err
+    assert json.loads((root / "bf16" / runs.CONFIG).read_text())["training"]["bf16"] is True
 
 
 def test_a_non_empty_output_folder_is_refused(tmp_path, capsys):

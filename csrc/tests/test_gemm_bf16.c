@@ -1,0 +1,125 @@
+/*
+ * test_gemm_bf16.c - the bf16 products (rg_gemm_bf16.h) against a double
+ * reference over the same bf16-rounded inputs, every transpose, awkward
+ * sizes and leading dimensions; the "cpu-bf16" op table against the fp32
+ * CPU ops. On a CPU without AVX512-BF16 the cases check that nothing
+ * claims support, and stop.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rg_backend.h"
+#include "rg_gemm_bf16.h"
+#include "rg_rng.h"
+#include "rg_test.h"
+
+static float *random_floats(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        x[i] = rg_rng_uniform(seed, i) - 0.5f;
+    return x;
+}
+
+static int unsupported_here(void)
+{
+    if (rg_gemm_bf16_supported())
+        return 0;
+    RG_CHECK(rg_ops_cpu_bf16() == NULL);
+    return 1;
+}
+
+void test_gemm_bf16_rounding(void)
+{
+    RG_CHECK(rg_round_bf16(1.0f) == 1.0f);
+    RG_CHECK(rg_round_bf16(1.0f + 1.0f / 256) == 1.0f);              /* a tie: to even */
+    RG_CHECK(rg_round_bf16(1.0f + 3.0f / 256) == 1.0f + 4.0f / 256); /* a tie: to even, up */
+    RG_CHECK(rg_round_bf16(1.0f + 1.5f / 256) == 1.0f + 2.0f / 256); /* above the tie */
+    RG_CHECK(rg_round_bf16(-3.0e38f) == -3.0e38f || fabsf(rg_round_bf16(-3.0e38f) + 3.0e38f) < 3.0e36f);
+    RG_CHECK(isnan(rg_round_bf16(NAN)));
+    RG_CHECK(isinf(rg_round_bf16(INFINITY)));
+}
+
+void test_gemm_bf16_matches_a_double_reference(void)
+{
+    if (unsupported_here())
+        return;
+    static const int shapes[][3] = {{1, 1, 1}, {7, 33, 5}, {8, 32, 2}, {65, 70, 300}, {129, 2049, 513}, {16, 50, 257}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                const int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+                const uint64_t seed = 100 + s * 4 + ta * 2 + tb;
+                float *A = random_floats((size_t)(ta ? K : M) * lda, seed);
+                float *B = random_floats((size_t)(tb ? N : K) * ldb, seed + 50);
+                float *C = random_floats((size_t)M * ldc, seed + 99);
+                float *C0 = malloc((size_t)M * ldc * sizeof(float));
+                memcpy(C0, C, (size_t)M * ldc * sizeof(float));
+                rg_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+                double worst = 0.0;
+                int padding_kept = 1;
+                for (int m = 0; m < M; m++) {
+                    for (int n = 0; n < N; n++) {
+                        double sum = C0[(size_t)m * ldc + n];
+                        for (int k = 0; k < K; k++) {
+                            const float a = ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k];
+                            const float b = tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n];
+                            sum += (double)rg_round_bf16(a) * rg_round_bf16(b);
+                        }
+                        const double err = fabs(sum - C[(size_t)m * ldc + n]) / (1.0 + fabs(sum));
+                        worst = err > worst ? err : worst;
+                    }
+                    for (int n = N; n < ldc; n++) /* past N: not touched */
+                        padding_kept &= C[(size_t)m * ldc + n] == C0[(size_t)m * ldc + n];
+                }
+                /* fp32 sums of K exact products: a few float ulps times sqrt(K) */
+                if (!RG_CHECK(worst < 4e-7 * (1.0 + sqrt((double)K))) || !RG_CHECK(padding_kept))
+                    fprintf(stderr, "  M=%d N=%d K=%d ta=%d tb=%d: worst relative error %.3g\n", M, N, K, ta, tb,
+                            worst);
+                free(A), free(B), free(C), free(C0);
+            }
+}
+
+void test_gemm_bf16_op_table(void)
+{
+    if (unsupported_here())
+        return;
+    const rg_ops_table *fp32 = rg_ops_cpu(), *bf16 = rg_ops_cpu_bf16();
+    if (!RG_CHECK(bf16 != NULL && rg_ops_table_complete(bf16)))
+        return;
+    RG_CHECK(strcmp(bf16->name, "cpu-bf16") == 0);
+    RG_CHECK(bf16->layernorm_forward == fp32->layernorm_forward); /* only the linear layers change */
+    for (int rows = 3; rows <= 40; rows += 18) { /* 3 and 21 rows: the fp32 path, bit for bit */
+        const int N = rows, IC = 45, OC = rows == 21 ? 600 : 37; /* 21 rows, 600 weight rows: fp32 */
+        float *inp = random_floats((size_t)N * IC, 1), *w = random_floats((size_t)OC * IC, 2);
+        float *bias = random_floats(OC, 3), *dout = random_floats((size_t)N * OC, 4);
+        float *out32 = calloc((size_t)N * OC, sizeof(float)), *out16 = calloc((size_t)N * OC, sizeof(float));
+        float *g32[3] = {random_floats((size_t)N * IC, 5), random_floats((size_t)OC * IC, 6), random_floats(OC, 7)};
+        float *g16[3] = {random_floats((size_t)N * IC, 5), random_floats((size_t)OC * IC, 6), random_floats(OC, 7)};
+        const size_t sizes[3] = {(size_t)N * IC, (size_t)OC * IC, (size_t)OC};
+        fp32->matmul_forward(out32, inp, w, bias, N, IC, OC);
+        bf16->matmul_forward(out16, inp, w, bias, N, IC, OC);
+        fp32->matmul_backward(g32[0], g32[1], g32[2], dout, inp, w, N, IC, OC);
+        bf16->matmul_backward(g16[0], g16[1], g16[2], dout, inp, w, N, IC, OC);
+        /* bf16 keeps 8 bits: each product is off by up to ~2^-8 relative */
+        const int bf16_path = rows == 39;
+        const double tol = bf16_path ? 0.05 : 0.0;
+        double worst = 0.0;
+        for (size_t i = 0; i < (size_t)N * OC; i++)
+            worst = fmax(worst, fabs(out32[i] - out16[i]));
+        RG_CHECK(worst <= tol);
+        RG_CHECK(!bf16_path || worst > 0.0); /* the bf16 path did run */
+        for (int g = 0; g < 3; g++) {
+            double gw = 0.0;
+            for (size_t i = 0; i < sizes[g]; i++)
+                gw = fmax(gw, fabs(g32[g][i] - g16[g][i]));
+            RG_CHECK(gw <= (g == 2 ? 0.0 : tol)); /* the bias gradient stays fp32 */
+        }
+        free(inp), free(w), free(bias), free(dout), free(out32), free(out16);
+        for (int g = 0; g < 3; g++)
+            free(g32[g]), free(g16[g]);
+    }
+}
