@@ -1550,8 +1550,7 @@ rg_status rg_model_set_ops(rg_model *model, const rg_ops_table *ops)
 {
     if (model == NULL || !rg_ops_table_complete(ops))
         return RG_ERR_INVALID_ARG;
-    if (model->has_targets)
-        return RG_ERR_STATE;
+    model->has_targets = 0; /* a pending pass's activations are the old table's: no backward of it */
     model->ops = ops;
     return RG_OK;
 }

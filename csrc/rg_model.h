@@ -227,9 +227,10 @@ void rg_model_free(rg_model *model);
 rg_status rg_model_config_check(const rg_model_config *config, char *message, size_t message_size);
 
 /* The ops every later forward/backward/cache call runs on: rg_ops_cpu() by
- * default. RG_ERR_INVALID_ARG for an incomplete table; RG_ERR_STATE while
- * a forward's activations await their backward (they were made by the old
- * table). */
+ * default. RG_ERR_INVALID_ARG for an incomplete table. A forward that awaits
+ * its backward is dropped (its activations were made by the old table): a
+ * backward now returns RG_ERR_STATE until the next forward, as after a LoRA
+ * merge. */
 rg_status rg_model_set_ops(rg_model *model, const rg_ops_table *ops);
 
 /* Refusing concurrent calls: a caller that may be entered from several

@@ -525,10 +525,8 @@ static PyObject *model_set_precision(ModelObject *self, PyObject *arg)
                                  "has none, train in fp32");
     if (model_enter(self) < 0)
         return NULL;
-    rg_status status = rg_model_set_ops(self->model, ops);
+    rg_status status = rg_model_set_ops(self->model, ops); /* drops a forward awaiting its backward */
     model_leave(self);
-    if (status == RG_ERR_STATE)
-        return binding_raise_for(self, status, "set_precision: not between a training forward and its backward");
     if (status != RG_OK)
         return binding_raise_status(binding_state_of_type(Py_TYPE(self)), status, "set_precision");
     Py_RETURN_NONE;
