@@ -492,7 +492,7 @@ class Trainer:
             losses = [h["eval_loss"] for h in history if "eval_loss" in h]
             self._best_seen = min(losses) if losses else None
         interrupted = False
-        previous_precision = self._set_precision()
+        previous_precision = apply_precision(self.core_model, self.config, stacklevel=3)
         try:
             self.core_trainer.run()
         except KeyboardInterrupt:
@@ -523,9 +523,6 @@ class Trainer:
         if interrupted:
             raise TrainingInterrupted(result)
         return result
-
-    def _set_precision(self):
-        return apply_precision(self.core_model, self.config, stacklevel=4)
 
     def evaluate(self) -> dict:
         """Mean eval loss over eval_batches (weighted by batch rows, as HF) with

@@ -270,7 +270,7 @@ GOALS = {"accepted": 30, "judge_exact": 0.50, "judge_near": 0.85, "mauve": 0.6, 
 def _judge_spec(cfg: DemoConfig, labels):
     """The quality table's judge, checked before anything trains: a loaded bundled Judge,
     "sample", or a data file to fit one on."""
-    from .evaluation import Judge
+    from .evaluation import bundled_judge
 
     spec = cfg.judge_data or "auto"
     if spec == "auto":
@@ -278,15 +278,20 @@ def _judge_spec(cfg: DemoConfig, labels):
     if spec.startswith("bundled:"):
         # fitted on the IMDB train reviews outside the bundled sample: it saw none of the rows
         # the demo trains or measures on (sample_data/make_judge.py)
-        judge = Judge.bundled(spec.partition(":")[2])
-        missing = sorted(set(labels) - set(judge.labels))
-        if missing:
-            raise ValueError(f"DemoConfig.judge_data={spec!r}: that judge knows labels {judge.labels}, "
-                             f"not {missing} of this data (scale {cfg.scale!r})")
-        return judge
+        return bundled_judge(spec, labels, f"DemoConfig.judge_data (scale {cfg.scale!r})")
     if spec != "sample" and not os.path.exists(spec):
         raise FileNotFoundError(f"DemoConfig.judge_data: no file {spec!r} (or use auto, sample, bundled:imdb)")
     return spec
+
+
+def fit_unseen_judge(rows, seen, real):
+    """A judge (TF-IDF + LR) fitted on the labelled `rows` whose text is neither in `seen` (what
+    the models trained on or opened reviews with) nor in `real` (the held-out reference); and
+    how many rows that left."""
+    from .evaluation import Judge
+
+    rows = rows[~rows["text"].isin(set(seen)) & ~rows["text"].isin(set(real))]
+    return Judge().fit(rows["text"].tolist(), rows["label"].tolist()), len(rows)
 
 
 def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part, gen_seen, clf_train,
@@ -313,9 +318,7 @@ def _quality(cfg, out_dir, accepted, generated, generator_part, classifier_part,
                                  rating_column=cfg.rating_column, seed=cfg.seed, val_fraction=0.0,
                                  balance=False).train
             source = judge_spec
-        rows = rows[~rows["text"].isin(used) & ~rows["text"].isin(set(real["text"]))]
-        judge_rows = len(rows)
-        judge = Judge().fit(rows["text"].tolist(), rows["label"].tolist())
+        judge, judge_rows = fit_unseen_judge(rows, used, real["text"])
     log(f"quality: judge (TF-IDF + LR) on {judge_rows} real reviews ({source}); "
         f"{len(real)} held-out real reviews")
     encoder = SentenceEncoder.from_pretrained(cfg.classifier, max_length=min(128, cfg.classifier_max_length))

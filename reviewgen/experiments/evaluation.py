@@ -43,7 +43,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Judge", "QualityReport", "evaluate_generated", "words", "distinct_n", "repeated_ngram_share",
+__all__ = ["Judge", "bundled_judge", "QualityReport", "evaluate_generated", "words", "distinct_n", "repeated_ngram_share",
            "self_bleu", "copied_span_share", "mauve_score", "length_ks", "truncate_words",
            "near_agreement", "DEFAULT_LABEL_NEAR", "reads_as_assistant"]
 
@@ -360,6 +360,16 @@ class Judge:
 
         with resources.as_file(bundled_judge_path(name)) as path:
             return cls.load(path)
+
+
+def bundled_judge(spec: str, labels: Iterable[int], what: str = "judge_data") -> Judge:
+    """The shipped judge ``spec`` names ("bundled:imdb"), refused when it does not know every one
+    of ``labels`` (the data's): a judge of another rating scale would score nonsense."""
+    judge = Judge.bundled(spec.partition(":")[2])
+    missing = sorted(set(labels) - set(judge.labels))
+    if missing:
+        raise ValueError(f"{what}={spec!r}: that judge knows labels {judge.labels}, not {missing} of this data")
+    return judge
 
 
 # ---------------------------------------------------------------------------

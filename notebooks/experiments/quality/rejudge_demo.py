@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from reviewgen.experiments.demo import DemoConfig, _take_balanced
+from reviewgen.experiments.demo import DemoConfig, _take_balanced, fit_unseen_judge
 from reviewgen.experiments.evaluation import Judge, near_agreement
 from reviewgen.text import data as D
 
@@ -21,9 +21,8 @@ def sample_judge(cfg):
     seen = _take_balanced(gen_part.train, cfg.opening_rows, cfg.seed)   # the openings' rows (no training rows)
     clf_train = _take_balanced(clf_part.train, cfg.classifier_train_rows, cfg.seed)
     real = pd.concat([gen_part.val, clf_part.val])
-    rows = pd.concat([gen_part.train, clf_part.train])
-    rows = rows[~rows["text"].isin(set(seen["text"]) | set(clf_train["text"]) | set(real["text"]))]
-    return Judge().fit(rows["text"].tolist(), rows["label"].tolist()), len(rows)
+    return fit_unseen_judge(pd.concat([gen_part.train, clf_part.train]),
+                            set(seen["text"]) | set(clf_train["text"]), real["text"])
 
 
 def main(out, *dirs):
