@@ -712,7 +712,8 @@ def evaluate_generated(cfg: EvaluateGeneratedConfig, out_dir: str, *, overwrite:
     real = _real_rows(cfg, cfg.real)
     judge = None
     if cfg.judge_data.startswith("bundled:"):  # shipped, fitted on rows outside the bundled sample
-        judge = evaluation.Judge.bundled(cfg.judge_data.partition(":")[2])
+        judge = evaluation.bundled_judge(cfg.judge_data, set(int(v) for v in generated["label"]) | set(real["label"]),
+                                         f"judge_data (scale {cfg.scale!r})")
         judge_rows, source = judge.info.get("rows", 0), f"the bundled judge {cfg.judge_data!r}"
     elif cfg.judge_data:
         judge_rows = _real_rows(cfg, cfg.judge_data)

@@ -139,6 +139,16 @@ def test_the_demo_picks_its_judge_before_anything_trains(tmp_path):
         _judge_spec(DemoConfig(judge_data=str(tmp_path / "absent.csv")), [1, 2, 4, 5])
 
 
+def test_the_sample_judge_leaves_out_what_the_models_saw():
+    from reviewgen.experiments.demo import fit_unseen_judge
+
+    rows = pd.DataFrame({"text": [f"great film {i}" for i in range(30)] + [f"awful film {i}" for i in range(30)],
+                         "label": [5] * 30 + [1] * 30})
+    judge, n = fit_unseen_judge(rows, seen=["great film 0", "awful film 1"], real=pd.Series(["great film 2"]))
+    assert n == 57 and judge.info["rows"] == 57
+    assert list(judge.predict(["a great film", "an awful film"])) == [5, 1]
+
+
 def test_an_interrupted_training_stops_the_demo_before_any_result(tiny_gpt2_dir, tmp_path, monkeypatch):
     """Ctrl-C inside a training run: the Trainer raises TrainingInterrupted (a
     KeyboardInterrupt); the demo must stop there, not report a half-trained

@@ -364,3 +364,10 @@ def test_evaluate_generated_with_the_bundled_judge(tmp_path, capsys):
     assert table.loc["all", "judge_exact"] == 1.0 and table.loc["all", "n"] == 4
     manifest = json.loads((tmp_path / "q" / runs.MANIFEST).read_text())
     assert manifest["judge_rows"] == 21_983 and "bundled" in manifest["judge_source"]
+    # a judge of another rating scale is refused, naming both label sets
+    (tmp_path / "sst.csv").write_text("text,rating\n" + "".join(f"review {r},{r}\n" for r in range(5)))
+    generated.assign(label=[1, 1, 2, 2]).to_csv(tmp_path / "sst_gen.csv", index=False)
+    code, output, err = _run(["evaluate", "generated", tmp_path / "sst_gen.csv", "--real", tmp_path / "sst.csv",
+                              "--scale", "sst5", "--judge-data", "bundled:imdb", "--encoder", "",
+                              "--out", tmp_path / "q2"], capsys)
+    assert code == 2 and "knows labels [1, 2, 4, 5], not [3]" in err, err
