@@ -4,14 +4,11 @@
 // (any C), sums by warp-shuffle trees; the mean and variance in two passes
 // over the row, as on the CPU. The weight and bias gradients are column sums
 // over the N rows, reduced deterministically: per (column tile, row chunk)
-// partial sums in rgcu_scratch, then a second kernel adds the chunks in a
+// partial sums in rgcu_scratch, then column_sums.cu adds the chunks in a
 // fixed order (no atomics, so a run repeats bit for bit).
 #include "rgcu.h"
 
 #define LN_ROWS_PER_BLOCK (RGCU_THREADS / 32) // one warp per row
-#define LN_TILE 32                           // columns per tile (one warp's width)
-#define LN_LANES 8                           // row lanes per tile block (blockDim.y)
-#define LN_MAX_CHUNKS 1024                   // row chunks: gridDim.y and scratch size
 
 // ---- forward ----
 
@@ -105,15 +102,15 @@ static __global__ void layernorm_param_partials_kernel(float *partial,     // (c
                                                        const float *rstd,  // (N,)
                                                        int N, int C, int chunk_rows)
 {
-    __shared__ float s_dw[LN_LANES][LN_TILE];
-    __shared__ float s_db[LN_LANES][LN_TILE];
+    __shared__ float s_dw[RGCU_COL_LANES][RGCU_COL_TILE];
+    __shared__ float s_db[RGCU_COL_LANES][RGCU_COL_TILE];
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const int c = blockIdx.x * LN_TILE + tx;
+    const int c = blockIdx.x * RGCU_COL_TILE + tx;
     const int64_t n0 = (int64_t)blockIdx.y * chunk_rows;
     const int64_t n1 = n0 + chunk_rows < N ? n0 + chunk_rows : N;
     float dw = 0.0f, db = 0.0f;
     if (c < C) {
-        for (int64_t n = n0 + ty; n < n1; n += LN_LANES) {
+        for (int64_t n = n0 + ty; n < n1; n += RGCU_COL_LANES) {
             const size_t i = (size_t)n * C + c;
             const float dy = dout[i];
             dw += dy * (inp[i] - mean[n]) * rstd[n];
@@ -124,47 +121,13 @@ static __global__ void layernorm_param_partials_kernel(float *partial,     // (c
     s_db[ty][tx] = db;
     __syncthreads();
     if (ty == 0 && c < C) {
-        for (int y = 1; y < LN_LANES; y++) {
+        for (int y = 1; y < RGCU_COL_LANES; y++) {
             dw += s_dw[y][tx];
             db += s_db[y][tx];
         }
         float *p = partial + (size_t)blockIdx.y * 2 * C;
         p[c] = dw;
         p[(size_t)C + c] = db;
-    }
-}
-
-// Pass 2: block (32, 8) at grid (tile): thread (tx, ty) adds chunks ty,
-// ty + 8, ..., then the row lanes are added in order; fixed order throughout.
-static __global__ void layernorm_param_reduce_kernel(float *dweight,        // (C,) += or NULL
-                                                     float *dbias,          // (C,) += or NULL
-                                                     const float *partial,  // (chunks, 2, C)
-                                                     int chunks, int C)
-{
-    __shared__ float s_dw[LN_LANES][LN_TILE];
-    __shared__ float s_db[LN_LANES][LN_TILE];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    const int c = blockIdx.x * LN_TILE + tx;
-    float dw = 0.0f, db = 0.0f;
-    if (c < C) {
-        for (int k = ty; k < chunks; k += LN_LANES) {
-            const float *p = partial + (size_t)k * 2 * C;
-            dw += p[c];
-            db += p[(size_t)C + c];
-        }
-    }
-    s_dw[ty][tx] = dw;
-    s_db[ty][tx] = db;
-    __syncthreads();
-    if (ty == 0 && c < C) {
-        for (int y = 1; y < LN_LANES; y++) {
-            dw += s_dw[y][tx];
-            db += s_db[y][tx];
-        }
-        if (dweight != NULL)
-            dweight[c] += dw;
-        if (dbias != NULL)
-            dbias[c] += db;
     }
 }
 
@@ -182,21 +145,14 @@ extern "C" void rgcu_layernorm_backward(float *dinp, float *dweight, float *dbia
     }
     if (dweight == NULL && dbias == NULL)
         return;
-    // Chunks of 128 rows, or more rows per chunk so that there are at most
-    // LN_MAX_CHUNKS (gridDim.y and the scratch stay bounded). The split
-    // depends on N only, so the summation order is fixed for a shape.
-    int64_t chunk_rows = 128;
-    if (((int64_t)N + chunk_rows - 1) / chunk_rows > LN_MAX_CHUNKS)
-        chunk_rows = ((int64_t)N + LN_MAX_CHUNKS - 1) / LN_MAX_CHUNKS;
-    const int chunks = (int)(((int64_t)N + chunk_rows - 1) / chunk_rows);
+    int chunk_rows;
+    const int chunks = rgcu_column_chunks(N, &chunk_rows);
     float *partial = (float *)rgcu_scratch(RGCU_SCRATCH_REDUCE, (size_t)chunks * 2 * (size_t)C * sizeof(float));
     if (partial == NULL)
         return; // recorded by rgcu_scratch
-    const unsigned tiles = (unsigned)(((int64_t)C + LN_TILE - 1) / LN_TILE);
-    const dim3 block(LN_TILE, LN_LANES);
-    layernorm_param_partials_kernel<<<dim3(tiles, (unsigned)chunks), block, 0, rgcu_stream()>>>(
-        partial, dout, inp, mean, rstd, N, C, (int)chunk_rows);
+    const unsigned tiles = (unsigned)(((int64_t)C + RGCU_COL_TILE - 1) / RGCU_COL_TILE);
+    layernorm_param_partials_kernel<<<dim3(tiles, (unsigned)chunks), dim3(RGCU_COL_TILE, RGCU_COL_LANES), 0,
+                                      rgcu_stream()>>>(partial, dout, inp, mean, rstd, N, C, chunk_rows);
     rgcu_check_launch("layernorm_backward partials");
-    layernorm_param_reduce_kernel<<<tiles, block, 0, rgcu_stream()>>>(dweight, dbias, partial, chunks, C);
-    rgcu_check_launch("layernorm_backward reduce");
+    rgcu_column_sums_reduce(dweight, dbias, partial, 2, chunks, C, "layernorm_backward reduce");
 }

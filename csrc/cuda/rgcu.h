@@ -75,6 +75,20 @@ rg_status rgcu_synchronize(void);
 const char *rgcu_last_error(void);
 
 /* ---- shared by the ops ---- */
+/* column_sums.cu: the norms' weight (and bias) gradients are column sums over N rows, made
+ * deterministic in two passes. Pass 1 (in each op's file): block (RGCU_COL_TILE,
+ * RGCU_COL_LANES) at grid (column tile, row chunk) writes partial (chunks, planes, C);
+ * rgcu_column_chunks(N, &chunk_rows) says how many chunks of how many rows (it depends on N
+ * only, so the order is fixed for a shape). Pass 2, rgcu_column_sums_reduce, adds the chunks
+ * in a fixed order into out0 (plane 0) and out1 (plane 1), either NULL = not needed. */
+#define RGCU_COL_TILE 32        /* columns per tile (one warp's width) */
+#define RGCU_COL_LANES 8        /* row lanes per tile block (blockDim.y) */
+#define RGCU_COL_MAX_CHUNKS 1024 /* row chunks: gridDim.y and scratch size */
+#define RGCU_COL_MAX_PLANES 2
+int rgcu_column_chunks(int N, int *chunk_rows);
+void rgcu_column_sums_reduce(float *out0, float *out1, const float *partial, int planes, int chunks, int C,
+                             const char *what);
+
 /* matmul.cu: row-major C (M, N; row stride ldc) = alpha * op(A) @ op(B) +
  * beta * C (+ bias (N,) on every row; NULL: none), as cblas_sgemm, through
  * cuBLASLt in fp32; `what` names the caller in a recorded failure. */

@@ -4,14 +4,11 @@
 // Forward and the input gradient: one warp per row, lanes striding over C
 // (any C), sums by warp-shuffle trees. The weight gradient is a column sum
 // over the N rows, reduced deterministically: per (column tile, row chunk)
-// partial sums in rgcu_scratch, then a second kernel adds the chunks in a
+// partial sums in rgcu_scratch, then column_sums.cu adds the chunks in a
 // fixed order (no atomics, so a run repeats bit for bit).
 #include "rgcu.h"
 
 #define RMS_ROWS_PER_BLOCK (RGCU_THREADS / 32) // one warp per row
-#define RMS_TILE 32                           // columns per tile (one warp's width)
-#define RMS_LANES 8                           // row lanes per tile block (blockDim.y)
-#define RMS_MAX_CHUNKS 1024                   // row chunks: gridDim.y and scratch size
 
 // ---- forward ----
 
@@ -76,23 +73,24 @@ static __global__ void rmsnorm_backward_dinp_kernel(float *dinp,         // (N, 
         dx[c] += dy[c] * weight[c] * s - x[c] * coef;
 }
 
-// Pass 1 of the weight gradient: block (32, 8) at grid (tile, chunk) sums
-// the rows of its chunk for its 32 columns; thread (tx, ty) takes rows ty,
-// ty + 8, ..., then the 8 row lanes are added in order through shared memory.
+// Pass 1 of the weight gradient (rgcu.h, column sums): block (32, 8) at grid
+// (tile, chunk) sums the rows of its chunk for its 32 columns; thread (tx, ty)
+// takes rows ty, ty + 8, ..., then the 8 row lanes are added in order through
+// shared memory.
 static __global__ void rmsnorm_dweight_partials_kernel(float *partial,    // (chunks, C)
                                                        const float *dout, // (N, C)
                                                        const float *inp,  // (N, C)
                                                        const float *rstd, // (N,)
                                                        int N, int C, int chunk_rows)
 {
-    __shared__ float s_dw[RMS_LANES][RMS_TILE];
+    __shared__ float s_dw[RGCU_COL_LANES][RGCU_COL_TILE];
     const int tx = threadIdx.x, ty = threadIdx.y;
-    const int c = blockIdx.x * RMS_TILE + tx;
+    const int c = blockIdx.x * RGCU_COL_TILE + tx;
     const int64_t n0 = (int64_t)blockIdx.y * chunk_rows;
     const int64_t n1 = n0 + chunk_rows < N ? n0 + chunk_rows : N;
     float dw = 0.0f;
     if (c < C) {
-        for (int64_t n = n0 + ty; n < n1; n += RMS_LANES) {
+        for (int64_t n = n0 + ty; n < n1; n += RGCU_COL_LANES) {
             const size_t i = (size_t)n * C + c;
             dw += dout[i] * inp[i] * rstd[n];
         }
@@ -100,32 +98,9 @@ static __global__ void rmsnorm_dweight_partials_kernel(float *partial,    // (ch
     s_dw[ty][tx] = dw;
     __syncthreads();
     if (ty == 0 && c < C) {
-        for (int y = 1; y < RMS_LANES; y++)
+        for (int y = 1; y < RGCU_COL_LANES; y++)
             dw += s_dw[y][tx];
         partial[(size_t)blockIdx.y * C + c] = dw;
-    }
-}
-
-// Pass 2: block (32, 8) at grid (tile): thread (tx, ty) adds chunks ty,
-// ty + 8, ..., then the row lanes are added in order; fixed order throughout.
-static __global__ void rmsnorm_dweight_reduce_kernel(float *dweight,       // (C,) +=
-                                                     const float *partial, // (chunks, C)
-                                                     int chunks, int C)
-{
-    __shared__ float s_dw[RMS_LANES][RMS_TILE];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    const int c = blockIdx.x * RMS_TILE + tx;
-    float dw = 0.0f;
-    if (c < C) {
-        for (int k = ty; k < chunks; k += RMS_LANES)
-            dw += partial[(size_t)k * C + c];
-    }
-    s_dw[ty][tx] = dw;
-    __syncthreads();
-    if (ty == 0 && c < C) {
-        for (int y = 1; y < RMS_LANES; y++)
-            dw += s_dw[y][tx];
-        dweight[c] += dw;
     }
 }
 
@@ -142,21 +117,14 @@ extern "C" void rgcu_rmsnorm_backward(float *dinp, float *dweight, const float *
     }
     if (dweight == NULL)
         return;
-    // Chunks of 128 rows, or more rows per chunk so that there are at most
-    // RMS_MAX_CHUNKS (gridDim.y and the scratch stay bounded). The split
-    // depends on N only, so the summation order is fixed for a shape.
-    int64_t chunk_rows = 128;
-    if (((int64_t)N + chunk_rows - 1) / chunk_rows > RMS_MAX_CHUNKS)
-        chunk_rows = ((int64_t)N + RMS_MAX_CHUNKS - 1) / RMS_MAX_CHUNKS;
-    const int chunks = (int)(((int64_t)N + chunk_rows - 1) / chunk_rows);
+    int chunk_rows;
+    const int chunks = rgcu_column_chunks(N, &chunk_rows);
     float *partial = (float *)rgcu_scratch(RGCU_SCRATCH_REDUCE, (size_t)chunks * (size_t)C * sizeof(float));
     if (partial == NULL)
         return; // recorded by rgcu_scratch
-    const unsigned tiles = (unsigned)(((int64_t)C + RMS_TILE - 1) / RMS_TILE);
-    const dim3 block(RMS_TILE, RMS_LANES);
-    rmsnorm_dweight_partials_kernel<<<dim3(tiles, (unsigned)chunks), block, 0, rgcu_stream()>>>(
-        partial, dout, inp, rstd, N, C, (int)chunk_rows);
+    const unsigned tiles = (unsigned)(((int64_t)C + RGCU_COL_TILE - 1) / RGCU_COL_TILE);
+    rmsnorm_dweight_partials_kernel<<<dim3(tiles, (unsigned)chunks), dim3(RGCU_COL_TILE, RGCU_COL_LANES), 0,
+                                      rgcu_stream()>>>(partial, dout, inp, rstd, N, C, chunk_rows);
     rgcu_check_launch("rmsnorm_backward partials");
-    rmsnorm_dweight_reduce_kernel<<<tiles, block, 0, rgcu_stream()>>>(dweight, partial, chunks, C);
-    rgcu_check_launch("rmsnorm_backward reduce");
+    rgcu_column_sums_reduce(dweight, NULL, partial, 1, chunks, C, "rmsnorm_backward reduce");
 }
