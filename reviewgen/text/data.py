@@ -1012,8 +1012,7 @@ def sample_path(name: str = "imdb"):
     """The bundled sample file as an importlib.resources Traversable."""
     if name not in SAMPLE_NAMES:
         raise DataError(f"unknown sample {name!r}; available: {', '.join(SAMPLE_NAMES)}")
-    package = __name__.rpartition(".")[0] or "reviewgen"
-    return resources.files(package).joinpath("sample_data", SAMPLE_NAMES[name][0])
+    return _sample_data_file(SAMPLE_NAMES[name][0])
 
 
 # Judges fitted on the rest of a dataset, outside its sample (sample_data/make_judge.py):
@@ -1025,8 +1024,13 @@ def bundled_judge_path(name: str = "imdb"):
     """The bundled judge file as an importlib.resources Traversable."""
     if name not in BUNDLED_JUDGES:
         raise DataError(f"no bundled judge {name!r}; available: {', '.join(BUNDLED_JUDGES)}")
+    return _sample_data_file(BUNDLED_JUDGES[name])
+
+
+def _sample_data_file(filename: str):
+    """A file of the package's sample_data folder, as an importlib.resources Traversable."""
     package = __name__.rpartition(".")[0] or "reviewgen"
-    return resources.files(package).joinpath("sample_data", BUNDLED_JUDGES[name])
+    return resources.files(package).joinpath("sample_data", filename)
 
 
 def load_sample(name: str = "imdb") -> pd.DataFrame:
