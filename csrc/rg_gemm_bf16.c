@@ -4,11 +4,14 @@
  * values along K). See rg_gemm_bf16.h.
  *
  * Blocking, as in the usual packed GEMM: B is packed (and rounded to bf16)
- * once per (KC, NC) block into tiles of NR columns, each K pair of a column
- * one 32-bit word; A is packed per thread into panels of MR rows, each K pair
- * of a row one word, broadcast to every lane. The micro-kernel holds an
- * MR x NR block of C in 16 zmm accumulators. Edges are zero-padded in the
- * packed copies, so the micro-kernel has no edge cases but the final store.
+ * once per (KB, NC) block into tiles of KC x NR, each K pair of a column one
+ * 32-bit word; A is packed per thread into panels of MR rows, each K pair of
+ * a row one word, broadcast to every lane. A thread takes MC rows of C through
+ * all of KB before the next MC, so C is read and written once per KB rather
+ * than once per KC (what kept the first version at 35-45% of the bf16 peak on
+ * wide products). The micro-kernel holds an MR x NR block of C in 16 zmm
+ * accumulators. Edges are zero-padded in the packed copies, so the
+ * micro-kernel has no edge cases but the final store.
  *
  * Built for the baseline target: the kernels carry their own target
  * attribute and run only after rg_gemm_bf16_supported() said yes.
@@ -21,7 +24,10 @@
 #include <string.h>
 
 
-enum { MR = 8, NR = 32, KC = 256, NC = 2048, MC = 64 };
+/* MR x NR: the micro-kernel's block of C; KC: the K block packed per panel and tile;
+ * KB: the K extent whose B tiles are packed together (4 MiB at most); NC x MC: the
+ * block of C a thread finishes over those KB before moving on (128 KiB). */
+enum { MR = 8, NR = 32, KC = 256, KB = 4096, NC = 512, MC = 64 };
 
 static inline uint16_t to_bf16(float x)
 {
@@ -61,63 +67,117 @@ int rg_gemm_bf16_supported(void)
 
 #define RG_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
-/* n floats -> bf16 (round to nearest even), 16 at a time */
-RG_BF16_TARGET static void convert(const float *src, int n, uint16_t *dst)
+/* Packed layout, for A's panels (width MR) and B's tiles (width NR): the 32-bit word
+ * (kp, j) holds element pair (2kp, 2kp + 1) along K of line j (a row of op(A), a
+ * column of op(B)); lines past `lines` and K past kc are zero. Both packers work on
+ * groups of 16 lines with whole vectors; the rounding is vcvtneps2bf16's (nearest
+ * even). */
+
+/* the first n of 16 lanes */
+static inline __mmask16 first_lanes(int n)
 {
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm256_mask_storeu_epi16(dst + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + i)));
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* r[i] word j -> r[j] word i, for 16 rows of 16 32-bit words */
+RG_BF16_TARGET static inline void transpose_16x16(__m512i r[16])
+{
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) { /* per 128-bit lane: pairs of rows interleaved */
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) { /* u[i + c]: rows i..i+3, word 4L + c of each lane L */
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int c = 0; c < 4; c++) { /* gather lane L of u[c], u[4 + c], u[8 + c], u[12 + c] */
+        const __m512i even_lo = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88);
+        const __m512i even_hi = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
+        const __m512i odd_lo = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+        const __m512i odd_hi = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+        r[c] = _mm512_shuffle_i32x4(even_lo, even_hi, 0x88);
+        r[8 + c] = _mm512_shuffle_i32x4(even_lo, even_hi, 0xdd);
+        r[4 + c] = _mm512_shuffle_i32x4(odd_lo, odd_hi, 0x88);
+        r[12 + c] = _mm512_shuffle_i32x4(odd_lo, odd_hi, 0xdd);
     }
 }
 
-/* Packed layout, for A's panels (width MR) and B's tiles (width NR): the 32-bit word
- * (kp, j) holds element pair (2kp, 2kp + 1) along K of line j (a row of op(A), a
- * column of op(B)); lines past `lines` and K past kc are zero.
- *
- * Pairs adjacent in memory (A not transposed, B transposed): line j is the memory row
- * X + (l0 + j) * ld + k0, converted whole, then its words transposed into place. */
+/* Lines are packed in panels of `width` (8: A's panels, or a multiple of 16: B's tiles)
+ * lying one after the other, kps * width words each; a call packs all the panels that
+ * `lines` fills, zero past the last line. Work goes 16 lines at a time, so for A two
+ * panels share each vector. This stores the words of K pair kp for lines jg..jg+group. */
+RG_BF16_TARGET static inline void store_words(uint32_t *out, int width, size_t panel_words, int jg, int group,
+                                              int kp, __m512i words)
+{
+    if (width >= 16) {
+        _mm512_mask_storeu_epi32(out + (size_t)(jg / width) * panel_words + (size_t)kp * width + jg % width,
+                                 first_lanes(group), words);
+    } else { /* width 8: the low half to panel jg / 8, the high half to the next */
+        uint32_t *dst = out + (size_t)(jg / 8) * panel_words + (size_t)kp * 8;
+        _mm256_storeu_si256((__m256i *)dst, _mm512_castsi512_si256(words));
+        if (group > 8)
+            _mm256_storeu_si256((__m256i *)(dst + panel_words), _mm512_extracti64x4_epi64(words, 1));
+    }
+}
+
+/* Pairs adjacent in memory (A not transposed, B transposed): line j is the memory row
+ * X + (l0 + j) * ld + k0. 32 elements of 16 lines are rounded into 16 vectors of 16
+ * words, transposed, and each stored as one K pair's words. */
 RG_BF16_TARGET static void pack_lines(const float *X, int ld, int l0, int lines, int k0, int kc, int width,
                                       uint32_t *out)
 {
-    const int kps = (kc + 1) / 2;
-    uint16_t row[KC + 2];
-    const uint32_t *words = (const uint32_t *)row;
-    for (int j = 0; j < width; j++) {
-        if (j < lines) {
-            convert(X + (size_t)(l0 + j) * ld + k0, kc, row);
-            row[kc] = 0; /* odd kc: the last pair's second half */
-            for (int kp = 0; kp < kps; kp++)
-                out[(size_t)kp * width + j] = words[kp];
-        } else {
-            for (int kp = 0; kp < kps; kp++)
-                out[(size_t)kp * width + j] = 0;
+    const int total = (lines + width - 1) / width * width;
+    const size_t panel_words = (size_t)(kc + 1) / 2 * width;
+    for (int jg = 0; jg < total; jg += 16) {
+        const int group = total - jg < 16 ? total - jg : 16;
+        for (int kk = 0; kk < kc; kk += 32) {
+            const int left = kc - kk;
+            const __mmask16 lo = first_lanes(left), hi = first_lanes(left - 16);
+            __m512i r[16];
+            for (int i = 0; i < 16; i++) {
+                if (jg + i < lines) {
+                    const float *src = X + (size_t)(l0 + jg + i) * ld + k0 + kk;
+                    r[i] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, src + 16),
+                                                        _mm512_maskz_loadu_ps(lo, src));
+                } else {
+                    r[i] = _mm512_setzero_si512();
+                }
+            }
+            transpose_16x16(r);
+            const int words = left >= 32 ? 16 : (left + 1) / 2;
+            for (int e = 0; e < words; e++)
+                store_words(out, width, panel_words, jg, group, kk / 2 + e, r[e]);
         }
     }
 }
 
 /* Pairs in two memory rows (A transposed, B not): K index k is the memory row
- * X + (k0 + k) * ld + l0, whose `lines` elements are lines l0.. of that k. */
+ * X + (k0 + k) * ld + l0, whose `lines` elements are lines l0.. of that k; the two
+ * rows of a pair are rounded and interleaved 16 lines at a time. */
 RG_BF16_TARGET static void pack_pairs(const float *X, int ld, int l0, int lines, int k0, int kc, int width,
                                       uint32_t *out)
 {
-    const int kps = (kc + 1) / 2;
-    uint16_t even[NR], odd[NR];
+    const int kps = (kc + 1) / 2, total = (lines + width - 1) / width * width;
+    const size_t panel_words = (size_t)kps * width;
     for (int kp = 0; kp < kps; kp++) {
-        memset(even, 0, sizeof(even));
-        memset(odd, 0, sizeof(odd));
-        convert(X + (size_t)(k0 + 2 * kp) * ld + l0, lines, even);
-        if (2 * kp + 1 < kc)
-            convert(X + (size_t)(k0 + 2 * kp + 1) * ld + l0, lines, odd);
-        uint32_t *dst = out + (size_t)kp * width;
-        for (int j = 0; j < width; j++)
-            dst[j] = (uint32_t)even[j] | ((uint32_t)odd[j] << 16);
+        const float *even = X + (size_t)(k0 + 2 * kp) * ld + l0, *odd = even + ld;
+        const int has_odd = 2 * kp + 1 < kc;
+        for (int jg = 0; jg < total; jg += 16) {
+            const int group = total - jg < 16 ? total - jg : 16;
+            const __mmask16 load = first_lanes(lines - jg < group ? lines - jg : group);
+            const __m512i e = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(load, even + jg)));
+            const __m512i o = has_odd ? _mm512_cvtepu16_epi32(
+                                            (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(load, odd + jg)))
+                                      : _mm512_setzero_si512();
+            store_words(out, width, panel_words, jg, group, kp, _mm512_or_si512(e, _mm512_slli_epi32(o, 16)));
+        }
     }
 }
 
-/* lines l0..l0+lines of op(X) over K block k0..k0+kc, as above; trans_pairs: the
+/* lines l0..l0+lines of op(X) over K block k0..k0+kc, as above; pairs_in_rows: the
  * pair elements are in two memory rows (pack_pairs), else adjacent (pack_lines) */
 static void pack(int pairs_in_rows, const float *X, int ld, int l0, int lines, int k0, int kc, int width,
                  uint32_t *out)
@@ -161,40 +221,48 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
 {
     if (M <= 0 || N <= 0 || K <= 0)
         return;
-    const int kps_max = (KC + 1) / 2, tiles_max = (NC + NR - 1) / NR;
-    uint16_t *bpack = aligned_alloc(64, (size_t)tiles_max * kps_max * NR * 2 * sizeof(uint16_t));
+    enum { KPS_MAX = (KC + 1) / 2 };
+    /* as many tiles as the largest (KB, NC) block of this product holds: small products,
+     * such as attention's, allocate little */
+    const int kblocks_max = ((K < KB ? K : KB) + KC - 1) / KC, tiles_max = ((N < NC ? N : NC) + NR - 1) / NR;
+    uint16_t *bpack = aligned_alloc(64, (size_t)kblocks_max * tiles_max * KPS_MAX * NR * 2 * sizeof(uint16_t));
     if (bpack == NULL)
         abort(); /* as the fp32 ops do on allocation failure: no partial result can pass */
     const int m_blocks = (M + MC - 1) / MC;
     for (int n0 = 0; n0 < N; n0 += NC) {
         const int nc = N - n0 < NC ? N - n0 : NC, tiles = (nc + NR - 1) / NR;
-        for (int k0 = 0; k0 < K; k0 += KC) {
-            const int kc = K - k0 < KC ? K - k0 : KC, kps = (kc + 1) / 2;
-            /* op(B)'s columns are B's rows when tb (pairs adjacent), B's columns otherwise */
-#pragma omp parallel for schedule(static) if (tiles > 1 && (double)kc * nc > 32768)
-            for (int t = 0; t < tiles; t++) {
-                const int cols = nc - t * NR < NR ? nc - t * NR : NR;
-                pack(!tb, B, ldb, n0 + t * NR, cols, k0, kc, NR, (uint32_t *)(bpack + (size_t)t * kps * NR * 2));
+        for (int kb0 = 0; kb0 < K; kb0 += KB) {
+            const int kbn = K - kb0 < KB ? K - kb0 : KB, kblocks = (kbn + KC - 1) / KC;
+            /* op(B)'s columns are B's rows when tb (pairs adjacent), B's columns otherwise;
+             * tile (j, t): K block j of this pass, columns t * NR.. */
+#pragma omp parallel for schedule(static) if (kblocks * tiles > 1 && (double)kbn * nc > 32768)
+            for (int jt = 0; jt < kblocks * tiles; jt++) {
+                const int j = jt / tiles, t = jt % tiles, k0 = kb0 + j * KC;
+                const int kc = K - k0 < KC ? K - k0 : KC, cols = nc - t * NR < NR ? nc - t * NR : NR;
+                pack(!tb, B, ldb, n0 + t * NR, cols, k0, kc, NR, (uint32_t *)(bpack + (size_t)jt * KPS_MAX * NR * 2));
             }
-#pragma omp parallel if (m_blocks > 1 && (double)M * nc * kc > 1e6)
+            /* Each thread takes MC rows of C through every K block of the pass while they
+             * are in its cache, instead of the whole of C once per K block. */
+#pragma omp parallel if (m_blocks > 1 && (double)M * nc * kbn > 1e6)
             {
-                uint16_t *apack = aligned_alloc(64, (size_t)(MC / MR) * kps_max * MR * 2 * sizeof(uint16_t));
+                uint16_t *apack = aligned_alloc(64, (size_t)(MC / MR) * KPS_MAX * MR * 2 * sizeof(uint16_t));
                 if (apack == NULL)
                     abort();
 #pragma omp for schedule(dynamic, 1)
                 for (int mb = 0; mb < m_blocks; mb++) {
                     const int m0 = mb * MC, mc = M - m0 < MC ? M - m0 : MC, panels = (mc + MR - 1) / MR;
-                    for (int p = 0; p < panels; p++) { /* op(A)'s rows: A's rows unless ta */
-                        const int rows = mc - p * MR < MR ? mc - p * MR : MR;
-                        pack(ta, A, lda, m0 + p * MR, rows, k0, kc, MR, (uint32_t *)(apack + (size_t)p * kps * MR * 2));
-                    }
-                    for (int t = 0; t < tiles; t++) {
-                        const int cols = nc - t * NR < NR ? nc - t * NR : NR;
-                        const uint16_t *tile = bpack + (size_t)t * kps * NR * 2;
-                        for (int p = 0; p < panels; p++) {
-                            const int rows = mc - p * MR < MR ? mc - p * MR : MR;
-                            micro_kernel(kps, apack + (size_t)p * kps * MR * 2, tile,
-                                         C + (size_t)(m0 + p * MR) * ldc + n0 + t * NR, ldc, rows, cols);
+                    for (int j = 0; j < kblocks; j++) { /* K blocks in order: the same sums as one pass each */
+                        const int k0 = kb0 + j * KC, kc = K - k0 < KC ? K - k0 : KC, kps = (kc + 1) / 2;
+                        /* all the block's panels; op(A)'s rows are A's rows unless ta */
+                        pack(ta, A, lda, m0, mc, k0, kc, MR, (uint32_t *)apack);
+                        for (int t = 0; t < tiles; t++) {
+                            const int cols = nc - t * NR < NR ? nc - t * NR : NR;
+                            const uint16_t *tile = bpack + (size_t)(j * tiles + t) * KPS_MAX * NR * 2;
+                            for (int p = 0; p < panels; p++) {
+                                const int rows = mc - p * MR < MR ? mc - p * MR : MR;
+                                micro_kernel(kps, apack + (size_t)p * kps * MR * 2, tile,
+                                             C + (size_t)(m0 + p * MR) * ldc + n0 + t * NR, ldc, rows, cols);
+                            }
                         }
                     }
                 }
@@ -219,20 +287,19 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
 
 static const rg_ops_table *fp32_ops; /* the CPU table this one starts from */
 
-/* Whether a product of `rows` activation rows and an (OC, IC) weight goes to bf16: the
- * weight is rounded and packed on every call, which costs about as much as the product
- * saves when the weight has more rows than the activation (the LM head's 50,257 rows
- * against its 256-row chunks); then fp32 is faster. Measured in benchmarks/README.md. */
-static int use_bf16(int rows, int OC)
+/* Whether a product of `rows` activation rows goes to bf16: from 16 rows on it is
+ * faster than the fp32 path on every shape measured (the LM head's 256-row chunks
+ * included, benchmarks/README.md); decoding's few rows stay fp32. */
+static int use_bf16(int rows)
 {
-    return rows >= RG_GEMM_BF16_MIN_ROWS && rows >= (OC < 512 ? OC : 512);
+    return rows >= RG_GEMM_BF16_MIN_ROWS;
 }
 
 /* out (N, OC) = inp (N, IC) . weight (OC, IC)^T + bias (OC) */
 static void matmul_forward_bf16(float *out, const float *inp, const float *weight, const float *bias, int N,
                                 int IC, int OC)
 {
-    if (!use_bf16(N, OC)) {
+    if (!use_bf16(N)) {
         fp32_ops->matmul_forward(out, inp, weight, bias, N, IC, OC);
         return;
     }
@@ -249,7 +316,7 @@ static void matmul_forward_bf16(float *out, const float *inp, const float *weigh
 static void matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                                  const float *weight, int N, int IC, int OC)
 {
-    if (!use_bf16(N, OC)) {
+    if (!use_bf16(N)) {
         fp32_ops->matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
         return;
     }

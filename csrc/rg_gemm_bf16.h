@@ -4,9 +4,9 @@
  * activations, each product's operands rounded to bf16 as they are packed).
  *
  * The op table "cpu-bf16" (rg_ops_cpu_bf16) is the CPU table with its linear
- * layers' matmul_forward / matmul_backward done here; everything else, and
- * products of fewer than RG_GEMM_BF16_MIN_ROWS rows (decoding) or of fewer rows
- * than min(512, the weight's rows) (the LM head's chunks), stay fp32.
+ * layers' matmul_forward / matmul_backward done here (the LM head's included);
+ * everything else, and products of fewer than RG_GEMM_BF16_MIN_ROWS rows
+ * (decoding), stay fp32.
  */
 #ifndef RG_GEMM_BF16_H
 #define RG_GEMM_BF16_H
