@@ -60,6 +60,36 @@ static inline float fast_expf(float x)
     return p * scale;
 }
 
+/* erf as x P(x^2) / Q(x^2) on [-4, 4] (beyond, erf is +-1 in float), with the
+ * rational coefficients Eigen and XLA use: within 4.3e-7 of erf in absolute terms
+ * (libm's erff: 5e-8), and branch-free, so GELU's loops vectorise; libm's scalar
+ * erff was a tenth of a DistilBERT training step. */
+static inline float fast_erff(float x)
+{
+    uint32_t bits; /* |x| clamped to 4 on the bits (NaN kept): float compares would stop vectorisation */
+    memcpy(&bits, &x, sizeof(bits));
+    uint32_t mag = bits & 0x7fffffffu;
+    const uint32_t limit = mag > 0x7f800000u ? mag : 0x40800000u; /* 4.0f */
+    mag = mag < limit ? mag : limit;
+    bits = (bits & 0x80000000u) | mag;
+    float c;
+    memcpy(&c, &bits, sizeof(c));
+    const float z = c * c;
+    float p = -2.72614225801306e-10f;
+    p = p * z + 2.77068142495902e-08f;
+    p = p * z - 2.10102402082508e-06f;
+    p = p * z - 5.69250639462346e-05f;
+    p = p * z - 7.34990630326855e-04f;
+    p = p * z - 2.95459980854025e-03f;
+    p = p * z - 1.60960333262415e-02f;
+    float q = -1.45660718464996e-05f;
+    q = q * z - 2.13374055278905e-04f;
+    q = q * z - 1.68282697438203e-03f;
+    q = q * z - 7.37332916720468e-03f;
+    q = q * z - 1.42647390514189e-02f;
+    return c * p / q;
+}
+
 /* tanh through exp(-2|u|): exact to a few 1e-8 in absolute terms. */
 static inline float fast_tanhf(float u)
 {
@@ -432,7 +462,7 @@ RG_OP void rg_gelu_erf_forward(float *out, const float *inp, size_t n)
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + erff(x * RG_INV_SQRT_2));
+        out[i] = 0.5f * x * (1.0f + fast_erff(x * RG_INV_SQRT_2));
     }
 }
 
@@ -441,7 +471,7 @@ RG_OP void rg_gelu_erf_backward(float *dinp, const float *inp, const float *dout
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++) {
         float x = inp[i];
-        float grad = 0.5f * (1.0f + erff(x * RG_INV_SQRT_2)) + x * RG_INV_SQRT_2PI * expf(-0.5f * x * x);
+        float grad = 0.5f * (1.0f + fast_erff(x * RG_INV_SQRT_2)) + x * RG_INV_SQRT_2PI * fast_expf(-0.5f * x * x);
         dinp[i] += grad * dout[i];
     }
 }
