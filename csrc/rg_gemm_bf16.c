@@ -287,9 +287,10 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
 
 static const rg_ops_table *fp32_ops; /* the CPU table this one starts from */
 
-/* Whether a product of `rows` activation rows goes to bf16: from 16 rows on it is
- * faster than the fp32 path on every shape measured (the LM head's 256-row chunks
- * included, benchmarks/README.md); decoding's few rows stay fp32. */
+/* Whether a product of `rows` activation rows goes to bf16: from 128 rows on it is as
+ * fast as OpenBLAS's fp32 or faster on every shape measured (the LM heads' 256-row
+ * chunks included; `make bench-matmul`, benchmarks/README.md); with fewer, packing
+ * both operands costs more than the product saves (the weight gradient most). */
 static int use_bf16(int rows)
 {
     return rows >= RG_GEMM_BF16_MIN_ROWS;

@@ -6,7 +6,7 @@
  * The op table "cpu-bf16" (rg_ops_cpu_bf16) is the CPU table with its linear
  * layers' matmul_forward / matmul_backward done here (the LM head's included);
  * everything else, and products of fewer than RG_GEMM_BF16_MIN_ROWS rows
- * (decoding), stay fp32.
+ * (decoding, small batches), stay fp32.
  */
 #ifndef RG_GEMM_BF16_H
 #define RG_GEMM_BF16_H
@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-#define RG_GEMM_BF16_MIN_ROWS 16
+#define RG_GEMM_BF16_MIN_ROWS 128
 
 /* 1 when this CPU runs the bf16 kernels (AVX512F/BW/VL and AVX512-BF16) and
  * REVIEWGEN_CPU_ISA does not ask for a narrower set (baseline, x86-64-v3). */

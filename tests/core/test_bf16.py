@@ -83,7 +83,7 @@ def test_precision_names_are_checked():
 @BF16
 def test_bf16_forward_and_backward_stay_close_to_fp32():
     model = tiny_classifier(n_embd=32, n_positions=16)
-    x, y = make_data(8, width=12)
+    x, y = make_data(16, width=12)  # 192 rows: bf16 from 128 (RG_GEMM_BF16_MIN_ROWS)
     batch = dict(tokens=x, attention_mask=np.ones_like(x), targets=y)
     model.core.zero_grad()
     loss32 = float(model.forward(**batch, train=True, seed=0))
@@ -108,14 +108,14 @@ def test_bf16_forward_and_backward_stay_close_to_fp32():
 
 @BF16
 def test_a_bf16_training_run_tracks_fp32_and_restores_the_precision(tmp_path):
-    x, y = make_data(48, width=8)
+    x, y = make_data(96, width=8)
     histories = []
     for bf16 in (False, True):
         model = tiny_classifier(n_embd=32, n_positions=8)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no fallback warning on this CPU
             # with evaluation: its last forward leaves a pass pending when the precision is restored
-            result = Trainer(model, small_config(bf16=bf16, learning_rate=0.01), batches_of(x, y, [8] * 6),
+            result = Trainer(model, small_config(bf16=bf16, learning_rate=0.01), batches_of(x, y, [16] * 6),
                              batches_of(x[:16], y[:16], [8, 8]), tmp_path / str(bf16)).train()
         assert model.core.precision == "fp32"  # set for the run only
         histories.append(np.array([h["train_loss"] for h in result.history]))

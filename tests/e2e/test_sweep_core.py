@@ -27,8 +27,8 @@ from reviewgen.experiments.study import SweepInterrupted, SweepStudy, run_sweep 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def make_study(model_dir, epochs=2, rows=16, values=(1e-4, 1e-2)):
-    training = TrainingConfig.for_classifier(num_train_epochs=epochs, per_device_train_batch_size=4,
+def make_study(model_dir, epochs=2, rows=16, values=(1e-4, 1e-2), batch=4):
+    training = TrainingConfig.for_classifier(num_train_epochs=epochs, per_device_train_batch_size=batch,
                                              gradient_accumulation_steps=1, learning_rate=1e-3)
     return SweepStudy(task="classifier", model=str(model_dir), data="sample:imdb", parameter="learning_rate",
                       values=list(values), samples=2, rows_per_sample=rows, eval_fraction=0.25, max_length=24,
@@ -85,8 +85,9 @@ def test_sweep_frame_means_and_spreads(model_dir, tmp_path):
 
 def test_a_bf16_sweep_tracks_the_fp32_one(model_dir, tmp_path):
     """training.bf16: every trial's products in bf16 (AVX512-BF16), or a warning and the fp32 sweep."""
-    fp32 = run_sweep(make_study(model_dir), str(tmp_path / "fp32"), log=lambda _: None).frame
-    study = make_study(model_dir)
+    # batches of 16 reviews: products of at least 128 token rows, where bf16 starts (RG_GEMM_BF16_MIN_ROWS)
+    fp32 = run_sweep(make_study(model_dir, rows=32, batch=16), str(tmp_path / "fp32"), log=lambda _: None).frame
+    study = make_study(model_dir, rows=32, batch=16)
     study.training.bf16 = True
     if _core.bf16_supported():
         bf16 = run_sweep(study, str(tmp_path / "bf16"), log=lambda _: None).frame
