@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -151,10 +152,12 @@ def test_ctrl_c_stops_the_sweep_and_marks_nothing_unfinished_as_finished(model_d
     epochs = 100  # a run of seconds
     study = make_study(model_dir, epochs=epochs, rows=32)
     timers = []
+    started = time.perf_counter()
 
     def log(line):
-        if not timers:  # Ctrl-C in the middle of the second run
-            timers.append(threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)))
+        if not timers:  # the first run is done: Ctrl-C halfway through the second, whatever the machine's speed
+            half_a_run = (time.perf_counter() - started) / 2
+            timers.append(threading.Timer(half_a_run, os.kill, (os.getpid(), signal.SIGINT)))
             timers[0].start()
 
     try:
