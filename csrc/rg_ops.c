@@ -643,12 +643,41 @@ RG_OP void rg_rope_backward(float *dqkv, const int32_t *positions, int N, int NH
 /* In place on one row of scores s (n,): softmax over the visible keys
  * (key_mask[j] != 0 or no mask, j < n_keys), exactly 0 elsewhere and on the
  * whole row when no key is visible. */
+/* A float's bits as an int32 that orders as the float does (NaN aside); the map is its
+ * own inverse. Integer maxima vectorise where float compares, which may trap, do not. */
+static inline int32_t float_order_key(float x)
+{
+    int32_t b;
+    memcpy(&b, &x, sizeof(b));
+    return b ^ (int32_t)((uint32_t)(b >> 31) >> 1);
+}
+
+/* The largest of s[0..n) whose key_mask is not 0 (all when key_mask is NULL); -inf
+ * when there is none. The same value the scalar loop finds, zeros' signs aside. */
+static float visible_max(const float *s, const int32_t *key_mask, int n)
+{
+    const int32_t lowest = float_order_key(-INFINITY);
+    int32_t best = lowest;
+    if (key_mask == NULL) {
+        for (int j = 0; j < n; j++) {
+            const int32_t key = float_order_key(s[j]);
+            best = key > best ? key : best;
+        }
+    } else {
+        for (int j = 0; j < n; j++) {
+            const int32_t key = key_mask[j] != 0 ? float_order_key(s[j]) : lowest;
+            best = key > best ? key : best;
+        }
+    }
+    const int32_t bits = best ^ (int32_t)((uint32_t)(best >> 31) >> 1);
+    float out;
+    memcpy(&out, &bits, sizeof(out));
+    return out;
+}
+
 static void softmax_row(float *s, const int32_t *key_mask, int n_keys, int n)
 {
-    float max_score = -INFINITY;
-    for (int j = 0; j < n_keys; j++)
-        if (key_mask == NULL || key_mask[j] != 0)
-            max_score = s[j] > max_score ? s[j] : max_score;
+    const float max_score = visible_max(s, key_mask, n_keys);
     if (max_score == -INFINITY) {
         memset(s, 0, (size_t)n * sizeof(float));
         return;
