@@ -32,15 +32,23 @@
  * vectorises it (libm's expf is a call; float compares would need
  * -fno-trapping-math). |x| is clamped to 104 (a NaN stays NaN): the result
  * saturates at about 1e-38 and 1.7e38 instead of 0 and infinity. */
-static inline float fast_expf(float x)
+/* x with |x| clamped to the float whose bits are limit_bits, the sign and a NaN kept;
+ * on the bits, with integer selects, so that loops using it vectorise. */
+static inline float clamp_magnitude(float x, uint32_t limit_bits)
 {
     uint32_t bits;
     memcpy(&bits, &x, sizeof(bits));
     uint32_t mag = bits & 0x7fffffffu;
-    const uint32_t limit = mag > 0x7f800000u ? mag : 0x42d00000u; /* 104.0f */
+    const uint32_t limit = mag > 0x7f800000u ? mag : limit_bits;
     mag = mag < limit ? mag : limit;
     bits = (bits & 0x80000000u) | mag;
     memcpy(&x, &bits, sizeof(x));
+    return x;
+}
+
+static inline float fast_expf(float x)
+{
+    x = clamp_magnitude(x, 0x42d00000u); /* 104.0f */
     const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round(x / ln 2) */
     float r = x - n * 0.693359375f; /* ln 2 split in a part exact in float ... */
     r = r - n * -2.12194440e-4f;    /* ... and the rest */
@@ -66,14 +74,7 @@ static inline float fast_expf(float x)
  * erff was a tenth of a DistilBERT training step. */
 static inline float fast_erff(float x)
 {
-    uint32_t bits; /* |x| clamped to 4 on the bits (NaN kept): float compares would stop vectorisation */
-    memcpy(&bits, &x, sizeof(bits));
-    uint32_t mag = bits & 0x7fffffffu;
-    const uint32_t limit = mag > 0x7f800000u ? mag : 0x40800000u; /* 4.0f */
-    mag = mag < limit ? mag : limit;
-    bits = (bits & 0x80000000u) | mag;
-    float c;
-    memcpy(&c, &bits, sizeof(c));
+    const float c = clamp_magnitude(x, 0x40800000u); /* 4.0f */
     const float z = c * c;
     float p = -2.72614225801306e-10f;
     p = p * z + 2.77068142495902e-08f;
@@ -640,16 +641,19 @@ RG_OP void rg_rope_backward(float *dqkv, const int32_t *positions, int N, int NH
 /* attention                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* In place on one row of scores s (n,): softmax over the visible keys
- * (key_mask[j] != 0 or no mask, j < n_keys), exactly 0 elsewhere and on the
- * whole row when no key is visible. */
-/* A float's bits as an int32 that orders as the float does (NaN aside); the map is its
- * own inverse. Integer maxima vectorise where float compares, which may trap, do not. */
+/* A float's bits b as an int32 that orders as the float does (NaN aside): negative
+ * floats' magnitude bits flipped. The map is its own inverse. Integer maxima vectorise
+ * where float compares, which may trap, do not. */
+static inline int32_t order_key_flip(int32_t b)
+{
+    return b ^ (int32_t)((uint32_t)(b >> 31) >> 1);
+}
+
 static inline int32_t float_order_key(float x)
 {
     int32_t b;
     memcpy(&b, &x, sizeof(b));
-    return b ^ (int32_t)((uint32_t)(b >> 31) >> 1);
+    return order_key_flip(b);
 }
 
 /* The largest of s[0..n) whose key_mask is not 0 (all when key_mask is NULL); -inf
@@ -669,12 +673,15 @@ static float visible_max(const float *s, const int32_t *key_mask, int n)
             best = key > best ? key : best;
         }
     }
-    const int32_t bits = best ^ (int32_t)((uint32_t)(best >> 31) >> 1);
+    const int32_t bits = order_key_flip(best);
     float out;
     memcpy(&out, &bits, sizeof(out));
     return out;
 }
 
+/* In place on one row of scores s (n,): softmax over the visible keys
+ * (key_mask[j] != 0 or no mask, j < n_keys), exactly 0 elsewhere and on the
+ * whole row when no key is visible. */
 static void softmax_row(float *s, const int32_t *key_mask, int n_keys, int n)
 {
     const float max_score = visible_max(s, key_mask, n_keys);

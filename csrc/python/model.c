@@ -534,7 +534,8 @@ static PyObject *model_set_precision(ModelObject *self, PyObject *arg)
 
 static PyObject *model_get_precision(ModelObject *self, void *closure)
 {
-    return PyUnicode_FromString(strcmp(self->model->ops->name, "cpu-bf16") == 0 ? "bf16" : "fp32");
+    const rg_ops_table *bf16 = rg_ops_cpu_bf16(); /* NULL without AVX512-BF16 */
+    return PyUnicode_FromString(bf16 != NULL && self->model->ops == bf16 ? "bf16" : "fp32");
 }
 
 /* merge_lora() / unmerge_lora(): fold the adapters into the base weights and back. */
