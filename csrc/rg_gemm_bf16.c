@@ -50,10 +50,11 @@ float rg_round_bf16(float x)
 int rg_gemm_bf16_supported(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    /* REVIEWGEN_CPU_ISA naming a narrower set (baseline, x86-64-v3) rules bf16 out too */
+    /* REVIEWGEN_CPU_ISA naming one of the ops' instruction sets, all narrower, rules bf16 out too */
     const char *wanted = getenv("REVIEWGEN_CPU_ISA");
-    if (wanted != NULL && (strcmp(wanted, "baseline") == 0 || strcmp(wanted, "x86-64-v3") == 0))
-        return 0;
+    for (size_t i = 0; wanted != NULL && rg_ops_cpu_isa_at(i) != NULL; i++)
+        if (strcmp(wanted, rg_ops_cpu_isa_at(i)) == 0)
+            return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");

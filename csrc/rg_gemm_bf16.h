@@ -31,7 +31,8 @@ int rg_gemm_bf16_supported(void);
 void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   float *C, int ldc);
 
-/* The fp32 -> bf16 rounding the packing uses (round to nearest even), for tests. */
+/* The fp32 -> bf16 rounding the packing uses (round to nearest even), for tests;
+ * the packing's vcvtneps2bf16 also flushes subnormal inputs to zero, this does not. */
 float rg_round_bf16(float x);
 
 /* The CPU op table with bf16 linear layers; NULL when this CPU lacks AVX512-BF16. */
