@@ -26,6 +26,10 @@
 extern "C" {
 #endif
 
+/* Floats per query row that attention_forward keeps in `att` for the
+ * backward (rg_ops.h says what the CPU keeps; the CUDA ops keep their own). */
+#define RG_ATTENTION_ROW_STATS 2
+
 typedef struct rg_ops_table {
     const char *name; /* "cpu", "cuda", ... */
 
@@ -81,8 +85,8 @@ typedef struct rg_ops_table {
                               int B, int T, int NH, int NKV, int HS, int causal, float attn_p,
                               uint64_t stream);
     void (*attention_backward)(float *dqkv, const float *dout, const float *qkv, const float *att,
-                               int B, int T, int NH, int NKV, int HS, float attn_p,
-                               uint64_t stream);
+                               const int32_t *key_mask, int B, int T, int NH, int NKV, int HS,
+                               int causal, float attn_p, uint64_t stream);
     void (*attention_cached_forward)(float *out, const float *qkv, const float *k_cache,
                                      const float *v_cache, const int32_t *key_mask, int B, int Tn,
                                      int S, int start, int NH, int NKV, int HS);

@@ -771,24 +771,44 @@ static size_t carve_size(carver *cv, size_t a, size_t b, size_t c, size_t d)
     return n;
 }
 
-/* One block's activations for N = B*T rows and S keys per query. */
-static void carve_layer(carver *cv, rg_layer_acts *a, const rg_model_config *c, int B, int T,
-                        int S, int with_att)
+/* What a block's activation set keeps: a saved set (a block that trains)
+ * keeps what its backward reads, att included, but not the MLP activation,
+ * which the forward writes into d_fch and the backward makes again from fch;
+ * a scratch set (a frozen block, or generation) keeps no att and, unless the
+ * activation is gated, applies it in place. */
+enum { SET_SAVED = 0, SET_SCRATCH = 1 };
+
+/* One block's activations for N = B*T rows. The block's output (ln2
+ * post-norm, res2 pre-norm) comes first, so the rest is one range that
+ * carve_all can lend to the backward when the set is frozen scratch. A saved
+ * set's fch_act is left for carve_all to point at d_fch. */
+static void carve_layer(carver *cv, rg_layer_acts *a, const rg_model_config *c, int B, int T, int kind)
 {
     const size_t N = (size_t)B * T, C = c->n_embd;
+    float *output = carve(cv, N * C);
     a->ln1 = carve(cv, N * C);
     a->ln1_mean = carve(cv, N);
     a->ln1_rstd = carve(cv, N);
     a->qkv = carve(cv, N * qkv_width(c));
-    a->att = with_att ? carve(cv, carve_size(cv, (size_t)B, (size_t)c->n_head, (size_t)T, (size_t)S)) : NULL;
+    a->att = kind == SET_SAVED
+                 ? carve(cv, carve_size(cv, (size_t)B, (size_t)c->n_head, (size_t)T, RG_ATTENTION_ROW_STATS))
+                 : NULL;
     a->atty = carve(cv, N * c->n_head * c->head_dim);
     a->res1 = carve(cv, N * C);
-    a->ln2 = carve(cv, N * C);
     a->ln2_mean = carve(cv, N);
     a->ln2_rstd = carve(cv, N);
     a->fch = carve(cv, N * fc_width(c));
-    a->fch_act = carve(cv, N * c->n_inner);
-    a->res2 = carve(cv, N * C);
+    if (kind == SET_SAVED)
+        a->fch_act = NULL;
+    else
+        a->fch_act = c->activation == RG_ACTIVATION_SWIGLU ? carve(cv, N * c->n_inner) : a->fch;
+    if (c->pre_norm) {
+        a->res2 = output;
+        a->ln2 = carve(cv, N * C);
+    } else {
+        a->ln2 = output;
+        a->res2 = carve(cv, N * C);
+    }
     for (int site = 0; site < RG_LORA_SITES; site++)
         a->lora_u[site] = lora_on(c) && (c->lora_targets & RG_LORA_BIT(site))
                               ? carve(cv, N * (size_t)c->lora_rank) : NULL;
@@ -805,22 +825,52 @@ static size_t lora_max_in(const rg_model_config *c)
     return w;
 }
 
+/* The backward's scratch: what one block's backward works in (and the
+ * heads'). A block's MLP branch is done before its attention branch starts,
+ * so the attention's d_qkv and d_atty lie over the MLP's d_fch_act and d_fch. */
+static void carve_backward(rg_model *m, carver *cv, size_t N)
+{
+    const rg_model_config *c = &m->config;
+    const size_t C = c->n_embd;
+    m->d_res = carve(cv, N * C);
+    m->d_tmp = carve(cv, N * C);
+    m->d_tmp2 = carve(cv, N * C);
+    const size_t branch = cv->used;
+    m->d_fch_act = carve(cv, N * c->n_inner);
+    m->d_fch = carve(cv, N * fc_width(c));
+    const size_t mlp_end = cv->used;
+    cv->used = branch;
+    m->d_qkv = carve(cv, N * qkv_width(c));
+    m->d_atty = carve(cv, N * c->n_head * c->head_dim);
+    if (cv->used < mlp_end)
+        cv->used = mlp_end;
+}
+
 /* Lays out every activation of a (B, T) pass with n_sets block sets, the
- * last n_scratch of them the ping-pong scratch of layers whose activations
- * are not kept: a layer reads only the previous one's output, so the two
- * scratch sets share every buffer but that output. */
+ * last n_scratch of them the ping-pong scratch of frozen layers, whose
+ * activations are not kept: a layer reads only the previous one's output, so
+ * the two scratch sets share every buffer but that output, and keep no
+ * attention state (no backward runs through them). The backward's scratch
+ * lies in the first scratch set past its output when it fits there (with
+ * n_inner <= 4 n_embd, or a gated activation), since no frozen layer runs once
+ * any of it is written: the trainable blocks' forward (their MLP activation
+ * in d_fch) and the LM head's fused gradient come after the frozen blocks,
+ * and the backward reads only the last frozen output. Saved sets exist only
+ * with the backward, which their fch_act needs. */
 static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int n_scratch, int with_backward,
                       int logit_rows)
 {
     const rg_model_config *c = &m->config;
     const size_t N = (size_t)B * T, C = c->n_embd;
-    m->emb = carve(cv, N * C);
-    m->emb_mean = carve(cv, N);
-    m->emb_rstd = carve(cv, N);
+    m->emb = c->embed_norm ? carve(cv, N * C) : NULL;
+    m->emb_mean = c->embed_norm ? carve(cv, N) : NULL;
+    m->emb_rstd = c->embed_norm ? carve(cv, N) : NULL;
     m->x0 = carve(cv, N * C);
     rg_layer_acts scratch[2];
+    size_t lendable_from = 0, lendable_to = 0; /* the first scratch set past its output */
     for (int s = 0; s < n_sets; s++) {
         rg_layer_acts *a = m->layer_sets ? &m->layer_sets[s] : &scratch[s % 2];
+        const int is_scratch = s >= n_sets - n_scratch;
         if (n_scratch == 2 && s == n_sets - 1) { /* the second scratch set */
             *a = m->layer_sets ? m->layer_sets[s - 1] : scratch[(s - 1) % 2];
             float *output = carve(cv, N * C);
@@ -830,11 +880,18 @@ static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int n_s
                 a->ln2 = output;
             continue;
         }
-        carve_layer(cv, a, c, B, T, T, 1);
+        const size_t start = cv->used;
+        carve_layer(cv, a, c, B, T, is_scratch ? SET_SCRATCH : SET_SAVED);
+        if (is_scratch) {
+            carver output = {NULL, start, 0};
+            carve(&output, N * C);
+            lendable_from = output.used;
+            lendable_to = cv->used;
+        }
     }
-    m->lnf = carve(cv, N * C);
-    m->lnf_mean = carve(cv, N);
-    m->lnf_rstd = carve(cv, N);
+    m->lnf = c->final_norm ? carve(cv, N * C) : NULL;
+    m->lnf_mean = c->final_norm ? carve(cv, N) : NULL;
+    m->lnf_rstd = c->final_norm ? carve(cv, N) : NULL;
     if (is_classifier(c)) {
         m->logits = carve(cv, (size_t)B * c->num_labels);
         m->lse = carve(cv, B);
@@ -848,13 +905,13 @@ static void carve_all(rg_model *m, carver *cv, int B, int T, int n_sets, int n_s
         m->head_in = with_backward ? carve(cv, N * C) : NULL;
     }
     if (with_backward) {
-        m->d_res = carve(cv, N * C);
-        m->d_tmp = carve(cv, N * C);
-        m->d_tmp2 = carve(cv, N * C);
-        m->d_qkv = carve(cv, N * qkv_width(c));
-        m->d_atty = carve(cv, N * c->n_head * c->head_dim);
-        m->d_fch = carve(cv, N * fc_width(c));
-        m->d_fch_act = carve(cv, N * c->n_inner);
+        carver lent = {cv->base, lendable_from, 0};
+        if (n_scratch > 0)
+            carve_backward(m, &lent, N);
+        if (n_scratch == 0 || lent.overflow || lent.used > lendable_to)
+            carve_backward(m, cv, N);
+        for (int s = 0; m->layer_sets && s < n_sets - n_scratch; s++)
+            m->layer_sets[s].fch_act = m->d_fch;
     } else {
         m->d_res = m->d_tmp = m->d_tmp2 = m->d_qkv = m->d_atty = m->d_fch = m->d_fch_act = NULL;
     }
@@ -1203,6 +1260,7 @@ static void mlp_branch_backward(rg_model *m, int l, const rg_layer_acts *a, floa
     const int C = c->n_embd, F = c->n_inner, FW = fc_width(c);
     m->ops->dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
                           rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+    activation_forward(m, a->fch_act, a->fch, N); /* again: it lives in d_fch (carve_layer) */
     memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
     m->ops->matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_out, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
     lora_backward(m, l, LIN_FC2, a, d_out, a->fch_act, m->d_fch_act, N);
@@ -1227,7 +1285,8 @@ static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a
     m->ops->matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
     lora_backward(m, l, LIN_PROJ, a, d_out, a->atty, m->d_atty, N);
     memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
-    m->ops->attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, B, T, NH, NKV, HS, m->train ? c->attn_pdrop : 0.0f,
+    m->ops->attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, m->key_mask, B, T, NH, NKV, HS, c->causal,
+                               m->train ? c->attn_pdrop : 0.0f,
                                rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_PROBS)));
     if (c->position == RG_POSITION_ROPE)
         m->ops->rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
@@ -1748,8 +1807,8 @@ rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const
     carve(&sizing, (size_t)N * C);
     carve(&sizing, (size_t)N);
     carve(&sizing, (size_t)N);
-    carve_layer(&sizing, &sets[0], c, B, T, kv->max_T, 0);
-    carve_layer(&sizing, &sets[1], c, B, T, kv->max_T, 0);
+    carve_layer(&sizing, &sets[0], c, B, T, SET_SCRATCH);
+    carve_layer(&sizing, &sets[1], c, B, T, SET_SCRATCH);
     carve(&sizing, (size_t)B * C);
     carve(&sizing, (size_t)B * C);
     carve(&sizing, (size_t)B);
@@ -1774,8 +1833,8 @@ rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const
     float *emb = carve(&cv, (size_t)N * C);
     float *emb_mean = carve(&cv, (size_t)N);
     float *emb_rstd = carve(&cv, (size_t)N);
-    carve_layer(&cv, &sets[0], c, B, T, kv->max_T, 0);
-    carve_layer(&cv, &sets[1], c, B, T, kv->max_T, 0);
+    carve_layer(&cv, &sets[0], c, B, T, SET_SCRATCH);
+    carve_layer(&cv, &sets[1], c, B, T, SET_SCRATCH);
     float *last = carve(&cv, (size_t)B * C);
     float *last_norm = carve(&cv, (size_t)B * C);
     float *last_mean = carve(&cv, (size_t)B);

@@ -681,12 +681,16 @@ static float visible_max(const float *s, const int32_t *key_mask, int n)
 
 /* In place on one row of scores s (n,): softmax over the visible keys
  * (key_mask[j] != 0 or no mask, j < n_keys), exactly 0 elsewhere and on the
- * whole row when no key is visible. */
-static void softmax_row(float *s, const int32_t *key_mask, int n_keys, int n)
+ * whole row when no key is visible. stats (2,), when not NULL, receives what
+ * softmax_again needs to make the same row again: the maximum score and 1/sum
+ * (0 when no key is visible). */
+static void softmax_row(float *s, const int32_t *key_mask, int n_keys, int n, float *stats)
 {
     const float max_score = visible_max(s, key_mask, n_keys);
     if (max_score == -INFINITY) {
         memset(s, 0, (size_t)n * sizeof(float));
+        if (stats != NULL)
+            stats[0] = stats[1] = 0.0f;
         return;
     }
     for (int j = 0; j < n_keys; j++)
@@ -698,6 +702,30 @@ static void softmax_row(float *s, const int32_t *key_mask, int n_keys, int n)
     for (int j = 0; j < n_keys; j++)
         sum += s[j];
     const float inv = 1.0f / sum;
+    for (int j = 0; j < n_keys; j++)
+        s[j] *= inv;
+    for (int j = n_keys; j < n; j++)
+        s[j] = 0.0f;
+    if (stats != NULL) {
+        stats[0] = max_score;
+        stats[1] = inv;
+    }
+}
+
+/* softmax_row's result again from the same scores and its stats, bit for bit
+ * (the same exp and product per key), without the passes for max and sum. */
+static void softmax_again(float *s, const int32_t *key_mask, int n_keys, int n, const float *stats)
+{
+    const float max_score = stats[0], inv = stats[1];
+    if (inv == 0.0f) {
+        memset(s, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int j = 0; j < n_keys; j++)
+        s[j] = fast_expf(s[j] - max_score);
+    if (key_mask != NULL)
+        for (int j = 0; j < n_keys; j++)
+            s[j] = key_mask[j] != 0 ? s[j] : 0.0f;
     for (int j = 0; j < n_keys; j++)
         s[j] *= inv;
     for (int j = n_keys; j < n; j++)
@@ -717,7 +745,7 @@ static void attention_row(float *out, float *probs, const float *q, const float 
             dot += q[i] * k[i];
         probs[j] = dot * scale;
     }
-    softmax_row(probs, key_mask, n_keys, n_keys);
+    softmax_row(probs, key_mask, n_keys, n_keys, NULL);
     for (int i = 0; i < HS; i++)
         out[i] = 0.0f;
     for (int j = 0; j < n_keys; j++) {
@@ -739,9 +767,20 @@ static void attention_dropout_copy(float *dst, const float *src, int T, float at
         dst[i] = src[i] != 0.0f && rg_rng_keep(stream, drop0 + i, attn_p) ? src[i] * keep_scale : 0.0f;
 }
 
+/* scores (T, T) = Q K^T / sqrt(HS) of query head h in batch row `base`, one
+ * single-threaded OpenBLAS product. */
+static void attention_scores(float *scores, const float *base, int h, int g, int T, int NH, int HS, int row,
+                             float scale)
+{
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale, base + (size_t)h * HS, row,
+                      base + (size_t)(NH + g) * HS, row, 0.0f, scores, T);
+}
+
 /* Per (batch, head): scores = Q K^T / sqrt(HS) and out = dropout(P) V as
  * single-threaded OpenBLAS products (gemm_blocks made OpenBLAS
- * single-threaded; the heads are spread over the OpenMP threads). */
+ * single-threaded; the heads are spread over the OpenMP threads). P lives in
+ * a (T, T) buffer per thread; `att` keeps each row's softmax stats for the
+ * backward, which makes P again from them. */
 RG_OP void rg_attention_forward(float *out, float *att, const float *qkv, const int32_t *key_mask,
                           int B, int T, int NH, int NKV, int HS, int causal, float attn_p,
                           uint64_t stream)
@@ -753,42 +792,45 @@ RG_OP void rg_attention_forward(float *out, float *att, const float *qkv, const 
     ensure_blas_single_threaded();
 #pragma omp parallel
     {
+        float *scores = malloc((size_t)T * T * sizeof(float));
         float *dropped = attn_p > 0.0f ? malloc((size_t)T * T * sizeof(float)) : NULL;
+        const int ok = scores != NULL && (attn_p <= 0.0f || dropped != NULL);
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int h = 0; h < NH; h++) {
-                const int g = h / group;
                 const float *base = qkv + (size_t)b * T * row;
-                float *scores = att + ((size_t)b * NH + h) * T * T;
                 float *y = out + (size_t)b * T * NH * HS + (size_t)h * HS;
+                if (!ok) { /* out of memory: no output rather than a crash */
+                    for (int t = 0; t < T; t++)
+                        memset(y + (size_t)t * NH * HS, 0, (size_t)HS * sizeof(float));
+                    continue;
+                }
                 const int32_t *mask = key_mask ? key_mask + (size_t)b * T : NULL;
-                scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, HS, scale,
-                                  base + (size_t)h * HS, row, base + (size_t)(NH + g) * HS, row, 0.0f,
-                                  scores, T);
+                float *stats = att ? att + ((size_t)b * NH + h) * T * RG_ATTENTION_ROW_STATS : NULL;
+                attention_scores(scores, base, h, h / group, T, NH, HS, row, scale);
                 for (int t = 0; t < T; t++)
-                    softmax_row(scores + (size_t)t * T, mask, causal ? t + 1 : T, T);
+                    softmax_row(scores + (size_t)t * T, mask, causal ? t + 1 : T, T,
+                                stats ? stats + (size_t)t * RG_ATTENTION_ROW_STATS : NULL);
                 const float *probs = scores;
                 if (attn_p > 0.0f) {
-                    if (dropped == NULL) { /* out of memory: no output rather than a crash */
-                        for (int t = 0; t < T; t++)
-                            memset(y + (size_t)t * NH * HS, 0, (size_t)HS * sizeof(float));
-                        continue;
-                    }
                     attention_dropout_copy(dropped, scores, T, attn_p, stream, ((uint64_t)b * NH + h) * T * T);
                     probs = dropped;
                 }
                 scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, HS, T, 1.0f, probs, T,
-                                  base + (size_t)(NH + NKV + g) * HS, row, 0.0f, y, NH * HS);
+                                  base + (size_t)(NH + NKV + h / group) * HS, row, 0.0f, y, NH * HS);
             }
         }
+        free(scores);
         free(dropped);
     }
 }
 
 /* Parallel over (batch, key/value head) so the heads of one group, which all
- * add into the same dk and dv, stay on one thread. */
+ * add into the same dk and dv, stay on one thread. Each head's P is made
+ * again from q, k and the forward's row stats. */
 RG_OP void rg_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                           int B, int T, int NH, int NKV, int HS, float attn_p, uint64_t stream)
+                           const int32_t *key_mask, int B, int T, int NH, int NKV, int HS, int causal,
+                           float attn_p, uint64_t stream)
 {
     const int row = (int)(((int64_t)NH + 2 * (int64_t)NKV) * HS); /* BLAS leading dimension */
     const int group = NH / NKV;
@@ -797,9 +839,10 @@ RG_OP void rg_attention_backward(float *dqkv, const float *dout, const float *qk
     ensure_blas_single_threaded();
 #pragma omp parallel
     {
+        float *probs = malloc((size_t)T * T * sizeof(float));
         float *dprobs = malloc((size_t)T * T * sizeof(float));
         float *dropped = attn_p > 0.0f ? malloc((size_t)T * T * sizeof(float)) : NULL;
-        const int ok = dprobs != NULL && (attn_p <= 0.0f || dropped != NULL);
+        const int ok = probs != NULL && dprobs != NULL && (attn_p <= 0.0f || dropped != NULL);
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int b = 0; b < B; b++) {
             for (int g = 0; g < NKV; g++) {
@@ -809,8 +852,13 @@ RG_OP void rg_attention_backward(float *dqkv, const float *dout, const float *qk
                 float *dbase = dqkv + (size_t)b * T * row;
                 const float *k = base + (size_t)(NH + g) * HS, *v = base + (size_t)(NH + NKV + g) * HS;
                 float *dk = dbase + (size_t)(NH + g) * HS, *dv = dbase + (size_t)(NH + NKV + g) * HS;
+                const int32_t *mask = key_mask ? key_mask + (size_t)b * T : NULL;
                 for (int h = g * group; h < (g + 1) * group; h++) {
-                    const float *probs = att + ((size_t)b * NH + h) * T * T;
+                    const float *stats = att + ((size_t)b * NH + h) * T * RG_ATTENTION_ROW_STATS;
+                    attention_scores(probs, base, h, g, T, NH, HS, row, scale);
+                    for (int t = 0; t < T; t++)
+                        softmax_again(probs + (size_t)t * T, mask, causal ? t + 1 : T, T,
+                                      stats + (size_t)t * RG_ATTENTION_ROW_STATS);
                     const float *dy = dout + (size_t)b * T * NH * HS + (size_t)h * HS;
                     const uint64_t drop0 = ((uint64_t)b * NH + h) * T * T;
                     const float *used = probs; /* the probabilities out was made from */
@@ -844,6 +892,7 @@ RG_OP void rg_attention_backward(float *dqkv, const float *dout, const float *qk
                 }
             }
         }
+        free(probs);
         free(dprobs);
         free(dropped);
     }

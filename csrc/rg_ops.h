@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rg_backend.h" /* RG_ATTENTION_ROW_STATS */
+
 /* ---- dropout: keep element `index` of stream `seed` with probability 1 - p ---- */
 
 /* The stream of one dropout site: derived from the step seed and a site id, so
@@ -157,11 +159,15 @@ void rg_rope_backward(float *dqkv,               /* (N, (NH + 2*NKV) * HS) in pl
 
 /* Query head h reads key/value head h / (NH / NKV) (grouped-query attention).
  * Key j is visible to query t when key_mask[b,j] != 0 (or key_mask is NULL)
- * and, if causal, j <= t. A query that sees no key outputs zeros. `att`
- * receives the softmax probabilities BEFORE dropout (zeros where masked);
- * `out` uses the probabilities after dropout. */
+ * and, if causal, j <= t. A query that sees no key outputs zeros. `out` uses
+ * the probabilities after dropout. The (B, NH, T, T) probabilities are never
+ * kept: `att` receives RG_ATTENTION_ROW_STATS floats per query row from which
+ * the backward makes them again (here the row's maximum score and 1/sum; the
+ * CUDA ops keep their own row figures there), or nothing when att is NULL (no
+ * backward follows). The backward takes the forward's key_mask and causal. */
+#define RG_ATTENTION_ROW_STATS 2
 void rg_attention_forward(float *out,              /* (B, T, NH*HS) */
-                          float *att,              /* (B, NH, T, T) */
+                          float *att,              /* (B, NH, T, RG_ATTENTION_ROW_STATS) or NULL */
                           const float *qkv,        /* (B, T, (NH + 2*NKV) * HS) */
                           const int32_t *key_mask, /* (B, T) or NULL */
                           int B, int T, int NH, int NKV, int HS, int causal,
@@ -169,8 +175,9 @@ void rg_attention_forward(float *out,              /* (B, T, NH*HS) */
 void rg_attention_backward(float *dqkv,             /* (B, T, (NH + 2*NKV) * HS) += */
                            const float *dout,       /* (B, T, NH*HS) */
                            const float *qkv,        /* (B, T, (NH + 2*NKV) * HS) */
-                           const float *att,        /* (B, NH, T, T) */
-                           int B, int T, int NH, int NKV, int HS,
+                           const float *att,        /* (B, NH, T, RG_ATTENTION_ROW_STATS) */
+                           const int32_t *key_mask, /* (B, T) or NULL */
+                           int B, int T, int NH, int NKV, int HS, int causal,
                            float attn_p, uint64_t stream);
 
 /* Attention of Tn new queries over a key/value cache of S slots (generation):

@@ -12,15 +12,16 @@
 // with shuffles, and the weighted sums over the 32 staged rows are taken
 // with lanes striding over the head dims.
 //
-// What the forward saves in `att` (B, NH, T, T) for the backward:
+// What the forward saves in `att` (B, NH, T, RG_ATTENTION_ROW_STATS = 2) for
+// the backward:
 //   att[0 .. B*NH*T)        the log-sum-exp of each query row's scaled
 //                            scores, -INFINITY for a row that sees no key;
 //   then (int32) B*T words  bit 0: key_mask[b, j] != 0 (or no mask),
-//                            bit 1: causal (the backward takes neither
-//                            key_mask nor causal). Only when T >= 2; with
-//                            T == 1 the lse alone says everything (the one
-//                            key is visible iff the lse is finite) and the
-//                            (B, NH, 1, 1) buffer has no room for more.
+//                            bit 1: causal (the backward reads these, not
+//                            the key_mask and causal it is passed). Only when
+//                            T >= 2; with T == 1 the lse alone says
+//                            everything (the one key is visible iff the lse
+//                            is finite).
 // The backward recomputes the probabilities from q, k and the lse: pass 1
 // (per query row) the softmax-backward term D = sum_j P_j dP_j, then dq;
 // pass 2 (per key row of each kv head) dk and dv over every query head of
@@ -657,8 +658,11 @@ static __global__ void __launch_bounds__(ATT_MAX_WARPS * 32)
 }
 
 extern "C" void rgcu_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                                        int B, int T, int NH, int NKV, int HS, float attn_p, uint64_t stream)
+                                        const int32_t *key_mask, int B, int T, int NH, int NKV, int HS, int causal,
+                                        float attn_p, uint64_t stream)
 {
+    (void)key_mask; /* the forward saved the visible keys in att */
+    (void)causal;
     if (B <= 0 || T <= 0 || NH <= 0 || NKV <= 0 || HS <= 0)
         return;
     float *Dsave = (float *)rgcu_scratch(RGCU_SCRATCH_ATTENTION, (size_t)B * NH * T * sizeof(float));

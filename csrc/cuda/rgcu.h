@@ -146,17 +146,18 @@ void rgcu_rope_forward(float *qkv, const int32_t *positions, int N, int NH, int 
 void rgcu_rope_backward(float *dqkv, const int32_t *positions, int N, int NH, int NKV, int HS,
                         float theta);
 
-/* `att` (B, NH, T, T) is this backend's saved state between forward and
+/* `att` (B, NH, T, 2) is this backend's saved state between forward and
  * backward, not the probabilities, which are never stored: the forward keeps
  * each query row's log-sum-exp there (B*NH*T floats; -inf for a row that
  * sees no key) and, when T >= 2, one visibility word per key after them
- * (B*T int32: mask set, causal), since the backward is given neither; the
- * backward recomputes the rest. */
+ * (B*T int32: mask set, causal), which the backward reads instead of the
+ * key_mask and causal it is passed; the backward recomputes the rest. */
 void rgcu_attention_forward(float *out, float *att, const float *qkv, const int32_t *key_mask,
                             int B, int T, int NH, int NKV, int HS, int causal, float attn_p,
                             uint64_t stream);
 void rgcu_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                             int B, int T, int NH, int NKV, int HS, float attn_p, uint64_t stream);
+                             const int32_t *key_mask, int B, int T, int NH, int NKV, int HS, int causal,
+                             float attn_p, uint64_t stream);
 void rgcu_attention_cached_forward(float *out, const float *qkv, const float *k_cache,
                                    const float *v_cache, const int32_t *key_mask, int B, int Tn,
                                    int S, int start, int NH, int NKV, int HS);

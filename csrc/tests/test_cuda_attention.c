@@ -9,7 +9,7 @@
  * with one batch row hiding every key (its queries output zeros and get no
  * gradient), attention dropout 0, 0.1 and 0.2 (the GPU draws the CPU's mask,
  * so the results agree to float tolerance). `att` is not compared: the CPU
- * keeps the probabilities there, the GPU its own saved state (rgcu.h), so
+ * keeps each row's maximum and 1/sum there, the GPU its own saved state, so
  * each backward runs on its own forward's att. dqkv starts from random
  * values (the backward adds). The backward has one gradient, never NULL.
  *
@@ -65,7 +65,7 @@ static void attention_check(const rg_ops_table *gpu, const char *name, int B, in
     /* the last batch row hides every key (with B == 1 there is none to spare) */
     rg_test_pair mask = with_mask ? key_mask_pair(B, T, seed + 1, B > 1 ? B - 1 : -1) : rg_test_pair_none();
     rg_test_pair out = rg_test_pair_random(n_out, seed + 2, -1, 1); /* overwritten */
-    rg_test_pair att = rg_test_pair_zeros((size_t)B * NH * T * T);
+    rg_test_pair att = rg_test_pair_zeros((size_t)B * NH * T * RG_ATTENTION_ROW_STATS);
     cpu->attention_forward(RG_HOST_F(out), RG_HOST_F(att), RG_HOST_F(qkv), RG_HOST_I(mask), B, T, NH, NKV, HS,
                            causal, attn_p, stream);
     gpu->attention_forward(RG_DEV_F(out), RG_DEV_F(att), RG_DEV_F(qkv), RG_DEV_I(mask), B, T, NH, NKV, HS,
@@ -76,10 +76,10 @@ static void attention_check(const rg_ops_table *gpu, const char *name, int B, in
 
     rg_test_pair dout = rg_test_pair_random(n_out, seed + 3, -1, 1);
     rg_test_pair dqkv = rg_test_pair_random(n_qkv, seed + 4, -1, 1); /* the backward adds */
-    cpu->attention_backward(RG_HOST_F(dqkv), RG_HOST_F(dout), RG_HOST_F(qkv), RG_HOST_F(att), B, T, NH, NKV, HS,
-                            attn_p, stream);
-    gpu->attention_backward(RG_DEV_F(dqkv), RG_DEV_F(dout), RG_DEV_F(qkv), RG_DEV_F(att), B, T, NH, NKV, HS,
-                            attn_p, stream);
+    cpu->attention_backward(RG_HOST_F(dqkv), RG_HOST_F(dout), RG_HOST_F(qkv), RG_HOST_F(att), RG_HOST_I(mask),
+                            B, T, NH, NKV, HS, causal, attn_p, stream);
+    gpu->attention_backward(RG_DEV_F(dqkv), RG_DEV_F(dout), RG_DEV_F(qkv), RG_DEV_F(att), RG_DEV_I(mask),
+                            B, T, NH, NKV, HS, causal, attn_p, stream);
     snprintf(what, sizeof(what), "%s dqkv", name);
     rg_test_pair_expect_close(&dqkv, ATT_RTOL, ATT_ATOL, what);
 
@@ -127,7 +127,7 @@ void test_cuda_attention_large(void)
 }
 
 /* T = 1 (the saved state holds only the lse) and T = 2 with one head (the
- * smallest att that also holds the key words). */
+ * smallest att, (B, 1, 2, 2), that also holds the key words). */
 void test_cuda_attention_tiny(void)
 {
     const rg_ops_table *gpu = rg_test_cuda_ops("attention_tiny");

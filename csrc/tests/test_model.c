@@ -745,9 +745,9 @@ COUNTING(22, attention_forward,
           float p, uint64_t s),
          (o, a, q, k, B, T, NH, NKV, HS, c, p, s))
 COUNTING(23, attention_backward,
-         (float *dq, const float *d, const float *q, const float *a, int B, int T, int NH, int NKV, int HS,
-          float p, uint64_t s),
-         (dq, d, q, a, B, T, NH, NKV, HS, p, s))
+         (float *dq, const float *d, const float *q, const float *a, const int32_t *k, int B, int T, int NH,
+          int NKV, int HS, int c, float p, uint64_t s),
+         (dq, d, q, a, k, B, T, NH, NKV, HS, c, p, s))
 COUNTING(24, attention_cached_forward,
          (float *o, const float *q, const float *kc, const float *vc, const int32_t *k, int B, int Tn, int S,
           int st, int NH, int NKV, int HS),
@@ -1151,6 +1151,65 @@ void test_model_lm_head_chunks_agree(void)
 done:
     for (int k = 0; k < 3; k++)
         rg_model_free(m[k]);
+}
+
+/* ---- frozen blocks lend their scratch to the backward ---- */
+
+/* A 4-block model trained in its last block (k = 1) and whole (k = -1), same
+ * dropout everywhere: the last block's and the head's gradients agree bit for
+ * bit. With k = 1 the backward's scratch lies in the frozen blocks' scratch
+ * set (before the logits in the activation block) when it fits there: MLP
+ * width n_inner <= 4 n_embd or a gated activation; n_inner = 6 n_embd
+ * without a gate does not fit, and the backward gets room of its own. */
+static void lend_case(int family, int n_inner, int expect_lent)
+{
+    rg_model_config config = tiny_config(family);
+    config.n_layer = 4;
+    config.n_inner = n_inner;
+    model_case c[2];
+    c[0].m = c[1].m = NULL;
+    float loss[2];
+    for (int k = 0; k < 2; k++) {
+        if (!RG_CHECK_STATUS(rg_model_init(&c[k].m, &config), RG_OK))
+            goto done;
+        spread_parameters(c[k].m, 17);
+        case_fill(&c[k], family);
+        RG_CHECK_STATUS(rg_model_set_trainable(c[k].m, k == 0 ? 1 : -1, RG_HEAD_POLICY_TRAIN), RG_OK);
+        rg_model_zero_grad(c[k].m);
+        RG_CHECK_STATUS(rg_model_forward(c[k].m, c[k].tokens, c[k].mask, c[k].types_or_null, c[k].targets, B_, T_,
+                                         1, 5, &loss[k]), RG_OK);
+        RG_CHECK_STATUS(rg_model_backward(c[k].m, 1.0f), RG_OK);
+    }
+    rg_model *frozen = c[0].m, *whole = c[1].m;
+    RG_CHECK(memcmp(&loss[0], &loss[1], sizeof(float)) == 0);
+    const int lent = (const float *)frozen->d_res < (const float *)frozen->logits;
+    if (!RG_CHECK_EQ(lent, expect_lent))
+        rg_test_check(0, __FILE__, __LINE__, "family %d, n_inner %d: backward lent %d", family, n_inner, lent);
+    RG_CHECK((const float *)whole->d_res > (const float *)whole->logits); /* no frozen scratch to lend */
+    int compared = 0;
+    for (int i = 0; i < frozen->table.count; i++) {
+        const rg_param_info *info = &frozen->table.tensors[i];
+        if (!info->trainable || strcmp(info->name, "wte") == 0)
+            continue; /* the whole model's wte also gets the embedding's gradient */
+        const float *a = frozen->grads + info->offset, *b = whole->grads + info->offset;
+        if (!RG_CHECK(memcmp(a, b, info->numel * sizeof(float)) == 0))
+            rg_test_check(0, __FILE__, __LINE__, "family %d, n_inner %d: %s differs", family, n_inner, info->name);
+        compared++;
+    }
+    RG_CHECK(compared >= 6);
+done:
+    rg_model_free(c[0].m);
+    rg_model_free(c[1].m);
+}
+
+void test_model_frozen_blocks_lend_the_backward_their_scratch(void)
+{
+    lend_case(FAMILY_GPT2, 14, 1);
+    lend_case(FAMILY_GPT2, 40, 1);
+    lend_case(FAMILY_GPT2, 60, 0);
+    lend_case(FAMILY_LLAMA, 60, 1);
+    lend_case(FAMILY_DISTILBERT, 40, 1);
+    lend_case(FAMILY_BERT, 60, 0);
 }
 
 /* ---- the busy flag ---- */

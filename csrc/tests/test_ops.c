@@ -235,28 +235,39 @@ static double attention_objective(void *p)
 
 static void attention_gradients(int causal, float p)
 {
-    enum { B = 2, T = 5, NH = 4, NKV = 2, HS = 3, W = (NH + 2 * NKV) * HS };
-    float qkv[B * T * W], out[B * T * NH * HS], att[B * NH * T * T], probe[B * T * NH * HS];
+    enum { B = 2, T = 5, NH = 4, NKV = 2, HS = 3, W = (NH + 2 * NKV) * HS, S = RG_ATTENTION_ROW_STATS };
+    float qkv[B * T * W], out[B * T * NH * HS], att[B * NH * T * S], probe[B * T * NH * HS];
     float dqkv[B * T * W] = {0};
-    const int32_t mask[B * T] = {1, 1, 1, 1, 1, 1, 1, 0, 1, 0};
+    /* batch row 1 hides key 0, so with causality its query 0 sees no key */
+    const int32_t mask[B * T] = {1, 1, 1, 1, 1, 0, 1, 1, 0, 1};
     fill_uniform(qkv, B * T * W, 50 + causal, -1.5f, 1.5f);
     fill_uniform(probe, B * T * NH * HS, 60, -1, 1);
     attention_case c = {qkv, out, att, probe, mask, B, T, NH, NKV, HS, causal, p};
     attention_objective(&c);
-    /* probabilities of a visible row sum to one; hidden keys get nothing */
+    /* the saved row stats: the visible maximum score and 1 / sum of exp(score - max) */
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++)
             for (int t = 0; t < T; t++) {
-                const float *row = att + ((b * NH + h) * T + t) * T;
-                double sum = 0.0;
-                for (int j = 0; j < T; j++) {
-                    sum += row[j];
-                    if (!mask[b * T + j] || (causal && j > t))
-                        RG_CHECK_CLOSE(row[j], 0.0, 0.0);
+                const float *q = qkv + (b * T + t) * W + h * HS;
+                const float *stats = att + ((b * NH + h) * T + t) * S;
+                double scores[T], max_score = -INFINITY, sum = 0.0;
+                for (int j = 0; j < (causal ? t + 1 : T); j++) {
+                    scores[j] = mask[b * T + j] ? dot(q, qkv + (b * T + j) * W + (NH + h / (NH / NKV)) * HS, HS) / sqrt(HS)
+                                                : -INFINITY;
+                    max_score = fmax(max_score, scores[j]);
                 }
-                RG_CHECK_CLOSE(sum, 1.0, 1e-5);
+                for (int j = 0; j < (causal ? t + 1 : T); j++)
+                    sum += mask[b * T + j] ? exp(scores[j] - max_score) : 0.0;
+                if (max_score == -INFINITY) {
+                    RG_CHECK_CLOSE(stats[1], 0.0, 0.0);
+                    for (int i = 0; i < HS; i++) /* a query that sees no key outputs zeros */
+                        RG_CHECK_CLOSE(out[(b * T + t) * NH * HS + h * HS + i], 0.0, 0.0);
+                } else {
+                    RG_CHECK_CLOSE(stats[0], max_score, 1e-5);
+                    RG_CHECK_CLOSE(stats[1], 1.0 / sum, 1e-5);
+                }
             }
-    rg_attention_backward(dqkv, probe, qkv, att, B, T, NH, NKV, HS, p, 77);
+    rg_attention_backward(dqkv, probe, qkv, att, mask, B, T, NH, NKV, HS, causal, p, 77);
     check_gradient(causal ? "causal attention dqkv" : "attention dqkv", attention_objective, &c, qkv, dqkv,
                    B * T * W, 5e-3f, 1e-2);
 }
@@ -409,7 +420,7 @@ void test_ops_attention_random_shapes(void)
         const int causal = (int)(trial % 2), row = (NH + 2 * NKV) * HS;
         const size_t n_qkv = (size_t)B * T * row, n_out = (size_t)B * T * NH * HS;
         float *qkv = malloc(n_qkv * sizeof(float)), *out = malloc(n_out * sizeof(float));
-        float *att = malloc((size_t)B * NH * T * T * sizeof(float));
+        float *att = malloc((size_t)B * NH * T * RG_ATTENTION_ROW_STATS * sizeof(float));
         int32_t *mask = malloc((size_t)B * T * sizeof(int32_t));
         double *p = malloc((size_t)T * sizeof(double));
         if (!RG_CHECK(qkv && out && att && mask && p))

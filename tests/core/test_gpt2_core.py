@@ -385,6 +385,21 @@ def test_optimizer_steps_leave_frozen_parameters_bit_identical(awkward, policy):
         assert same != entry["trainable"], f"{entry['name']}: trainable={entry['trainable']}"
 
 
+def test_training_keeps_no_attention_probabilities():
+    # (B, T) = (8, 32) and (4, 64) have the same rows; kept (B, NH, T, T)
+    # probabilities would make the second pass's block twice as large there.
+    config = dict(vocab_size=50, n_positions=64, n_layer=2, n_head=4, n_embd=16)
+    tokens = np.random.default_rng(0).integers(0, 50, (8, 32)).astype(np.int32)
+    sizes = []
+    for shape in ((8, 32), (4, 64)):
+        model = Model(ModelConfig(**config))
+        batch = tokens.reshape(shape)
+        model.forward(batch, targets=batch, train=True)
+        model.backward()
+        sizes.append(model.core.activation_floats)
+    assert sizes[0] == sizes[1]
+
+
 def test_frozen_blocks_keep_no_activations_and_the_block_grows_only_when_needed():
     config = dict(vocab_size=50, n_positions=32, n_layer=6, n_head=2, n_embd=16)
     tokens = np.random.default_rng(0).integers(0, 50, (4, 32)).astype(np.int32)
