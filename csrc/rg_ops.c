@@ -599,16 +599,31 @@ RG_OP void rg_embedding_backward(float *dwte, float *dwpe, float *dwtt, const fl
 
 /* Rotates the HS values of one head by +angle (direction 1) or -angle (-1);
  * pair i couples element i with element i + HS/2. */
-static void rope_rotate_head(float *head, int position, int HS, float theta, float direction)
+/* Rotates every q and k head of one row: pairs (i, i + HS/2) by position *
+ * theta^(-2i/HS). The angles' cosines and sines are taken once per row (64 at
+ * a time) and shared by its heads: libm's pow and sincos were a tenth of a
+ * Llama training step when each head took its own. */
+static void rope_rotate_row(float *row, int n_heads, int position, int HS, float theta, float direction)
 {
+    enum { CHUNK = 64 };
     const int half = HS / 2;
-    for (int i = 0; i < half; i++) {
-        double inv_freq = pow((double)theta, -2.0 * i / (double)HS);
-        double angle = (double)position * inv_freq;
-        float cs = (float)cos(angle), sn = direction * (float)sin(angle);
-        float a = head[i], b = head[i + half];
-        head[i] = a * cs - b * sn;
-        head[i + half] = b * cs + a * sn;
+    float cs[CHUNK], sn[CHUNK];
+    for (int i0 = 0; i0 < half; i0 += CHUNK) {
+        const int count = half - i0 < CHUNK ? half - i0 : CHUNK;
+        for (int c = 0; c < count; c++) {
+            double inv_freq = pow((double)theta, -2.0 * (i0 + c) / (double)HS);
+            double angle = (double)position * inv_freq;
+            cs[c] = (float)cos(angle);
+            sn[c] = direction * (float)sin(angle);
+        }
+        for (int h = 0; h < n_heads; h++) {
+            float *head = row + (size_t)h * HS + i0;
+            for (int c = 0; c < count; c++) {
+                float a = head[c], b = head[c + half];
+                head[c] = a * cs[c] - b * sn[c];
+                head[c + half] = b * cs[c] + a * sn[c];
+            }
+        }
     }
 }
 
@@ -617,11 +632,8 @@ static void rope_apply(float *qkv, const int32_t *positions, int N, int NH, int 
 {
     const size_t row = ((size_t)NH + 2 * (size_t)NKV) * (size_t)HS;
 #pragma omp parallel for schedule(static) if ((int64_t)N * row > 16384)
-    for (int n = 0; n < N; n++) {
-        for (int h = 0; h < NH + NKV; h++) /* q heads then k heads */
-            rope_rotate_head(qkv + (size_t)n * row + (size_t)h * HS, positions[n], HS, theta,
-                             direction);
-    }
+    for (int n = 0; n < N; n++) /* q heads then k heads: the first NH + NKV of the row */
+        rope_rotate_row(qkv + (size_t)n * row, NH + NKV, positions[n], HS, theta, direction);
 }
 
 RG_OP void rg_rope_forward(float *qkv, const int32_t *positions, int N, int NH, int NKV, int HS,

@@ -216,6 +216,32 @@ void test_ops_rope_backward_inverts_forward(void)
         RG_CHECK_CLOSE(y[i], x[i], 1e-5);
 }
 
+/* Against the formula in double, with heads wider than the 64 angles a row's
+ * table holds at a time (HS/2 = 130: three chunks, the last partial). */
+void test_ops_rope_wide_heads_match_the_formula(void)
+{
+    enum { N = 3, NH = 2, NKV = 1, HS = 260, W = (NH + 2 * NKV) * HS };
+    static float x[N * W], y[N * W];
+    const int32_t positions[N] = {0, 5, 1000};
+    fill_uniform(x, N * W, 41, -1, 1);
+    memcpy(y, x, sizeof(x));
+    rg_rope_forward(y, positions, N, NH, NKV, HS, 10000.0f);
+    double worst = 0.0;
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < NH + 2 * NKV; h++)
+            for (int i = 0; i < HS / 2; i++) {
+                const float *in = x + n * W + h * HS;
+                const float *out = y + n * W + h * HS;
+                const double angle = positions[n] * pow(10000.0, -2.0 * i / HS);
+                const double a = in[i], b = in[i + HS / 2];
+                const int rotated = h < NH + NKV; /* v heads are never touched */
+                const double want_a = rotated ? a * cos(angle) - b * sin(angle) : a;
+                const double want_b = rotated ? b * cos(angle) + a * sin(angle) : b;
+                worst = fmax(worst, fmax(fabs(out[i] - want_a), fabs(out[i + HS / 2] - want_b)));
+            }
+    RG_CHECK(worst < 1e-5);
+}
+
 /* ---- attention ---- */
 
 typedef struct {
