@@ -294,28 +294,39 @@ RG_OP void rg_lora_backward(float *dinp, float *da, float *db, float *du, const 
 /* normalisation                                                             */
 /* ------------------------------------------------------------------------ */
 
+enum { NORM_GROUP = 4 };
+
 RG_OP void rg_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C, float eps)
 {
+    /* rows in groups of NORM_GROUP, their sums' chains advancing together (each
+     * row's sums are added in the order a lone row's would be) */
 #pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
-        float m = 0.0f;
+    for (int n0 = 0; n0 < N; n0 += NORM_GROUP) {
+        const int rows = N - n0 < NORM_GROUP ? N - n0 : NORM_GROUP;
+        const float *x[NORM_GROUP];
+        for (int r = 0; r < NORM_GROUP; r++) /* a short group repeats its first row, unused */
+            x[r] = inp + (size_t)(n0 + (r < rows ? r : 0)) * C;
+        float m[NORM_GROUP] = {0.0f}, var[NORM_GROUP] = {0.0f};
         for (int c = 0; c < C; c++)
-            m += x[c];
-        m /= (float)C;
-        float var = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float d = x[c] - m;
-            var += d * d;
+            for (int r = 0; r < NORM_GROUP; r++)
+                m[r] += x[r][c];
+        for (int r = 0; r < NORM_GROUP; r++)
+            m[r] /= (float)C;
+        for (int c = 0; c < C; c++)
+            for (int r = 0; r < NORM_GROUP; r++) {
+                float d = x[r][c] - m[r];
+                var[r] += d * d;
+            }
+        for (int r = 0; r < rows; r++) {
+            const float v = var[r] / (float)C;
+            const float s = 1.0f / sqrtf(v + eps);
+            float *y = out + (size_t)(n0 + r) * C;
+            for (int c = 0; c < C; c++)
+                y[c] = (x[r][c] - m[r]) * s * weight[c] + bias[c];
+            mean[n0 + r] = m[r];
+            rstd[n0 + r] = s;
         }
-        var /= (float)C;
-        float s = 1.0f / sqrtf(var + eps);
-        for (int c = 0; c < C; c++)
-            y[c] = (x[c] - m) * s * weight[c] + bias[c];
-        mean[n] = m;
-        rstd[n] = s;
     }
 }
 
@@ -380,17 +391,24 @@ RG_OP void rg_layernorm_backward(float *dinp, float *dweight, float *dbias, cons
 RG_OP void rg_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N,
                         int C, float eps)
 {
+    /* as rg_layernorm_forward: groups of rows, each row's sum in a lone row's order */
 #pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
-        float ss = 0.0f;
+    for (int n0 = 0; n0 < N; n0 += NORM_GROUP) {
+        const int rows = N - n0 < NORM_GROUP ? N - n0 : NORM_GROUP;
+        const float *x[NORM_GROUP];
+        for (int r = 0; r < NORM_GROUP; r++)
+            x[r] = inp + (size_t)(n0 + (r < rows ? r : 0)) * C;
+        float ss[NORM_GROUP] = {0.0f};
         for (int c = 0; c < C; c++)
-            ss += x[c] * x[c];
-        float s = 1.0f / sqrtf(ss / (float)C + eps);
-        for (int c = 0; c < C; c++)
-            y[c] = x[c] * s * weight[c];
-        rstd[n] = s;
+            for (int r = 0; r < NORM_GROUP; r++)
+                ss[r] += x[r][c] * x[r][c];
+        for (int r = 0; r < rows; r++) {
+            const float s = 1.0f / sqrtf(ss[r] / (float)C + eps);
+            float *y = out + (size_t)(n0 + r) * C;
+            for (int c = 0; c < C; c++)
+                y[c] = x[r][c] * s * weight[c];
+            rstd[n0 + r] = s;
+        }
     }
 }
 
@@ -691,40 +709,76 @@ static float visible_max(const float *s, const int32_t *key_mask, int n)
     return out;
 }
 
-/* In place on one row of scores s (n,): softmax over the visible keys
- * (key_mask[j] != 0 or no mask, j < n_keys), exactly 0 elsewhere and on the
- * whole row when no key is visible. stats (2,), when not NULL, receives what
- * softmax_again needs to make the same row again: the maximum score and 1/sum
- * (0 when no key is visible). */
-static void softmax_row(float *s, const int32_t *key_mask, int n_keys, int n, float *stats)
+/* sums[r] = s[r][0] + s[r][1] + ... + s[r][n[r] - 1], added left to right as
+ * a lone loop would (the same float), for up to ROW_GROUP rows: four rows'
+ * chains advance together, since a lone row's sum waits on each add. */
+enum { ROW_GROUP = 4 };
+
+static void ordered_row_sums(float *sums, float *const *s, const int *n, int rows)
 {
-    const float max_score = visible_max(s, key_mask, n_keys);
-    if (max_score == -INFINITY) {
-        memset(s, 0, (size_t)n * sizeof(float));
-        if (stats != NULL)
-            stats[0] = stats[1] = 0.0f;
-        return;
+    int common = 0;
+    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    if (rows == ROW_GROUP) {
+        common = n[0];
+        for (int r = 1; r < ROW_GROUP; r++)
+            common = n[r] < common ? n[r] : common;
+        const float *s0 = s[0], *s1 = s[1], *s2 = s[2], *s3 = s[3];
+        for (int j = 0; j < common; j++) {
+            a0 += s0[j];
+            a1 += s1[j];
+            a2 += s2[j];
+            a3 += s3[j];
+        }
     }
-    for (int j = 0; j < n_keys; j++)
-        s[j] = fast_expf(s[j] - max_score);
-    if (key_mask != NULL)
-        for (int j = 0; j < n_keys; j++)
-            s[j] = key_mask[j] != 0 ? s[j] : 0.0f;
-    float sum = 0.0f;
-    for (int j = 0; j < n_keys; j++)
-        sum += s[j];
-    const float inv = 1.0f / sum;
-    for (int j = 0; j < n_keys; j++)
-        s[j] *= inv;
-    for (int j = n_keys; j < n; j++)
-        s[j] = 0.0f;
-    if (stats != NULL) {
-        stats[0] = max_score;
-        stats[1] = inv;
+    const float started[ROW_GROUP] = {a0, a1, a2, a3};
+    for (int r = 0; r < rows; r++) {
+        float sum = started[r];
+        for (int j = common; j < n[r]; j++)
+            sum += s[r][j];
+        sums[r] = sum;
     }
 }
 
-/* softmax_row's result again from the same scores and its stats, bit for bit
+/* In place on rows r < rows (<= ROW_GROUP) of scores, row r at s + r * n:
+ * softmax over its visible keys (key_mask[j] != 0 or no mask, j < n_keys[r]),
+ * exactly 0 elsewhere and on the whole row when no key is visible. stats
+ * (rows, 2), when not NULL, receives what softmax_again needs to make the same
+ * rows again: each row's maximum score and 1/sum (0 when no key is visible). */
+static void softmax_rows(float *s, int rows, const int32_t *key_mask, const int *n_keys, int n, float *stats)
+{
+    float *row[ROW_GROUP], max_score[ROW_GROUP], sum[ROW_GROUP];
+    int keys[ROW_GROUP];
+    for (int r = 0; r < rows; r++) {
+        float *x = row[r] = s + (size_t)r * n;
+        max_score[r] = visible_max(x, key_mask, n_keys[r]);
+        keys[r] = max_score[r] == -INFINITY ? 0 : n_keys[r]; /* nothing visible: nothing to add */
+        for (int j = 0; j < keys[r]; j++)
+            x[j] = fast_expf(x[j] - max_score[r]);
+        if (key_mask != NULL)
+            for (int j = 0; j < keys[r]; j++)
+                x[j] = key_mask[j] != 0 ? x[j] : 0.0f;
+    }
+    ordered_row_sums(sum, row, keys, rows);
+    for (int r = 0; r < rows; r++) {
+        float *x = row[r];
+        float inv = 0.0f;
+        if (keys[r] == 0) {
+            memset(x, 0, (size_t)n * sizeof(float));
+        } else {
+            inv = 1.0f / sum[r];
+            for (int j = 0; j < keys[r]; j++)
+                x[j] *= inv;
+            for (int j = keys[r]; j < n; j++)
+                x[j] = 0.0f;
+        }
+        if (stats != NULL) {
+            stats[RG_ATTENTION_ROW_STATS * r] = keys[r] == 0 ? 0.0f : max_score[r];
+            stats[RG_ATTENTION_ROW_STATS * r + 1] = inv;
+        }
+    }
+}
+
+/* softmax_rows' result again from the same scores and its stats, bit for bit
  * (the same exp and product per key), without the passes for max and sum. */
 static void softmax_again(float *s, const int32_t *key_mask, int n_keys, int n, const float *stats)
 {
@@ -757,7 +811,7 @@ static void attention_row(float *out, float *probs, const float *q, const float 
             dot += q[i] * k[i];
         probs[j] = dot * scale;
     }
-    softmax_row(probs, key_mask, n_keys, n_keys, NULL);
+    softmax_rows(probs, 1, key_mask, &n_keys, n_keys, NULL);
     for (int i = 0; i < HS; i++)
         out[i] = 0.0f;
     for (int j = 0; j < n_keys; j++) {
@@ -820,9 +874,14 @@ RG_OP void rg_attention_forward(float *out, float *att, const float *qkv, const 
                 const int32_t *mask = key_mask ? key_mask + (size_t)b * T : NULL;
                 float *stats = att ? att + ((size_t)b * NH + h) * T * RG_ATTENTION_ROW_STATS : NULL;
                 attention_scores(scores, base, h, h / group, T, NH, HS, row, scale);
-                for (int t = 0; t < T; t++)
-                    softmax_row(scores + (size_t)t * T, mask, causal ? t + 1 : T, T,
-                                stats ? stats + (size_t)t * RG_ATTENTION_ROW_STATS : NULL);
+                for (int t0 = 0; t0 < T; t0 += ROW_GROUP) {
+                    const int rows = T - t0 < ROW_GROUP ? T - t0 : ROW_GROUP;
+                    int n_keys[ROW_GROUP];
+                    for (int r = 0; r < rows; r++)
+                        n_keys[r] = causal ? t0 + r + 1 : T;
+                    softmax_rows(scores + (size_t)t0 * T, rows, mask, n_keys, T,
+                                 stats ? stats + (size_t)t0 * RG_ATTENTION_ROW_STATS : NULL);
+                }
                 const float *probs = scores;
                 if (attn_p > 0.0f) {
                     attention_dropout_copy(dropped, scores, T, attn_p, stream, ((uint64_t)b * NH + h) * T * T);
