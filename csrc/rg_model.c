@@ -532,6 +532,7 @@ static rg_status model_create(rg_model **out, const rg_model_config *config, int
     m->n_trainable_blocks = -1;
     m->frozen_dropout = 1;
     m->head_policy = RG_HEAD_POLICY_TRAIN;
+    m->head_keep_floats = RG_MODEL_HEAD_KEEP_FLOATS;
     m->ops = rg_ops_cpu();
     atomic_init(&m->busy, 0);
     *out = m;
@@ -1371,17 +1372,24 @@ static const float *lm_head_weight(rg_model *m) { return m->tied ? GP(m, G_WTE) 
 static float *lm_head_grad(rg_model *m) { return m->tied ? GG(m, G_WTE) : GG(m, G_LM_HEAD); }
 
 /* The LM head with targets runs on HEAD_CHUNK rows at a time unless the whole
- * (rows, V) logits must wait for the backward (a head weight that trains, in
- * training): in training with a frozen head the forward also takes each
- * chunk's gradient towards the head input (FUSED), in evaluation it keeps the
- * log-sum-exps only and a later backward recomputes the logits (CHUNKED). */
+ * (rows, V) logits wait for the backward (FULL: a head weight that trains, in
+ * training, and logits of at most head_keep_floats): in training with a frozen
+ * head the forward also takes each chunk's gradient towards the head input
+ * (FUSED); otherwise it keeps the log-sum-exps only and the backward makes the
+ * logits again chunk by chunk (CHUNKED: one more head product, far less
+ * memory when rows x V is large). */
 enum { HEAD_FULL = 0, HEAD_FUSED = 1, HEAD_CHUNKED = 2, HEAD_CHUNK = 256 };
 
-static int head_mode(rg_model *m, int train)
+static int head_mode(rg_model *m, int train, size_t rows)
 {
     if (!train)
         return HEAD_CHUNKED;
-    return lm_head_grad(m) == NULL ? HEAD_FUSED : HEAD_FULL;
+    if (lm_head_grad(m) == NULL)
+        return HEAD_FUSED;
+    size_t logits;
+    if (!rg_size_mul(rows, (size_t)m->config.vocab_size, &logits) || logits > m->head_keep_floats)
+        return HEAD_CHUNKED;
+    return HEAD_FULL;
 }
 
 /* Whether the backward needs the gradient of the head input (something below trains). */
@@ -1430,7 +1438,7 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
                          is_classifier(c) ? c->num_labels : c->vocab_size, 1));
 
     const int save_from = targets != NULL ? lowest_trainable_block(m) : L;
-    const int lm_mode = targets != NULL && !is_classifier(c) ? head_mode(m, train) : HEAD_FULL;
+    const int lm_mode = targets != NULL && !is_classifier(c) ? head_mode(m, train, N) : HEAD_FULL;
     const int logit_rows = lm_mode == HEAD_FULL || (int)N < HEAD_CHUNK ? (int)N : HEAD_CHUNK;
     RG_TRY(acts_prepare(m, B, T, save_from, targets != NULL, logit_rows));
     m->head_mode = lm_mode;

@@ -56,6 +56,7 @@
 #define RG_MODEL_MAX_PARAMS ((int64_t)1 << 33)  /* elements of the whole parameter block (32 GiB) */
 #define RG_MODEL_MAX_ROWS ((int64_t)1 << 30)    /* B * T of one pass, B * max_T of a cache */
 #define RG_MODEL_MAX_ACTS ((int64_t)1 << 34)    /* floats of one pass's activations, or of a cache */
+#define RG_MODEL_HEAD_KEEP_FLOATS ((size_t)1 << 28) /* 1 GiB: the default head_keep_floats */
 
 typedef enum rg_norm_kind { RG_NORM_LAYERNORM = 0, RG_NORM_RMSNORM = 1 } rg_norm_kind;
 typedef enum rg_position_kind { RG_POSITION_LEARNED = 0, RG_POSITION_ROPE = 1 } rg_position_kind;
@@ -168,6 +169,9 @@ typedef struct rg_model {
     const float *frozen_input;   /* set for the next forward only (rg_model_set_frozen_input) */
     int frozen_output_valid;     /* the last forward kept the frozen part's output */
     int head_policy;             /* rg_head_policy */
+    size_t head_keep_floats;     /* the most (rows, V) logits a training LM head that trains keeps
+                                    whole for its backward; beyond, the backward makes them again
+                                    chunk by chunk (RG_MODEL_HEAD_KEEP_FLOATS) */
     int global_index[12];        /* table index of wte, wpe, ... (rg_model.c), -1 if absent */
     int *layer_index;            /* (L, 12) table index of each block tensor, -1 if absent */
     unsigned trainable_version;  /* bumped by set_trainable: a backward needs the forward's */

@@ -1110,7 +1110,8 @@ void test_model_frozen_output_round_trip(void)
  * GPT-2: the gradients reaching the blocks agree whether the head's logits are
  * kept whole (a head that trains), taken chunk by chunk in the forward (a
  * frozen head in training) or recomputed by the backward (a forward without
- * dropout, train = 0). */
+ * dropout, train = 0; and a head that trains whose logits exceed
+ * head_keep_floats, where the head's own gradient agrees too). */
 void test_model_lm_head_chunks_agree(void)
 {
     enum { B = 5, T = 60 };
@@ -1118,27 +1119,36 @@ void test_model_lm_head_chunks_agree(void)
     config.n_positions = 64;
     config.tie_word_embeddings = 0;
     config.embd_pdrop = config.resid_pdrop = config.attn_pdrop = 0.0f;
-    rg_model *m[3] = {NULL, NULL, NULL};
+    rg_model *m[4] = {NULL, NULL, NULL, NULL};
     int32_t tokens[B * T], mask[B * T];
     for (int i = 0; i < B * T; i++) {
         tokens[i] = (int32_t)(rg_rng_bits(31, (uint64_t)i) % 23);
         mask[i] = 1;
     }
-    float loss[3];
-    for (int k = 0; k < 3; k++) {
+    float loss[4];
+    for (int k = 0; k < 4; k++) {
         if (!RG_CHECK_STATUS(rg_model_init(&m[k], &config), RG_OK))
             goto done;
         spread_parameters(m[k], 41);
-        /* k 0: head trains (whole logits); 1: frozen head, train = 1 (fused); 2: frozen, train = 0 */
-        RG_CHECK_STATUS(rg_model_set_trainable(m[k], 1, k == 0 ? RG_HEAD_POLICY_TRAIN : RG_HEAD_POLICY_FROZEN), RG_OK);
-        RG_CHECK_STATUS(rg_model_forward(m[k], tokens, mask, NULL, tokens, B, T, k < 2, 3, &loss[k]), RG_OK);
+        /* k 0: head trains (whole logits); 1: frozen head, train = 1 (fused); 2: frozen, train = 0;
+         * 3: head trains, logits over head_keep_floats (recomputed) */
+        const int head_trains = k == 0 || k == 3;
+        if (k == 3)
+            m[k]->head_keep_floats = (size_t)B * T * config.vocab_size - 1;
+        RG_CHECK_STATUS(rg_model_set_trainable(m[k], 1, head_trains ? RG_HEAD_POLICY_TRAIN : RG_HEAD_POLICY_FROZEN),
+                        RG_OK);
+        RG_CHECK_STATUS(rg_model_forward(m[k], tokens, mask, NULL, tokens, B, T, k < 2 || k == 3, 3, &loss[k]), RG_OK);
         RG_CHECK_STATUS(rg_model_backward(m[k], 2.0f), RG_OK);
     }
-    RG_CHECK(m[0]->head_mode == 0 && m[1]->head_mode == 1 && m[2]->head_mode == 2);
-    for (int k = 1; k < 3; k++)
+    RG_CHECK(m[0]->head_mode == 0 && m[1]->head_mode == 1 && m[2]->head_mode == 2 && m[3]->head_mode == 2);
+    for (int k = 1; k < 4; k++)
         RG_CHECK(fabs((double)loss[k] - loss[0]) <= 1e-6 * fabs((double)loss[0]));
     const rg_param_info *qkv = rg_model_find_param(m[0], "h.1.qkv.w"), *lnf = rg_model_find_param(m[0], "lnf.w");
-    for (int k = 1; k < 3; k++) {
+    const rg_param_info *head = rg_model_find_param(m[0], "lm_head.w");
+    const double h = worst_relative(m[3]->grads + head->offset, m[0]->grads + head->offset, head->numel);
+    if (!RG_CHECK(h < 1e-5))
+        rg_test_check(0, __FILE__, __LINE__, "recomputed logits: head gradient off by %.3g", h);
+    for (int k = 1; k < 4; k++) {
         const double q = worst_relative(m[k]->grads + qkv->offset, m[0]->grads + qkv->offset, qkv->numel);
         const double n = worst_relative(m[k]->grads + lnf->offset, m[0]->grads + lnf->offset, lnf->numel);
         if (!RG_CHECK(q < 1e-5 && n < 1e-5))
@@ -1149,7 +1159,7 @@ void test_model_lm_head_chunks_agree(void)
         biggest = fmax(biggest, fabs(m[0]->grads[qkv->offset + i]));
     RG_CHECK(biggest > 1e-4);
 done:
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         rg_model_free(m[k]);
 }
 
