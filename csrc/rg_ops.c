@@ -296,6 +296,16 @@ RG_OP void rg_lora_backward(float *dinp, float *da, float *db, float *du, const 
 
 enum { NORM_GROUP = 4 };
 
+/* x[r] = row n0 + r of inp (N, C) for the group of NORM_GROUP rows from n0; a short
+ * last group repeats its first row, computed and not written. Returns the rows it has. */
+static inline int norm_group(const float *x[NORM_GROUP], const float *inp, int n0, int N, int C)
+{
+    const int rows = N - n0 < NORM_GROUP ? N - n0 : NORM_GROUP;
+    for (int r = 0; r < NORM_GROUP; r++)
+        x[r] = inp + (size_t)(n0 + (r < rows ? r : 0)) * C;
+    return rows;
+}
+
 RG_OP void rg_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C, float eps)
 {
@@ -303,10 +313,8 @@ RG_OP void rg_layernorm_forward(float *out, float *mean, float *rstd, const floa
      * row's sums are added in the order a lone row's would be) */
 #pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
     for (int n0 = 0; n0 < N; n0 += NORM_GROUP) {
-        const int rows = N - n0 < NORM_GROUP ? N - n0 : NORM_GROUP;
         const float *x[NORM_GROUP];
-        for (int r = 0; r < NORM_GROUP; r++) /* a short group repeats its first row, unused */
-            x[r] = inp + (size_t)(n0 + (r < rows ? r : 0)) * C;
+        const int rows = norm_group(x, inp, n0, N, C);
         float m[NORM_GROUP] = {0.0f}, var[NORM_GROUP] = {0.0f};
         for (int c = 0; c < C; c++)
             for (int r = 0; r < NORM_GROUP; r++)
@@ -394,10 +402,8 @@ RG_OP void rg_rmsnorm_forward(float *out, float *rstd, const float *inp, const f
     /* as rg_layernorm_forward: groups of rows, each row's sum in a lone row's order */
 #pragma omp parallel for schedule(static) if ((int64_t)N * C > 32768)
     for (int n0 = 0; n0 < N; n0 += NORM_GROUP) {
-        const int rows = N - n0 < NORM_GROUP ? N - n0 : NORM_GROUP;
         const float *x[NORM_GROUP];
-        for (int r = 0; r < NORM_GROUP; r++)
-            x[r] = inp + (size_t)(n0 + (r < rows ? r : 0)) * C;
+        const int rows = norm_group(x, inp, n0, N, C);
         float ss[NORM_GROUP] = {0.0f};
         for (int c = 0; c < C; c++)
             for (int r = 0; r < NORM_GROUP; r++)
@@ -739,6 +745,31 @@ static void ordered_row_sums(float *sums, float *const *s, const int *n, int row
     }
 }
 
+/* x[j] = exp(x[j] - max_score) for the visible keys j < n_keys, 0 for the masked ones:
+ * a softmax row's numerators, the same in softmax_rows and softmax_again. */
+static inline void softmax_numerators(float *x, const int32_t *key_mask, int n_keys, float max_score)
+{
+    for (int j = 0; j < n_keys; j++)
+        x[j] = fast_expf(x[j] - max_score);
+    if (key_mask != NULL)
+        for (int j = 0; j < n_keys; j++)
+            x[j] = key_mask[j] != 0 ? x[j] : 0.0f;
+}
+
+/* The row x (n,) from its numerators: the first n_keys scaled by inv (1/sum), the rest
+ * 0; all of it 0 when inv is 0 (no visible key). */
+static inline void softmax_finish(float *x, int n_keys, int n, float inv)
+{
+    if (inv == 0.0f) {
+        memset(x, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    for (int j = 0; j < n_keys; j++)
+        x[j] *= inv;
+    for (int j = n_keys; j < n; j++)
+        x[j] = 0.0f;
+}
+
 /* In place on rows r < rows (<= ROW_GROUP) of scores, row r at s + r * n:
  * softmax over its visible keys (key_mask[j] != 0 or no mask, j < n_keys[r]),
  * exactly 0 elsewhere and on the whole row when no key is visible. stats
@@ -749,28 +780,15 @@ static void softmax_rows(float *s, int rows, const int32_t *key_mask, const int 
     float *row[ROW_GROUP], max_score[ROW_GROUP], sum[ROW_GROUP];
     int keys[ROW_GROUP];
     for (int r = 0; r < rows; r++) {
-        float *x = row[r] = s + (size_t)r * n;
-        max_score[r] = visible_max(x, key_mask, n_keys[r]);
+        row[r] = s + (size_t)r * n;
+        max_score[r] = visible_max(row[r], key_mask, n_keys[r]);
         keys[r] = max_score[r] == -INFINITY ? 0 : n_keys[r]; /* nothing visible: nothing to add */
-        for (int j = 0; j < keys[r]; j++)
-            x[j] = fast_expf(x[j] - max_score[r]);
-        if (key_mask != NULL)
-            for (int j = 0; j < keys[r]; j++)
-                x[j] = key_mask[j] != 0 ? x[j] : 0.0f;
+        softmax_numerators(row[r], key_mask, keys[r], max_score[r]);
     }
     ordered_row_sums(sum, row, keys, rows);
     for (int r = 0; r < rows; r++) {
-        float *x = row[r];
-        float inv = 0.0f;
-        if (keys[r] == 0) {
-            memset(x, 0, (size_t)n * sizeof(float));
-        } else {
-            inv = 1.0f / sum[r];
-            for (int j = 0; j < keys[r]; j++)
-                x[j] *= inv;
-            for (int j = keys[r]; j < n; j++)
-                x[j] = 0.0f;
-        }
+        const float inv = keys[r] == 0 ? 0.0f : 1.0f / sum[r];
+        softmax_finish(row[r], keys[r], n, inv);
         if (stats != NULL) {
             stats[RG_ATTENTION_ROW_STATS * r] = keys[r] == 0 ? 0.0f : max_score[r];
             stats[RG_ATTENTION_ROW_STATS * r + 1] = inv;
@@ -779,23 +797,13 @@ static void softmax_rows(float *s, int rows, const int32_t *key_mask, const int 
 }
 
 /* softmax_rows' result again from the same scores and its stats, bit for bit
- * (the same exp and product per key), without the passes for max and sum. */
+ * (the same numerators and scale), without the passes for max and sum. */
 static void softmax_again(float *s, const int32_t *key_mask, int n_keys, int n, const float *stats)
 {
     const float max_score = stats[0], inv = stats[1];
-    if (inv == 0.0f) {
-        memset(s, 0, (size_t)n * sizeof(float));
-        return;
-    }
-    for (int j = 0; j < n_keys; j++)
-        s[j] = fast_expf(s[j] - max_score);
-    if (key_mask != NULL)
-        for (int j = 0; j < n_keys; j++)
-            s[j] = key_mask[j] != 0 ? s[j] : 0.0f;
-    for (int j = 0; j < n_keys; j++)
-        s[j] *= inv;
-    for (int j = n_keys; j < n; j++)
-        s[j] = 0.0f;
+    if (inv != 0.0f)
+        softmax_numerators(s, key_mask, n_keys, max_score);
+    softmax_finish(s, n_keys, n, inv);
 }
 
 /* One query of the cached path against n_keys keys: probs (n_keys,) is

@@ -95,7 +95,7 @@ void test_gemm_bf16_op_table(void)
     RG_CHECK(strcmp(bf16->name, "cpu-bf16") == 0);
     RG_CHECK(bf16->layernorm_forward == fp32->layernorm_forward); /* only the linear layers change */
     static const int row_counts[] = {3, RG_GEMM_BF16_MIN_ROWS - 1, RG_GEMM_BF16_MIN_ROWS, 150};
-    for (int r = 0; r < 4; r++) { /* under RG_GEMM_BF16_MIN_ROWS rows: the fp32 path, bit for bit */
+    for (size_t r = 0; r < sizeof(row_counts) / sizeof(row_counts[0]); r++) { /* under RG_GEMM_BF16_MIN_ROWS rows: the fp32 path, bit for bit */
         const int rows = row_counts[r];
         const int N = rows, IC = 45, OC = r == 2 ? 600 : 37; /* 600 weight rows: a head's shape */
         float *inp = random_floats((size_t)N * IC, 1), *w = random_floats((size_t)OC * IC, 2);
