@@ -3,8 +3,9 @@
 `step_flops(model, B, T, train)` counts the multiply-adds (2 FLOPs each) of the
 matrix products and attention of one forward (and, with train, the backward of
 what trains) of a core model on a full (B, T) batch: what any implementation
-must do, so "achieved GFLOP/s" = step_flops / step time compares frameworks on
-the same work. Norms, activations and the optimizer are left out (a few %).
+must do (a classifier's last block only for the rows its head reads), so
+"achieved GFLOP/s" = step_flops / step time compares frameworks on the same
+work. Norms, activations and the optimizer are left out (a few %).
 
 `fp32_peak_gflops(threads)` measures the peak with a small C probe compiled here
 (independent fused multiply-adds on every vector register, one OpenMP thread per
@@ -27,11 +28,18 @@ def step_flops(model, B, T, train):
     mlp = 2 * C * F * (3 if c.activation == "swiglu" else 2)
     keys = (T + 1) / 2 if c.causal else T             # keys each query sees, on average
     attention = 2 * 2 * keys * H * hs                 # scores and the weighted sum
-    block = qkv + proj + mlp + attention
     lm = c.head == "lm"
     head = 2 * C * V if lm else 2 * C * C             # (LM: the vocabulary product; classifiers: pre-classifier)
     n = B * T
-    flops = n * (L * block + head)
+    # A classifier's head reads token 0 of each sequence, so its last block needs
+    # keys and values of every token but queries, projection and MLP for B rows only.
+    head_rows = n if lm else B
+
+    def block(l):                                     # one block's forward work
+        rows = head_rows if l == L - 1 else n
+        return n * qkv + rows * (attention + proj + mlp)
+
+    flops = sum(block(l) for l in range(L)) + head_rows * head
     if not train:
         return flops
     table = model.param_table()
@@ -40,12 +48,12 @@ def step_flops(model, B, T, train):
     below = bool(blocks) or trains("wte")              # something under the head needs its gradient
     backward = 0.0
     for l in blocks:
-        backward += 2 * block                          # input and weight gradients
+        backward += 2 * block(l)                       # input and weight gradients
         if l == min(blocks) and not trains("wte"):
-            backward -= qkv / 2                        # no gradient for the frozen part's output
+            backward -= n * qkv / 2                    # no gradient for the frozen part's output
     head_names = ("lm_head.w", "wte") if lm else ("cls.pre.w",)
-    backward += head / 2 * ((1 if below else 0) + (1 if any(trains(h) for h in head_names) else 0)) * 2
-    return flops + n * backward
+    backward += head_rows * head * ((1 if below else 0) + (1 if any(trains(h) for h in head_names) else 0))
+    return flops + backward
 
 
 PROBE = r"""

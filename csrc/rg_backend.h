@@ -33,7 +33,7 @@ extern "C" {
 typedef struct rg_ops_table {
     const char *name; /* "cpu", "cuda", ... */
 
-    void (*dropout_apply)(float *x, size_t n, float p, uint64_t stream);
+    void (*dropout_apply)(float *x, size_t n, size_t first, float p, uint64_t stream);
     /* out (n,) += a (n,): the residual adds */
     void (*add_inplace)(float *out, const float *a, size_t n);
 

@@ -1056,7 +1056,7 @@ static const float *lora_input(rg_model *m, int l, int site, const float *in, in
     if (!train || p <= 0.0f)
         return in;
     memcpy(m->lora_x, in, (size_t)N * in_width * sizeof(float));
-    m->ops->dropout_apply(m->lora_x, (size_t)N * in_width, p, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
+    m->ops->dropout_apply(m->lora_x, (size_t)N * in_width, 0, p, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
     return m->lora_x;
 }
 
@@ -1111,7 +1111,7 @@ static void lora_backward(rg_model *m, int l, int linear, const rg_layer_acts *a
         m->ops->lora_backward(dx, ga, gb, m->lora_du, dout + row0, x, a->lora_u[site], param(m, ia), param(m, ib),
                               scale, N, (int)in_width, c->lora_rank, (int)rows, linear_width(c, linear));
         if (d_in != NULL && dropped) {
-            m->ops->dropout_apply(dx, n_in, c->lora_dropout, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
+            m->ops->dropout_apply(dx, n_in, 0, c->lora_dropout, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
             m->ops->add_inplace(d_in, dx, n_in);
         }
     }
@@ -1187,13 +1187,61 @@ typedef struct attention_source {
     uint64_t seed;
 } attention_source;
 
-/* One block, forward. x_in (B*T, C); the output lands in layer_output(a). */
+/* A classifier's head reads one row per sequence, token 0's, so past its
+ * attention the last block computes only those rows (head_rows): its
+ * projection, residuals, norms and MLP run on B rows, row b standing for row
+ * b*T of the full pass and drawing the dropout masks the full pass draws
+ * there. Its attention still runs on every row (the keys and values of all
+ * tokens feed token 0), and the backward spreads the rows' gradient back. */
+static int head_rows_apply(const rg_model *m, int T, int with_targets)
+{
+    const rg_model_config *c = &m->config;
+    /* not with adapters (their dropout draws over all rows), nor when the
+     * last block is the frozen part's end, whose full output is kept */
+    return is_classifier(c) && T > 1 && !m->all_rows && !lora_on(c) &&
+           !(with_targets && frozen_blocks(m) == c->n_layer);
+}
+
+/* Row b of x <- row b*T (width floats each), for b < B, in place: a source
+ * row b*T >= b is read before any later row b' > b is written. */
+static void rows_gather_heads(float *x, int B, int T, size_t width)
+{
+    for (int b = 1; b < B; b++)
+        memcpy(x + (size_t)b * width, x + (size_t)b * T * width, width * sizeof(float));
+}
+
+/* The inverse: row b*T <- row b, every other row of the (B*T, width) x 0.
+ * From the last row down, so no row is overwritten before it moves. */
+static void rows_spread_heads(float *x, int B, int T, size_t width)
+{
+    for (int b = B - 1; b > 0; b--)
+        memcpy(x + (size_t)b * T * width, x + (size_t)b * width, width * sizeof(float));
+    for (int b = 0; b < B; b++)
+        memset(x + ((size_t)b * T + 1) * width, 0, (size_t)(T - 1) * width * sizeof(float));
+}
+
+/* Dropout over R rows of C that stand for rows r * stride of the full pass
+ * (stride 1: all of them, stride T: head_rows). */
+static void rows_dropout(const rg_model *m, float *x, int R, int stride, float p, uint64_t stream)
+{
+    const size_t C = m->config.n_embd;
+    if (stride == 1) {
+        m->ops->dropout_apply(x, (size_t)R * C, 0, p, stream);
+        return;
+    }
+    for (int r = 0; r < R; r++)
+        m->ops->dropout_apply(x + (size_t)r * C, C, (size_t)r * stride * C, p, stream);
+}
+
+/* One block, forward. x_in (B*T, C); the output lands in layer_output(a):
+ * (B*T, C), or (B, C) with head_rows (above). */
 static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_in, int B, int T,
-                          const int32_t *positions, const attention_source *src)
+                          const int32_t *positions, const attention_source *src, int head_rows)
 {
     const rg_model_config *c = &m->config;
     const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
     const int QKV = qkv_width(c), F = c->n_inner;
+    const int stride = head_rows ? T : 1, R = head_rows ? B : N; /* the rows past the attention */
     const float attn_p = src->train ? c->attn_pdrop : 0.0f;
     const float resid_p = src->train ? c->resid_pdrop : 0.0f;
 
@@ -1226,41 +1274,47 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         m->ops->attention_cached_forward(a->atty, a->qkv, k_layer, v_layer, kv->key_mask, B, T, (int)S,
                                          kv->filled, NH, NKV, HS);
     }
-    m->ops->matmul_forward(a->res1, a->atty, LP(m, l, L_PROJ_W), LP(m, l, L_PROJ_B), N, NH * HS, C);
-    lora_forward(m, l, LIN_PROJ, a, a->res1, a->atty, N, src->train);
-    m->ops->dropout_apply(a->res1, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
-    m->ops->add_inplace(a->res1, x_in, (size_t)N * C);
+    if (head_rows)
+        rows_gather_heads(a->atty, B, T, (size_t)NH * HS);
+    m->ops->matmul_forward(a->res1, a->atty, LP(m, l, L_PROJ_W), LP(m, l, L_PROJ_B), R, NH * HS, C);
+    lora_forward(m, l, LIN_PROJ, a, a->res1, a->atty, R, src->train);
+    rows_dropout(m, a->res1, R, stride, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+    if (head_rows)
+        for (int b = 0; b < B; b++)
+            m->ops->add_inplace(a->res1 + (size_t)b * C, x_in + (size_t)b * T * C, (size_t)C);
+    else
+        m->ops->add_inplace(a->res1, x_in, (size_t)N * C);
 
     const float *mlp_in;
     if (c->pre_norm) {
-        norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), N);
+        norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res1, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), R);
         mlp_in = a->ln2;
     } else {
-        norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->res1, LP(m, l, L_LN1_W), LP(m, l, L_LN1_B), N);
+        norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->res1, LP(m, l, L_LN1_W), LP(m, l, L_LN1_B), R);
         mlp_in = a->ln1;
     }
-    m->ops->matmul_forward(a->fch, mlp_in, LP(m, l, L_FC_W), LP(m, l, L_FC_B), N, C, fc_width(c));
-    lora_forward(m, l, LIN_FC, a, a->fch, mlp_in, N, src->train);
-    activation_forward(m, a->fch_act, a->fch, N);
-    m->ops->matmul_forward(a->res2, a->fch_act, LP(m, l, L_FC2_W), LP(m, l, L_FC2_B), N, F, C);
-    lora_forward(m, l, LIN_FC2, a, a->res2, a->fch_act, N, src->train);
-    m->ops->dropout_apply(a->res2, (size_t)N * C, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_MLP_RESID)));
-    m->ops->add_inplace(a->res2, mlp_in == a->ln2 ? a->res1 : a->ln1, (size_t)N * C);
+    m->ops->matmul_forward(a->fch, mlp_in, LP(m, l, L_FC_W), LP(m, l, L_FC_B), R, C, fc_width(c));
+    lora_forward(m, l, LIN_FC, a, a->fch, mlp_in, R, src->train);
+    activation_forward(m, a->fch_act, a->fch, R);
+    m->ops->matmul_forward(a->res2, a->fch_act, LP(m, l, L_FC2_W), LP(m, l, L_FC2_B), R, F, C);
+    lora_forward(m, l, LIN_FC2, a, a->res2, a->fch_act, R, src->train);
+    rows_dropout(m, a->res2, R, stride, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+    m->ops->add_inplace(a->res2, mlp_in == a->ln2 ? a->res1 : a->ln1, (size_t)R * C);
     if (!c->pre_norm)
-        norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), N);
+        norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), R);
 }
 
 /* Backward of the MLP branch's inner part, shared by pre- and post-norm
  * blocks: d_out (N, C) holds the gradient of the branch output (its dropout is
- * undone in place); the gradient of the branch input `in` (N, C) is ADDED
- * into d_in (N, C). */
+ * undone in place; N rows standing for rows r * stride of the pass); the
+ * gradient of the branch input `in` (N, C) is ADDED into d_in (N, C). */
 static void mlp_branch_backward(rg_model *m, int l, const rg_layer_acts *a, float *d_out, const float *in,
-                                float *d_in, int N)
+                                float *d_in, int N, int stride)
 {
     const rg_model_config *c = &m->config;
     const int C = c->n_embd, F = c->n_inner, FW = fc_width(c);
-    m->ops->dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
-                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+    rows_dropout(m, d_out, N, stride, m->train ? c->resid_pdrop : 0.0f,
+                 rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
     activation_forward(m, a->fch_act, a->fch, N); /* again: it lives in d_fch (carve_layer) */
     memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
     m->ops->matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_out, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
@@ -1272,19 +1326,22 @@ static void mlp_branch_backward(rg_model *m, int l, const rg_layer_acts *a, floa
 }
 
 /* Backward of the attention branch's inner part, likewise: d_out (N, C) is
- * the gradient of the branch output; the gradient of its input `in` (N, C) is
- * ADDED into d_in (N, C), or not computed when d_in is NULL. */
+ * the gradient of the branch output, or (B, C) with head_rows; the gradient
+ * of its input `in` (N, C) is ADDED into d_in (N, C), or not computed when
+ * d_in is NULL. */
 static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a, float *d_out,
-                                      const float *in, float *d_in, int B, int T)
+                                      const float *in, float *d_in, int B, int T, int head_rows)
 {
     const rg_model_config *c = &m->config;
     const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
-    const int QKV = qkv_width(c);
-    m->ops->dropout_apply(d_out, (size_t)N * C, m->train ? c->resid_pdrop : 0.0f,
-                          rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+    const int QKV = qkv_width(c), R = head_rows ? B : N;
+    rows_dropout(m, d_out, R, head_rows ? T : 1, m->train ? c->resid_pdrop : 0.0f,
+                 rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
     memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
-    m->ops->matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), N, NH * HS, C);
-    lora_backward(m, l, LIN_PROJ, a, d_out, a->atty, m->d_atty, N);
+    m->ops->matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), R, NH * HS, C);
+    lora_backward(m, l, LIN_PROJ, a, d_out, a->atty, m->d_atty, R);
+    if (head_rows) /* the other queries' outputs fed nothing: their gradient is 0 */
+        rows_spread_heads(m->d_atty, B, T, (size_t)NH * HS);
     memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
     m->ops->attention_backward(m->d_qkv, m->d_atty, a->qkv, a->att, m->key_mask, B, T, NH, NKV, HS, c->causal,
                                m->train ? c->attn_pdrop : 0.0f,
@@ -1297,40 +1354,46 @@ static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a
 
 /* One block, backward. On entry d_res (N, C) holds the gradient of the
  * block's output; on exit, when need_dx, the gradient of its input. */
-static void block_backward(rg_model *m, int l, int B, int T, int need_dx)
+static void block_backward(rg_model *m, int l, int B, int T, int need_dx, int head_rows)
 {
     const rg_model_config *c = &m->config;
-    const int N = B * T;
-    const size_t NC = (size_t)N * c->n_embd;
+    const int N = B * T, R = head_rows ? B : N, stride = head_rows ? T : 1;
+    const size_t NC = (size_t)N * c->n_embd, RC = (size_t)R * c->n_embd;
     rg_layer_acts *a = layer_acts(m, l);
     const float *x_in = layer_input(m, l);
     float *d_res = m->d_res, *d_tmp = m->d_tmp, *d_tmp2 = m->d_tmp2;
 
+    /* With head_rows, d_res holds the (B, C) gradient of the block's rows
+     * until the attention branch, whose input has all N rows. */
     if (c->pre_norm) {
         /* MLP branch: res2 = res1 + drop(fc2(act(fc(ln2(res1))))) */
-        memcpy(d_tmp, d_res, NC * sizeof(float));
-        memset(d_tmp2, 0, NC * sizeof(float));
-        mlp_branch_backward(m, l, a, d_tmp, a->ln2, d_tmp2, N);
-        norm_backward(m, d_res, LG(m, l, L_LN2_W), LG(m, l, L_LN2_B), d_tmp2, a->res1, LP(m, l, L_LN2_W), a->ln2_mean, a->ln2_rstd, N);
+        memcpy(d_tmp, d_res, RC * sizeof(float));
+        memset(d_tmp2, 0, RC * sizeof(float));
+        mlp_branch_backward(m, l, a, d_tmp, a->ln2, d_tmp2, R, stride);
+        norm_backward(m, d_res, LG(m, l, L_LN2_W), LG(m, l, L_LN2_B), d_tmp2, a->res1, LP(m, l, L_LN2_W), a->ln2_mean, a->ln2_rstd, R);
         /* attention branch: res1 = x + drop(proj(attn(ln1(x)))) */
-        memcpy(d_tmp, d_res, NC * sizeof(float));
+        memcpy(d_tmp, d_res, RC * sizeof(float));
+        if (head_rows && need_dx)
+            rows_spread_heads(d_res, B, T, (size_t)c->n_embd);
         float *ln1_w_grad = LG(m, l, L_LN1_W), *ln1_b_grad = LG(m, l, L_LN1_B);
         int need_dln1 = need_dx || ln1_w_grad != NULL || ln1_b_grad != NULL;
         if (need_dln1)
             memset(d_tmp2, 0, NC * sizeof(float));
-        attention_branch_backward(m, l, a, d_tmp, a->ln1, need_dln1 ? d_tmp2 : NULL, B, T);
+        attention_branch_backward(m, l, a, d_tmp, a->ln1, need_dln1 ? d_tmp2 : NULL, B, T, head_rows);
         if (need_dln1)
             norm_backward(m, need_dx ? d_res : NULL, ln1_w_grad, ln1_b_grad, d_tmp2, x_in, LP(m, l, L_LN1_W), a->ln1_mean, a->ln1_rstd, N);
     } else {
         /* out = ln2(res2), res2 = m + drop(mlp(m)), m = ln1(res1), res1 = x + drop(attn(x)) */
-        memset(d_tmp, 0, NC * sizeof(float));
-        norm_backward(m, d_tmp, LG(m, l, L_LN2_W), LG(m, l, L_LN2_B), d_res, a->res2, LP(m, l, L_LN2_W), a->ln2_mean, a->ln2_rstd, N);
-        memcpy(d_res, d_tmp, NC * sizeof(float));
-        mlp_branch_backward(m, l, a, d_tmp, a->ln1, d_res, N);
-        memset(d_tmp, 0, NC * sizeof(float));
-        norm_backward(m, d_tmp, LG(m, l, L_LN1_W), LG(m, l, L_LN1_B), d_res, a->res1, LP(m, l, L_LN1_W), a->ln1_mean, a->ln1_rstd, N);
-        memcpy(d_res, d_tmp, NC * sizeof(float));
-        attention_branch_backward(m, l, a, d_tmp, x_in, need_dx ? d_res : NULL, B, T);
+        memset(d_tmp, 0, RC * sizeof(float));
+        norm_backward(m, d_tmp, LG(m, l, L_LN2_W), LG(m, l, L_LN2_B), d_res, a->res2, LP(m, l, L_LN2_W), a->ln2_mean, a->ln2_rstd, R);
+        memcpy(d_res, d_tmp, RC * sizeof(float));
+        mlp_branch_backward(m, l, a, d_tmp, a->ln1, d_res, R, stride);
+        memset(d_tmp, 0, RC * sizeof(float));
+        norm_backward(m, d_tmp, LG(m, l, L_LN1_W), LG(m, l, L_LN1_B), d_res, a->res1, LP(m, l, L_LN1_W), a->ln1_mean, a->ln1_rstd, R);
+        memcpy(d_res, d_tmp, RC * sizeof(float));
+        if (head_rows && need_dx)
+            rows_spread_heads(d_res, B, T, (size_t)c->n_embd);
+        attention_branch_backward(m, l, a, d_tmp, x_in, need_dx ? d_res : NULL, B, T, head_rows);
     }
 }
 
@@ -1442,6 +1505,7 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     const int logit_rows = lm_mode == HEAD_FULL || (int)N < HEAD_CHUNK ? (int)N : HEAD_CHUNK;
     RG_TRY(acts_prepare(m, B, T, save_from, targets != NULL, logit_rows));
     m->head_mode = lm_mode;
+    m->head_rows = head_rows_apply(m, T, targets != NULL);
     m->B = B;
     m->T = T;
     m->train = train;
@@ -1484,7 +1548,7 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
         if (c->embed_norm)
             m->ops->layernorm_forward(m->x0, m->emb_mean, m->emb_rstd, m->emb, GP(m, G_EMB_LN_W),
                                       GP(m, G_EMB_LN_B), (int)N, (int)C, c->norm_eps);
-        m->ops->dropout_apply(m->x0, N * C, (emb_frozen ? frozen_train : train) ? c->embd_pdrop : 0.0f,
+        m->ops->dropout_apply(m->x0, N * C, 0, (emb_frozen ? frozen_train : train) ? c->embd_pdrop : 0.0f,
                               rg_dropout_stream(seed, SITE_EMBEDDING));
     }
 
@@ -1494,12 +1558,13 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
         if (rg_interrupt_pending())
             return RG_ERR_INTERRUPTED; /* has_targets stays 0: no backward of this pass */
         block_forward(m, l, layer_acts(m, l), layer_input(m, l), B, T, m->positions,
-                      emb_frozen && l < lowest ? &frozen_src : &src);
+                      emb_frozen && l < lowest ? &frozen_src : &src, m->head_rows && l == L - 1);
     }
 
-    const float *hidden = layer_output(m, layer_acts(m, L - 1));
+    const float *hidden = layer_output(m, layer_acts(m, L - 1)); /* (B, C) with head_rows */
     if (c->final_norm) {
-        norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, hidden, GP(m, G_LNF_W), GP(m, G_LNF_B), (int)N);
+        norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, hidden, GP(m, G_LNF_W), GP(m, G_LNF_B),
+                     m->head_rows ? B : (int)N);
         hidden = m->lnf;
     }
 
@@ -1548,15 +1613,16 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
         m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
     } else {
         const int K = c->num_labels;
+        const size_t row_stride = m->head_rows ? 1 : (size_t)T; /* token 0 of sequence b */
         for (int b = 0; b < B; b++)
-            memcpy(m->cls_h0 + (size_t)b * C, hidden + (size_t)b * T * C, C * sizeof(float));
+            memcpy(m->cls_h0 + (size_t)b * C, hidden + b * row_stride * C, C * sizeof(float));
         m->ops->matmul_forward(m->cls_pre, m->cls_h0, GP(m, G_CLS_PRE_W), GP(m, G_CLS_PRE_B), B, (int)C, (int)C);
         if (c->head == RG_HEAD_CLS_DISTILBERT)
             m->ops->relu_forward(m->cls_act, m->cls_pre, (size_t)B * C);
         else
             m->ops->tanh_forward(m->cls_act, m->cls_pre, (size_t)B * C);
         memcpy(m->cls_drop, m->cls_act, (size_t)B * C * sizeof(float));
-        m->ops->dropout_apply(m->cls_drop, (size_t)B * C, train ? c->cls_pdrop : 0.0f, rg_dropout_stream(seed, SITE_CLASSIFIER));
+        m->ops->dropout_apply(m->cls_drop, (size_t)B * C, 0, train ? c->cls_pdrop : 0.0f, rg_dropout_stream(seed, SITE_CLASSIFIER));
         m->ops->matmul_forward(m->logits, m->cls_drop, GP(m, G_CLS_OUT_W), GP(m, G_CLS_OUT_B), B, (int)C, K);
         if (targets != NULL) {
             memcpy(m->targets, targets, (size_t)B * sizeof(int32_t));
@@ -1697,7 +1763,7 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
         float *d_drop = m->d_tmp2, *d_pre = m->d_tmp;
         memset(d_drop, 0, BC * sizeof(float));
         m->ops->matmul_backward(d_drop, GG(m, G_CLS_OUT_W), GG(m, G_CLS_OUT_B), m->logits, m->cls_drop, GP(m, G_CLS_OUT_W), B, C, K);
-        m->ops->dropout_apply(d_drop, BC, m->train ? c->cls_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_CLASSIFIER));
+        m->ops->dropout_apply(d_drop, BC, 0, m->train ? c->cls_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_CLASSIFIER));
         memset(d_pre, 0, BC * sizeof(float));
         if (c->head == RG_HEAD_CLS_DISTILBERT)
             m->ops->relu_backward(d_pre, m->cls_act, d_drop, BC);
@@ -1706,8 +1772,9 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
         float *d_h0 = m->d_tmp2;
         memset(d_h0, 0, BC * sizeof(float));
         m->ops->matmul_backward(need_hidden_grad ? d_h0 : NULL, GG(m, G_CLS_PRE_W), GG(m, G_CLS_PRE_B), d_pre, m->cls_h0, GP(m, G_CLS_PRE_W), B, C, C);
+        const size_t row_stride = m->head_rows ? 1 : (size_t)T;
         for (int b = 0; b < B; b++)
-            memcpy(m->d_res + (size_t)b * T * C, d_h0 + (size_t)b * C, C * sizeof(float));
+            memcpy(m->d_res + b * row_stride * C, d_h0 + (size_t)b * C, C * sizeof(float));
     }
     if (!need_hidden_grad)
         return RG_OK;
@@ -1715,11 +1782,11 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
     for (int l = L - 1; l >= lowest; l--) {
         if (rg_interrupt_pending())
             return RG_ERR_INTERRUPTED; /* gradients partly accumulated: the caller discards them */
-        block_backward(m, l, B, T, l > lowest || emb_train);
+        block_backward(m, l, B, T, l > lowest || emb_train, m->head_rows && l == L - 1);
     }
 
     if (emb_train) {
-        m->ops->dropout_apply(m->d_res, (size_t)N * C, m->train ? c->embd_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_EMBEDDING));
+        m->ops->dropout_apply(m->d_res, (size_t)N * C, 0, m->train ? c->embd_pdrop : 0.0f, rg_dropout_stream(m->seed, SITE_EMBEDDING));
         float *d_emb = m->d_res;
         if (c->embed_norm) {
             memset(m->d_tmp, 0, (size_t)N * C * sizeof(float));
@@ -1871,7 +1938,7 @@ rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const
             if (rg_interrupt_pending())
                 status = RG_ERR_INTERRUPTED;
             else
-                block_forward(m, l, &sets[l % 2], x, B, T, positions, &src);
+                block_forward(m, l, &sets[l % 2], x, B, T, positions, &src, 0);
             x = layer_output(m, &sets[l % 2]);
         }
     }

@@ -168,6 +168,8 @@ typedef struct rg_model {
                                     deterministic (rg_model_set_frozen_dropout) */
     const float *frozen_input;   /* set for the next forward only (rg_model_set_frozen_input) */
     int frozen_output_valid;     /* the last forward kept the frozen part's output */
+    int all_rows;                /* 1: a classifier's last block computes every row, not only the
+                                    head's (the reference its tests compare with); default 0 */
     int head_policy;             /* rg_head_policy */
     size_t head_keep_floats;     /* the most (rows, V) logits a training LM head that trains keeps
                                     whole for its backward; beyond, the backward makes them again
@@ -186,6 +188,7 @@ typedef struct rg_model {
     int n_saved_sets;            /* layer activation sets in the block */
     int lowest_saved_layer;      /* first layer whose activations were kept */
     int head_mode;               /* how the last forward with targets ran the LM head (rg_model.c) */
+    int head_rows;               /* its last block computed only the classifier head's rows (rg_model.c) */
     int has_targets;             /* the last forward succeeded with a loss and nothing has
                                     invalidated it since: backward allowed */
     int logits_valid;            /* logits hold the last forward's values */

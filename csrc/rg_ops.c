@@ -107,14 +107,14 @@ RG_OP uint64_t rg_dropout_stream(uint64_t step_seed, uint64_t site_id)
     return rg_rng_mix(rg_rng_mix(step_seed) ^ rg_rng_mix(site_id + 0x5DEECE66Dull));
 }
 
-RG_OP void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream)
+RG_OP void rg_dropout_apply(float *x, size_t n, size_t first, float p, uint64_t stream)
 {
     if (p <= 0.0f)
         return;
     const float scale = 1.0f / (1.0f - p);
 #pragma omp parallel for schedule(static) if (n > 16384)
     for (size_t i = 0; i < n; i++)
-        x[i] = rg_rng_keep(stream, i, p) ? x[i] * scale : 0.0f;
+        x[i] = rg_rng_keep(stream, first + i, p) ? x[i] * scale : 0.0f;
 }
 
 /* ------------------------------------------------------------------------ */

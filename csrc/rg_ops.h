@@ -19,9 +19,11 @@
  * every site draws independent masks and the backward pass can redraw them. */
 uint64_t rg_dropout_stream(uint64_t step_seed, uint64_t site_id);
 
-/* x (n,) scaled in place: x[i] = keep(i) ? x[i] / (1 - p) : 0. The same call
- * is the backward (applied to the gradient). p == 0 leaves x untouched. */
-void rg_dropout_apply(float *x, size_t n, float p, uint64_t stream);
+/* x (n,) scaled in place: x[i] = keep(first + i) ? x[i] / (1 - p) : 0, so a
+ * piece of a larger array (at element `first`) draws that array's mask there.
+ * The same call is the backward (applied to the gradient). p == 0 leaves x
+ * untouched. */
+void rg_dropout_apply(float *x, size_t n, size_t first, float p, uint64_t stream);
 
 /* ---- residual add ---- */
 

@@ -86,14 +86,16 @@ def _write_vocab(directory):
     return len(tokens)
 
 
-def tiny_distilbert_dir(directory, with_head=False, seed=0):
-    """A random DistilBERT (with a classification head when asked) and its WordPiece files."""
+def tiny_distilbert_dir(directory, with_head=False, seed=0, initializer_range=0.02):
+    """A random DistilBERT (with a classification head when asked) and its WordPiece files;
+    a wider initializer_range gives outputs that depend more on every product."""
     import transformers
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab_size = _write_vocab(directory)
     config = transformers.DistilBertConfig(vocab_size=vocab_size, dim=24, n_layers=3, n_heads=4, hidden_dim=40,
-                                           max_position_embeddings=40, num_labels=3)
+                                           max_position_embeddings=40, num_labels=3,
+                                           initializer_range=initializer_range)
     import torch
 
     torch.manual_seed(seed)

@@ -100,7 +100,7 @@ void rgcu_adamw_update(float *p, float *g, float *m, float *v, size_t n, int dec
 rg_status rgcu_sum_squares(const float *x, size_t n, double *out);
 
 /* ---- ops (one file each; rg_ops.h has the shapes) ---- */
-void rgcu_dropout_apply(float *x, size_t n, float p, uint64_t stream);
+void rgcu_dropout_apply(float *x, size_t n, size_t first, float p, uint64_t stream);
 void rgcu_add_inplace(float *out, const float *a, size_t n);
 
 void rgcu_matmul_forward(float *out, const float *inp, const float *weight, const float *bias,

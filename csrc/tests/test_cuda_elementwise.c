@@ -40,8 +40,8 @@ void test_cuda_dropout(void)
     for (size_t k = 0; k < N_ELT_SIZES; k++) {
         const size_t n = elt_sizes[k];
         rg_test_pair x = rg_test_pair_random(n, 11 + k, -2, 2);
-        cpu->dropout_apply(RG_HOST_F(x), n, 0.3f, stream);
-        gpu->dropout_apply(RG_DEV_F(x), n, 0.3f, stream);
+        cpu->dropout_apply(RG_HOST_F(x), n, 0, 0.3f, stream);
+        gpu->dropout_apply(RG_DEV_F(x), n, 0, 0.3f, stream);
         rg_test_pair_expect_close(&x, 0, 0, "dropout p=0.3");
         if (n > 1000) { /* the mask really drops some, not all, at about the rate p */
             size_t zeros = 0;
@@ -51,12 +51,16 @@ void test_cuda_dropout(void)
             RG_CHECK(zeros > (size_t)(0.28 * n) && zeros < (size_t)(0.32 * n));
         }
         /* p = 0 leaves x untouched; a second site (another stream) at a high rate. */
-        cpu->dropout_apply(RG_HOST_F(x), n, 0.0f, stream);
-        gpu->dropout_apply(RG_DEV_F(x), n, 0.0f, stream);
+        cpu->dropout_apply(RG_HOST_F(x), n, 0, 0.0f, stream);
+        gpu->dropout_apply(RG_DEV_F(x), n, 0, 0.0f, stream);
         rg_test_pair_expect_close(&x, 0, 0, "dropout p=0");
-        cpu->dropout_apply(RG_HOST_F(x), n, 0.9f, stream + 1);
-        gpu->dropout_apply(RG_DEV_F(x), n, 0.9f, stream + 1);
+        cpu->dropout_apply(RG_HOST_F(x), n, 0, 0.9f, stream + 1);
+        gpu->dropout_apply(RG_DEV_F(x), n, 0, 0.9f, stream + 1);
         rg_test_pair_expect_close(&x, 0, 0, "dropout p=0.9");
+        /* a piece of a larger array: the mask continues at element `first` */
+        cpu->dropout_apply(RG_HOST_F(x), n, 3 * n + 5, 0.3f, stream);
+        gpu->dropout_apply(RG_DEV_F(x), n, 3 * n + 5, 0.3f, stream);
+        rg_test_pair_expect_close(&x, 0, 0, "dropout from an offset");
         rg_test_pair_free(&x);
     }
 }

@@ -699,7 +699,7 @@ static long op_calls[OP_COUNT];
         op_calls[index]++;                         \
         rg_ops_cpu()->name args;                   \
     }
-COUNTING(0, dropout_apply, (float *x, size_t n, float p, uint64_t s), (x, n, p, s))
+COUNTING(0, dropout_apply, (float *x, size_t n, size_t f, float p, uint64_t s), (x, n, f, p, s))
 COUNTING(1, add_inplace, (float *o, const float *a, size_t n), (o, a, n))
 COUNTING(2, matmul_forward, (float *o, const float *i, const float *w, const float *b, int N, int IC, int OC),
          (o, i, w, b, N, IC, OC))
@@ -1220,6 +1220,95 @@ void test_model_frozen_blocks_lend_the_backward_their_scratch(void)
     lend_case(FAMILY_LLAMA, 60, 1);
     lend_case(FAMILY_DISTILBERT, 40, 1);
     lend_case(FAMILY_BERT, 60, 0);
+}
+
+/* A classifier's last block computes only the rows its head reads (token 0
+ * of each sequence) past its attention: the same losses, logits and gradients
+ * as computing every row (all_rows), dropout on everywhere (each kept row
+ * draws the full pass's masks), padding masks, post- and pre-norm, with one,
+ * two or every block training, and in a forward without targets. The sums
+ * over rows run in another order, hence a tolerance, not bit equality. */
+static void head_rows_case(int family, int pre_norm, int k)
+{
+    rg_model_config config = tiny_config(family);
+    config.n_layer = 3;
+    config.pre_norm = pre_norm;
+    config.final_norm = pre_norm; /* a pre-norm encoder ends with a norm */
+    model_case c[2];
+    c[0].m = c[1].m = NULL;
+    float loss[2];
+    for (int r = 0; r < 2; r++) {
+        if (!RG_CHECK_STATUS(rg_model_init(&c[r].m, &config), RG_OK))
+            goto done;
+        c[r].m->all_rows = r;
+        spread_parameters(c[r].m, 23);
+        case_fill(&c[r], family);
+        RG_CHECK_STATUS(rg_model_set_trainable(c[r].m, k, RG_HEAD_POLICY_TRAIN), RG_OK);
+        rg_model_zero_grad(c[r].m);
+        RG_CHECK_STATUS(rg_model_forward(c[r].m, c[r].tokens, c[r].mask, c[r].types_or_null, c[r].targets, B_, T_,
+                                         1, 9, &loss[r]), RG_OK);
+        RG_CHECK_EQ(c[r].m->head_rows, !r);
+        RG_CHECK_STATUS(rg_model_backward(c[r].m, 1.0f), RG_OK);
+    }
+    rg_model *rows = c[0].m, *all = c[1].m;
+    RG_CHECK_CLOSE(loss[0], loss[1], 1e-5 * (1.0 + fabs(loss[1])));
+    int compared = 0;
+    double worst = 0.0;
+    for (int i = 0; i < rows->table.count; i++) {
+        const rg_param_info *info = &rows->table.tensors[i];
+        if (!info->trainable)
+            continue;
+        const float *a = rows->grads + info->offset, *b = all->grads + info->offset;
+        double scale = 1e-3;
+        for (size_t j = 0; j < info->numel; j++)
+            scale = fmax(scale, fabs(b[j]));
+        for (size_t j = 0; j < info->numel; j++)
+            worst = fmax(worst, fabs(a[j] - b[j]) / scale);
+        compared++;
+    }
+    if (!RG_CHECK(worst < 1e-5))
+        rg_test_check(0, __FILE__, __LINE__, "family %d pre_norm %d k %d: gradients differ by %g", family,
+                      pre_norm, k, worst);
+    RG_CHECK(compared >= (k == 1 ? 10 : 16));
+    /* no targets: the logits */
+    float logits[2][B_ * 3];
+    for (int r = 0; r < 2; r++) {
+        RG_CHECK_STATUS(rg_model_forward(c[r].m, c[r].tokens, c[r].mask, c[r].types_or_null, NULL, B_, T_, 0, 9,
+                                         NULL), RG_OK);
+        RG_CHECK_EQ(c[r].m->head_rows, !r);
+        int n_rows = 0, n_cols = 0;
+        const float *out = rg_model_logits(c[r].m, &n_rows, &n_cols);
+        if (!RG_CHECK(out != NULL && n_rows == B_ && n_cols == 3))
+            goto done;
+        memcpy(logits[r], out, sizeof(logits[r]));
+    }
+    for (int i = 0; i < B_ * 3; i++)
+        RG_CHECK_CLOSE(logits[0][i], logits[1][i], 1e-5 * (1.0 + fabs(logits[1][i])));
+done:
+    rg_model_free(c[0].m);
+    rg_model_free(c[1].m);
+}
+
+void test_model_classifier_last_block_computes_the_head_rows(void)
+{
+    for (int k = 1; k <= 3; k++) {
+        head_rows_case(FAMILY_DISTILBERT, 0, k);
+        head_rows_case(FAMILY_BERT, 0, k);
+        head_rows_case(FAMILY_BERT, 1, k);
+    }
+    head_rows_case(FAMILY_DISTILBERT, 0, -1);
+    /* only the head trains: the last block is the frozen part's end, kept whole */
+    rg_model_config config = tiny_config(FAMILY_DISTILBERT);
+    model_case c;
+    if (!RG_CHECK_STATUS(rg_model_init(&c.m, &config), RG_OK))
+        return;
+    case_fill(&c, FAMILY_DISTILBERT);
+    RG_CHECK_STATUS(rg_model_set_trainable(c.m, 0, RG_HEAD_POLICY_TRAIN), RG_OK);
+    float loss;
+    RG_CHECK_STATUS(rg_model_forward(c.m, c.tokens, c.mask, NULL, c.targets, B_, T_, 1, 9, &loss), RG_OK);
+    RG_CHECK_EQ(c.m->head_rows, 0);
+    RG_CHECK(rg_model_frozen_output(c.m) != NULL);
+    rg_model_free(c.m);
 }
 
 /* ---- the busy flag ---- */

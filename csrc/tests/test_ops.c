@@ -353,8 +353,8 @@ void test_ops_dropout_is_seeded_and_scaled(void)
     }
     for (int i = 0; i < n; i++)
         x[i] = y[i] = 1.0f;
-    rg_dropout_apply(x, n, 0.25f, rg_dropout_stream(5, 1));
-    rg_dropout_apply(y, n, 0.25f, rg_dropout_stream(5, 1));
+    rg_dropout_apply(x, n, 0, 0.25f, rg_dropout_stream(5, 1));
+    rg_dropout_apply(y, n, 0, 0.25f, rg_dropout_stream(5, 1));
     int kept = 0, same = 1;
     for (int i = 0; i < n; i++) {
         kept += x[i] != 0.0f;
@@ -365,11 +365,18 @@ void test_ops_dropout_is_seeded_and_scaled(void)
     RG_CHECK(fabs(kept / (double)n - 0.75) < 0.02);
     for (int i = 0; i < n; i++)
         y[i] = 1.0f;
-    rg_dropout_apply(y, n, 0.25f, rg_dropout_stream(5, 2)); /* another site: another mask */
+    rg_dropout_apply(y, n, 0, 0.25f, rg_dropout_stream(5, 2)); /* another site: another mask */
     int differ = 0;
     for (int i = 0; i < n; i++)
         differ += (x[i] != 0.0f) != (y[i] != 0.0f);
     RG_CHECK(differ > n / 10);
+    /* a piece at element `first` draws the whole array's mask there */
+    for (int i = 0; i < n; i++)
+        y[i] = 1.0f;
+    rg_dropout_apply(y + 777, 5000, 777, 0.25f, rg_dropout_stream(5, 1));
+    rg_dropout_apply(y + 9000, n - 9000, 9000, 0.25f, rg_dropout_stream(5, 1));
+    for (int i = 0; i < n; i++)
+        RG_CHECK(y[i] == ((i >= 777 && i < 5777) || i >= 9000 ? x[i] : 1.0f));
     free(x);
     free(y);
 }
