@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "rg_backend.h"
+#include "rg_gemm_rows.h"
 #include "rg_rng.h"
 
 /* exp(x) for the hot loops (softmax, cross-entropy, GELU, SiLU): a
@@ -170,6 +171,12 @@ static void gemm_blocks_scaled(int trans_a, int trans_b, int M, int N, int K, fl
                     scipy_cblas_sgemv(CblasRowMajor, CblasNoTrans, hi - lo, K, alpha, B + (size_t)lo * ldb, ldb,
                                       A + (size_t)m * lda, 1, beta, C + (size_t)m * ldc + lo, 1);
         }
+        return;
+    }
+    if (!trans_a && trans_b && M <= RG_GEMM_ROWS_MAX && rg_gemm_rows_supported()) {
+        /* A few more rows (decoding a batch, a classifier's head rows): the
+         * same reason, dot products straight from the weight (rg_gemm_rows.h) */
+        rg_gemm_rows(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     const enum CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
@@ -987,19 +994,21 @@ RG_OP void rg_attention_cached_forward(float *out, const float *qkv, const float
 #pragma omp parallel
     {
         float *probs = malloc((size_t)S * sizeof(float));
-#pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int b = 0; b < B; b++) {
-            for (int h = 0; h < NH; h++) {
-                if (probs == NULL)
-                    continue;
-                const int g = h / group;
-                const float *k0 = k_cache + ((size_t)b * NKV + g) * S * HS;
-                const float *v0 = v_cache + ((size_t)b * NKV + g) * S * HS;
-                for (int t = 0; t < Tn; t++)
+        /* the query heads of one key/value head in one task when there are
+         * enough tasks: its cached keys and values come from memory once */
+        const int per_task = B * NKV >= 4 * omp_get_num_threads() ? group : 1, tasks_per_b = NH / per_task;
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < B * tasks_per_b; task++) {
+            const int b = task / tasks_per_b, h0 = (task % tasks_per_b) * per_task, g = h0 / group;
+            if (probs == NULL)
+                continue;
+            const float *k0 = k_cache + ((size_t)b * NKV + g) * S * HS;
+            const float *v0 = v_cache + ((size_t)b * NKV + g) * S * HS;
+            for (int t = 0; t < Tn; t++)
+                for (int h = h0; h < h0 + per_task; h++)
                     attention_row(out + ((size_t)b * Tn + t) * NH * HS + (size_t)h * HS, probs,
-                                  qkv + ((size_t)b * Tn + t) * row + (size_t)h * HS, k0, HS, v0,
-                                  HS, key_mask + (size_t)b * S, start + t + 1, HS, scale);
-            }
+                                  qkv + ((size_t)b * Tn + t) * row + (size_t)h * HS, k0, HS, v0, HS,
+                                  key_mask + (size_t)b * S, start + t + 1, HS, scale);
         }
         free(probs);
     }
