@@ -115,6 +115,10 @@ const char *rg_ops_cpu_isa_name(void);
  * this CPU or not; NULL past the last. */
 const char *rg_ops_cpu_isa_at(size_t i);
 
+/* 1 when REVIEWGEN_CPU_ISA names one of those sets: all are narrower than the
+ * core's own AVX-512 kernels (rg_gemm_bf16.c, rg_gemm_rows.c), which then stay off. */
+int rg_ops_cpu_isa_named(void);
+
 /* The core name of the BLAS the CPU ops call (OpenBLAS's choice for this CPU,
  * or the one OPENBLAS_CORETYPE forced). */
 const char *rg_ops_blas_core(void);

@@ -50,11 +50,8 @@ float rg_round_bf16(float x)
 int rg_gemm_bf16_supported(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    /* REVIEWGEN_CPU_ISA naming one of the ops' instruction sets, all narrower, rules bf16 out too */
-    const char *wanted = getenv("REVIEWGEN_CPU_ISA");
-    for (size_t i = 0; wanted != NULL && rg_ops_cpu_isa_at(i) != NULL; i++)
-        if (strcmp(wanted, rg_ops_cpu_isa_at(i)) == 0)
-            return 0;
+    if (rg_ops_cpu_isa_named())
+        return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");

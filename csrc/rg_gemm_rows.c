@@ -11,18 +11,14 @@
 
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "rg_backend.h" /* rg_ops_cpu_isa_at */
+#include "rg_backend.h" /* rg_ops_cpu_isa_named */
 
 int rg_gemm_rows_supported(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    /* REVIEWGEN_CPU_ISA naming one of the ops' instruction sets, all narrower, rules it out */
-    const char *wanted = getenv("REVIEWGEN_CPU_ISA");
-    for (size_t i = 0; wanted != NULL && rg_ops_cpu_isa_at(i) != NULL; i++)
-        if (strcmp(wanted, rg_ops_cpu_isa_at(i)) == 0)
-            return 0;
+    if (rg_ops_cpu_isa_named())
+        return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f");
 #else

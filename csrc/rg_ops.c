@@ -1128,6 +1128,15 @@ static const char *const cpu_isas[] = {
 
 const char *rg_ops_cpu_isa_at(size_t i) { return i < N_CPU_ISAS ? cpu_isas[i] : NULL; }
 
+int rg_ops_cpu_isa_named(void)
+{
+    const char *wanted = getenv("REVIEWGEN_CPU_ISA");
+    for (size_t i = 0; wanted != NULL && i < N_CPU_ISAS; i++)
+        if (strcmp(wanted, cpu_isas[i]) == 0)
+            return 1;
+    return 0;
+}
+
 const rg_ops_table *rg_ops_cpu_isa(const char *isa)
 {
     if (isa == NULL)
