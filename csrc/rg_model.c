@@ -1048,22 +1048,38 @@ static int linear_width(const rg_model_config *c, int linear)
 
 static int lora_active(const rg_model *m) { return m->lora_index != NULL && !m->lora_merged; }
 
-/* The adapter input: `in` itself, or in training with lora_dropout its
- * dropped copy in m->lora_x (the same mask in forward and backward). */
-static const float *lora_input(rg_model *m, int l, int site, const float *in, int N, int in_width, int train)
+/* Dropout over R rows of `width` floats that stand for rows r * stride of
+ * the full pass (stride 1: all of them; stride T: a classifier's head rows,
+ * see head_rows_apply), each drawing the full pass's mask there. */
+static void rows_dropout(const rg_model *m, float *x, int R, size_t width, int stride, float p, uint64_t stream)
+{
+    if (stride == 1) {
+        m->ops->dropout_apply(x, (size_t)R * width, 0, p, stream);
+        return;
+    }
+    for (int r = 0; r < R; r++)
+        m->ops->dropout_apply(x + (size_t)r * width, width, (size_t)r * stride * width, p, stream);
+}
+
+/* The adapter input (N rows standing for rows r * stride of the pass): `in`
+ * itself, or in training with lora_dropout its dropped copy in m->lora_x
+ * (the same mask in forward and backward). */
+static const float *lora_input(rg_model *m, int l, int site, const float *in, int N, int in_width, int train,
+                               int stride)
 {
     const float p = m->config.lora_dropout;
     if (!train || p <= 0.0f)
         return in;
     memcpy(m->lora_x, in, (size_t)N * in_width * sizeof(float));
-    m->ops->dropout_apply(m->lora_x, (size_t)N * in_width, 0, p, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
+    rows_dropout(m, m->lora_x, N, (size_t)in_width, stride, p, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
     return m->lora_x;
 }
 
 /* Adds the adapters of linear layer `linear` of block l: out (N, width) +=
- * scale * B @ A @ dropout(in), in (N, in_width); saves A @ dropout(in) in a. */
+ * scale * B @ A @ dropout(in), in (N, in_width), its rows standing for rows
+ * r * stride of the pass; saves A @ dropout(in) in a. */
 static void lora_forward(rg_model *m, int l, int linear, rg_layer_acts *a, float *out, const float *in, int N,
-                         int train)
+                         int train, int stride)
 {
     if (!lora_active(m))
         return;
@@ -1075,7 +1091,7 @@ static void lora_forward(rg_model *m, int l, int linear, rg_layer_acts *a, float
         int64_t row0, rows, in_width;
         if (ia < 0 || !lora_site_shape(c, site, &lin, &row0, &rows, &in_width) || lin != linear)
             continue;
-        const float *x = lora_input(m, l, site, in, N, (int)in_width, train);
+        const float *x = lora_input(m, l, site, in, N, (int)in_width, train, stride);
         m->ops->lora_forward(out + row0, a->lora_u[site], x, param(m, ia), param(m, LORA_INDEX(m, l, site, 1)), scale,
                              N, (int)in_width, c->lora_rank, (int)rows, linear_width(c, linear));
     }
@@ -1085,7 +1101,7 @@ static void lora_forward(rg_model *m, int l, int linear, rg_layer_acts *a, float
  * layer's output; their A and B gradients are accumulated, and the gradient
  * of `in` ADDED into d_in (N, in_width) unless d_in is NULL. */
 static void lora_backward(rg_model *m, int l, int linear, const rg_layer_acts *a, const float *dout,
-                          const float *in, float *d_in, int N)
+                          const float *in, float *d_in, int N, int stride)
 {
     if (!lora_active(m))
         return;
@@ -1100,7 +1116,7 @@ static void lora_backward(rg_model *m, int l, int linear, const rg_layer_acts *a
         float *ga = grad(m, ia), *gb = grad(m, ib);
         if (ga == NULL && gb == NULL && d_in == NULL)
             continue;
-        const float *x = lora_input(m, l, site, in, N, (int)in_width, m->train);
+        const float *x = lora_input(m, l, site, in, N, (int)in_width, m->train, stride);
         const int dropped = x != in;
         const size_t n_in = (size_t)N * (size_t)in_width;
         float *dx = d_in;
@@ -1111,7 +1127,8 @@ static void lora_backward(rg_model *m, int l, int linear, const rg_layer_acts *a
         m->ops->lora_backward(dx, ga, gb, m->lora_du, dout + row0, x, a->lora_u[site], param(m, ia), param(m, ib),
                               scale, N, (int)in_width, c->lora_rank, (int)rows, linear_width(c, linear));
         if (d_in != NULL && dropped) {
-            m->ops->dropout_apply(dx, n_in, 0, c->lora_dropout, rg_dropout_stream(m->seed, SITE_LORA(l, site)));
+            rows_dropout(m, dx, N, (size_t)in_width, stride, c->lora_dropout,
+                         rg_dropout_stream(m->seed, SITE_LORA(l, site)));
             m->ops->add_inplace(d_in, dx, n_in);
         }
     }
@@ -1196,10 +1213,8 @@ typedef struct attention_source {
 static int head_rows_apply(const rg_model *m, int T, int with_targets)
 {
     const rg_model_config *c = &m->config;
-    /* not with adapters (their dropout draws over all rows), nor when the
-     * last block is the frozen part's end, whose full output is kept */
-    return is_classifier(c) && T > 1 && !m->all_rows && !lora_on(c) &&
-           !(with_targets && frozen_blocks(m) == c->n_layer);
+    /* not when the last block is the frozen part's end, whose full output is kept */
+    return is_classifier(c) && T > 1 && !m->all_rows && !(with_targets && frozen_blocks(m) == c->n_layer);
 }
 
 /* Row b of x <- row b*T (width floats each), for b < B, in place: a source
@@ -1220,19 +1235,6 @@ static void rows_spread_heads(float *x, int B, int T, size_t width)
         memset(x + ((size_t)b * T + 1) * width, 0, (size_t)(T - 1) * width * sizeof(float));
 }
 
-/* Dropout over R rows of C that stand for rows r * stride of the full pass
- * (stride 1: all of them, stride T: head_rows). */
-static void rows_dropout(const rg_model *m, float *x, int R, int stride, float p, uint64_t stream)
-{
-    const size_t C = m->config.n_embd;
-    if (stride == 1) {
-        m->ops->dropout_apply(x, (size_t)R * C, 0, p, stream);
-        return;
-    }
-    for (int r = 0; r < R; r++)
-        m->ops->dropout_apply(x + (size_t)r * C, C, (size_t)r * stride * C, p, stream);
-}
-
 /* One block, forward. x_in (B*T, C); the output lands in layer_output(a):
  * (B*T, C), or (B, C) with head_rows (above). */
 static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_in, int B, int T,
@@ -1251,7 +1253,7 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         attn_in = a->ln1;
     }
     m->ops->matmul_forward(a->qkv, attn_in, LP(m, l, L_QKV_W), LP(m, l, L_QKV_B), N, C, QKV);
-    lora_forward(m, l, LIN_QKV, a, a->qkv, attn_in, N, src->train);
+    lora_forward(m, l, LIN_QKV, a, a->qkv, attn_in, N, src->train, 1);
     if (c->position == RG_POSITION_ROPE)
         m->ops->rope_forward(a->qkv, positions, N, NH, NKV, HS, c->rope_theta);
     if (src->cache == NULL) {
@@ -1277,8 +1279,8 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
     if (head_rows)
         rows_gather_heads(a->atty, B, T, (size_t)NH * HS);
     m->ops->matmul_forward(a->res1, a->atty, LP(m, l, L_PROJ_W), LP(m, l, L_PROJ_B), R, NH * HS, C);
-    lora_forward(m, l, LIN_PROJ, a, a->res1, a->atty, R, src->train);
-    rows_dropout(m, a->res1, R, stride, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
+    lora_forward(m, l, LIN_PROJ, a, a->res1, a->atty, R, src->train, stride);
+    rows_dropout(m, a->res1, R, (size_t)C, stride, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
     if (head_rows)
         for (int b = 0; b < B; b++)
             m->ops->add_inplace(a->res1 + (size_t)b * C, x_in + (size_t)b * T * C, (size_t)C);
@@ -1294,11 +1296,11 @@ static void block_forward(rg_model *m, int l, rg_layer_acts *a, const float *x_i
         mlp_in = a->ln1;
     }
     m->ops->matmul_forward(a->fch, mlp_in, LP(m, l, L_FC_W), LP(m, l, L_FC_B), R, C, fc_width(c));
-    lora_forward(m, l, LIN_FC, a, a->fch, mlp_in, R, src->train);
+    lora_forward(m, l, LIN_FC, a, a->fch, mlp_in, R, src->train, stride);
     activation_forward(m, a->fch_act, a->fch, R);
     m->ops->matmul_forward(a->res2, a->fch_act, LP(m, l, L_FC2_W), LP(m, l, L_FC2_B), R, F, C);
-    lora_forward(m, l, LIN_FC2, a, a->res2, a->fch_act, R, src->train);
-    rows_dropout(m, a->res2, R, stride, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_MLP_RESID)));
+    lora_forward(m, l, LIN_FC2, a, a->res2, a->fch_act, R, src->train, stride);
+    rows_dropout(m, a->res2, R, (size_t)C, stride, resid_p, rg_dropout_stream(src->seed, SITE_LAYER(l, KIND_MLP_RESID)));
     m->ops->add_inplace(a->res2, mlp_in == a->ln2 ? a->res1 : a->ln1, (size_t)R * C);
     if (!c->pre_norm)
         norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, LP(m, l, L_LN2_W), LP(m, l, L_LN2_B), R);
@@ -1313,16 +1315,16 @@ static void mlp_branch_backward(rg_model *m, int l, const rg_layer_acts *a, floa
 {
     const rg_model_config *c = &m->config;
     const int C = c->n_embd, F = c->n_inner, FW = fc_width(c);
-    rows_dropout(m, d_out, N, stride, m->train ? c->resid_pdrop : 0.0f,
+    rows_dropout(m, d_out, N, (size_t)C, stride, m->train ? c->resid_pdrop : 0.0f,
                  rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_MLP_RESID)));
     activation_forward(m, a->fch_act, a->fch, N); /* again: it lives in d_fch (carve_layer) */
     memset(m->d_fch_act, 0, (size_t)N * F * sizeof(float));
     m->ops->matmul_backward(m->d_fch_act, LG(m, l, L_FC2_W), LG(m, l, L_FC2_B), d_out, a->fch_act, LP(m, l, L_FC2_W), N, F, C);
-    lora_backward(m, l, LIN_FC2, a, d_out, a->fch_act, m->d_fch_act, N);
+    lora_backward(m, l, LIN_FC2, a, d_out, a->fch_act, m->d_fch_act, N, stride);
     memset(m->d_fch, 0, (size_t)N * FW * sizeof(float));
     activation_backward(m, m->d_fch, a->fch, m->d_fch_act, N);
     m->ops->matmul_backward(d_in, LG(m, l, L_FC_W), LG(m, l, L_FC_B), m->d_fch, in, LP(m, l, L_FC_W), N, C, FW);
-    lora_backward(m, l, LIN_FC, a, m->d_fch, in, d_in, N);
+    lora_backward(m, l, LIN_FC, a, m->d_fch, in, d_in, N, stride);
 }
 
 /* Backward of the attention branch's inner part, likewise: d_out (N, C) is
@@ -1335,11 +1337,11 @@ static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a
     const rg_model_config *c = &m->config;
     const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
     const int QKV = qkv_width(c), R = head_rows ? B : N;
-    rows_dropout(m, d_out, R, head_rows ? T : 1, m->train ? c->resid_pdrop : 0.0f,
+    rows_dropout(m, d_out, R, (size_t)C, head_rows ? T : 1, m->train ? c->resid_pdrop : 0.0f,
                  rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
     memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
     m->ops->matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), R, NH * HS, C);
-    lora_backward(m, l, LIN_PROJ, a, d_out, a->atty, m->d_atty, R);
+    lora_backward(m, l, LIN_PROJ, a, d_out, a->atty, m->d_atty, R, head_rows ? T : 1);
     if (head_rows) /* the other queries' outputs fed nothing: their gradient is 0 */
         rows_spread_heads(m->d_atty, B, T, (size_t)NH * HS);
     memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
@@ -1349,7 +1351,7 @@ static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a
     if (c->position == RG_POSITION_ROPE)
         m->ops->rope_backward(m->d_qkv, m->positions, N, NH, NKV, HS, c->rope_theta);
     m->ops->matmul_backward(d_in, LG(m, l, L_QKV_W), LG(m, l, L_QKV_B), m->d_qkv, in, LP(m, l, L_QKV_W), N, C, QKV);
-    lora_backward(m, l, LIN_QKV, a, m->d_qkv, in, d_in, N);
+    lora_backward(m, l, LIN_QKV, a, m->d_qkv, in, d_in, N, 1);
 }
 
 /* One block, backward. On entry d_res (N, C) holds the gradient of the
