@@ -1217,6 +1217,10 @@ static int head_rows_apply(const rg_model *m, int T, int with_targets)
     return is_classifier(c) && T > 1 && !m->all_rows && !(with_targets && frozen_blocks(m) == c->n_layer);
 }
 
+/* The row of the last block's output that a classifier's head reads for
+ * sequence b (token 0's): b with head_rows, where only those rows exist. */
+static size_t cls_row(const rg_model *m, int b) { return m->head_rows ? (size_t)b : (size_t)b * m->T; }
+
 /* Row b of x <- row b*T (width floats each), for b < B, in place: a source
  * row b*T >= b is read before any later row b' > b is written. */
 static void rows_gather_heads(float *x, int B, int T, size_t width)
@@ -1336,12 +1340,12 @@ static void attention_branch_backward(rg_model *m, int l, const rg_layer_acts *a
 {
     const rg_model_config *c = &m->config;
     const int N = B * T, C = c->n_embd, NH = c->n_head, NKV = c->n_kv_head, HS = c->head_dim;
-    const int QKV = qkv_width(c), R = head_rows ? B : N;
-    rows_dropout(m, d_out, R, (size_t)C, head_rows ? T : 1, m->train ? c->resid_pdrop : 0.0f,
+    const int QKV = qkv_width(c), R = head_rows ? B : N, stride = head_rows ? T : 1;
+    rows_dropout(m, d_out, R, (size_t)C, stride, m->train ? c->resid_pdrop : 0.0f,
                  rg_dropout_stream(m->seed, SITE_LAYER(l, KIND_ATTN_RESID)));
     memset(m->d_atty, 0, (size_t)N * NH * HS * sizeof(float));
     m->ops->matmul_backward(m->d_atty, LG(m, l, L_PROJ_W), LG(m, l, L_PROJ_B), d_out, a->atty, LP(m, l, L_PROJ_W), R, NH * HS, C);
-    lora_backward(m, l, LIN_PROJ, a, d_out, a->atty, m->d_atty, R, head_rows ? T : 1);
+    lora_backward(m, l, LIN_PROJ, a, d_out, a->atty, m->d_atty, R, stride);
     if (head_rows) /* the other queries' outputs fed nothing: their gradient is 0 */
         rows_spread_heads(m->d_atty, B, T, (size_t)NH * HS);
     memset(m->d_qkv, 0, (size_t)N * QKV * sizeof(float));
@@ -1615,9 +1619,8 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
         m->loss = m->loss_count > 0 ? (float)(total / (double)m->loss_count) : 0.0f;
     } else {
         const int K = c->num_labels;
-        const size_t row_stride = m->head_rows ? 1 : (size_t)T; /* token 0 of sequence b */
         for (int b = 0; b < B; b++)
-            memcpy(m->cls_h0 + (size_t)b * C, hidden + b * row_stride * C, C * sizeof(float));
+            memcpy(m->cls_h0 + (size_t)b * C, hidden + cls_row(m, b) * C, C * sizeof(float));
         m->ops->matmul_forward(m->cls_pre, m->cls_h0, GP(m, G_CLS_PRE_W), GP(m, G_CLS_PRE_B), B, (int)C, (int)C);
         if (c->head == RG_HEAD_CLS_DISTILBERT)
             m->ops->relu_forward(m->cls_act, m->cls_pre, (size_t)B * C);
@@ -1774,9 +1777,8 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
         float *d_h0 = m->d_tmp2;
         memset(d_h0, 0, BC * sizeof(float));
         m->ops->matmul_backward(need_hidden_grad ? d_h0 : NULL, GG(m, G_CLS_PRE_W), GG(m, G_CLS_PRE_B), d_pre, m->cls_h0, GP(m, G_CLS_PRE_W), B, C, C);
-        const size_t row_stride = m->head_rows ? 1 : (size_t)T;
         for (int b = 0; b < B; b++)
-            memcpy(m->d_res + b * row_stride * C, d_h0 + (size_t)b * C, C * sizeof(float));
+            memcpy(m->d_res + cls_row(m, b) * C, d_h0 + (size_t)b * C, C * sizeof(float));
     }
     if (!need_hidden_grad)
         return RG_OK;
