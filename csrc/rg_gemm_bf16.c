@@ -219,7 +219,7 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
 {
     if (M <= 0 || N <= 0 || K <= 0)
         return;
-    enum { KPS_MAX = (KC + 1) / 2 };
+    enum { KPS_MAX = (KC + 1) / 2, PANELS_WORDS = (MC / MR) * KPS_MAX * MR }; /* one MC x KC block of A */
     /* as many tiles as the largest (KB, NC) block of this product holds: small products,
      * such as attention's, allocate little */
     const int kblocks_max = ((K < KB ? K : KB) + KC - 1) / KC, tiles_max = ((N < NC ? N : NC) + NR - 1) / NR;
@@ -227,10 +227,27 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
     if (bpack == NULL)
         abort(); /* as the fp32 ops do on allocation failure: no partial result can pass */
     const int m_blocks = (M + MC - 1) / MC;
-    for (int n0 = 0; n0 < N; n0 += NC) {
-        const int nc = N - n0 < NC ? N - n0 : NC, tiles = (nc + NR - 1) / NR;
-        for (int kb0 = 0; kb0 < K; kb0 += KB) {
-            const int kbn = K - kb0 < KB ? K - kb0 : KB, kblocks = (kbn + KC - 1) / KC;
+    /* A wider than one NC block would be packed again for every NC block: pack it once per
+     * KB pass instead when it is not large (a 256-row chunk of an LM head is packed once,
+     * not 99 times). 32 MiB of bf16 at most. */
+    const int pack_a_once = N > NC && (double)m_blocks * kblocks_max * PANELS_WORDS * 4 <= 32.0 * 1024 * 1024;
+    uint32_t *apack_all = NULL;
+    if (pack_a_once && (apack_all = aligned_alloc(64, (size_t)m_blocks * kblocks_max * PANELS_WORDS * 4)) == NULL)
+        abort();
+    /* The passes over K go in order for every column block, so each element of C gets the
+     * same sums in the same order whichever way A is packed. */
+    for (int kb0 = 0; kb0 < K; kb0 += KB) {
+        const int kbn = K - kb0 < KB ? K - kb0 : KB, kblocks = (kbn + KC - 1) / KC;
+        if (pack_a_once) {
+#pragma omp parallel for schedule(static) if (m_blocks * kblocks > 1 && (double)M * kbn > 32768)
+            for (int mj = 0; mj < m_blocks * kblocks; mj++) {
+                const int mb = mj / kblocks, j = mj % kblocks, m0 = mb * MC, k0 = kb0 + j * KC;
+                pack(ta, A, lda, m0, M - m0 < MC ? M - m0 : MC, k0, K - k0 < KC ? K - k0 : KC, MR,
+                     apack_all + (size_t)mj * PANELS_WORDS);
+            }
+        }
+        for (int n0 = 0; n0 < N; n0 += NC) {
+            const int nc = N - n0 < NC ? N - n0 : NC, tiles = (nc + NR - 1) / NR;
             /* op(B)'s columns are B's rows when tb (pairs adjacent), B's columns otherwise;
              * tile (j, t): K block j of this pass, columns t * NR.. */
 #pragma omp parallel for schedule(static) if (kblocks * tiles > 1 && (double)kbn * nc > 32768)
@@ -243,8 +260,8 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
              * are in its cache, instead of the whole of C once per K block. */
 #pragma omp parallel if (m_blocks > 1 && (double)M * nc * kbn > 1e6)
             {
-                uint16_t *apack = aligned_alloc(64, (size_t)(MC / MR) * KPS_MAX * MR * 2 * sizeof(uint16_t));
-                if (apack == NULL)
+                uint32_t *own = NULL;
+                if (!pack_a_once && (own = aligned_alloc(64, (size_t)PANELS_WORDS * 4)) == NULL)
                     abort();
 #pragma omp for schedule(dynamic, 1)
                 for (int mb = 0; mb < m_blocks; mb++) {
@@ -252,22 +269,27 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
                     for (int j = 0; j < kblocks; j++) { /* K blocks in order: the same sums as one pass each */
                         const int k0 = kb0 + j * KC, kc = K - k0 < KC ? K - k0 : KC, kps = (kc + 1) / 2;
                         /* all the block's panels; op(A)'s rows are A's rows unless ta */
-                        pack(ta, A, lda, m0, mc, k0, kc, MR, (uint32_t *)apack);
+                        const uint32_t *apack = own;
+                        if (pack_a_once)
+                            apack = apack_all + (size_t)(mb * kblocks + j) * PANELS_WORDS;
+                        else
+                            pack(ta, A, lda, m0, mc, k0, kc, MR, own);
                         for (int t = 0; t < tiles; t++) {
                             const int cols = nc - t * NR < NR ? nc - t * NR : NR;
                             const uint16_t *tile = bpack + (size_t)(j * tiles + t) * KPS_MAX * NR * 2;
                             for (int p = 0; p < panels; p++) {
                                 const int rows = mc - p * MR < MR ? mc - p * MR : MR;
-                                micro_kernel(kps, apack + (size_t)p * kps * MR * 2, tile,
+                                micro_kernel(kps, (const uint16_t *)(apack + (size_t)p * kps * MR), tile,
                                              C + (size_t)(m0 + p * MR) * ldc + n0 + t * NR, ldc, rows, cols);
                             }
                         }
                     }
                 }
-                free(apack);
+                free(own);
             }
         }
     }
+    free(apack_all);
     free(bpack);
 }
 #else
