@@ -95,6 +95,21 @@ typedef struct rg_ops_table {
                                    int V, long *count);
     void (*crossentropy_backward)(float *logits, const float *lse, const int32_t *targets, int N,
                                   int V, float scale);
+
+    /* ---- optional: the four set, or all NULL (the caller then uses the entries above) ----
+     * A weight (OC, IC) that many products read unchanged (an LM head across its row
+     * chunks) made ready once, for products of N rows: weight_prepare returns a handle,
+     * or NULL when the table gains nothing there or has no memory. The handle holds a
+     * copy: prepare again after the weight changes. previous: an earlier handle of this
+     * table (or NULL), whose memory is reused; it is gone after the call. input_grad:
+     * also for matmul_input_grad_prepared. Results are those of matmul_forward and
+     * matmul_backward bit for bit. */
+    void *(*weight_prepare)(void *previous, const float *weight, int IC, int OC, int N, int input_grad);
+    void (*weight_release)(void *prepared);
+    /* matmul_forward with a prepared weight */
+    void (*matmul_forward_prepared)(float *out, const float *inp, const void *prepared, const float *bias, int N);
+    /* matmul_backward's input gradient alone: dinp (N, IC) += dout (N, OC) . weight */
+    void (*matmul_input_grad_prepared)(float *dinp, const float *dout, const void *prepared, int N);
 } rg_ops_table;
 
 /* The CPU table: the functions of rg_ops.c, compiled for the widest
@@ -123,7 +138,8 @@ int rg_ops_cpu_isa_named(void);
  * or the one OPENBLAS_CORETYPE forced). */
 const char *rg_ops_blas_core(void);
 
-/* 1 when every entry of the table is set (and it has a name), else 0. */
+/* 1 when every entry of the table is set (and it has a name), the optional
+ * ones all or none, else 0. */
 int rg_ops_table_complete(const rg_ops_table *table);
 
 #ifdef __cplusplus

@@ -214,17 +214,28 @@ RG_BF16_TARGET static void micro_kernel(int kps, const uint16_t *panel, const ui
     }
 }
 
-void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                  float *C, int ldc)
+enum { KPS_MAX = (KC + 1) / 2, TILE_HALVES = KPS_MAX * NR * 2 }; /* uint16 per packed tile of B */
+
+/* op(B) (K, N) packed whole, once: tile (j, t) -- K block j (KC deep), columns t * NR.. --
+ * at (j * tiles + t) * TILE_HALVES, the same tiles the product packs for itself. */
+struct rg_bf16_panels {
+    int N, K, tiles;
+    size_t capacity; /* uint16 that tiles_data holds */
+    uint16_t *tiles_data;
+};
+
+/* C += op(A) op(B); B's tiles come from `prepared` when set, else are packed here per pass */
+static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                 const rg_bf16_panels *prepared, float *C, int ldc)
 {
     if (M <= 0 || N <= 0 || K <= 0)
         return;
-    enum { KPS_MAX = (KC + 1) / 2, PANELS_WORDS = (MC / MR) * KPS_MAX * MR }; /* one MC x KC block of A */
+    enum { PANELS_WORDS = (MC / MR) * KPS_MAX * MR }; /* one MC x KC block of A */
     /* as many tiles as the largest (KB, NC) block of this product holds: small products,
      * such as attention's, allocate little */
     const int kblocks_max = ((K < KB ? K : KB) + KC - 1) / KC, tiles_max = ((N < NC ? N : NC) + NR - 1) / NR;
-    uint16_t *bpack = aligned_alloc(64, (size_t)kblocks_max * tiles_max * KPS_MAX * NR * 2 * sizeof(uint16_t));
-    if (bpack == NULL)
+    uint16_t *bpack = NULL;
+    if (prepared == NULL && (bpack = aligned_alloc(64, (size_t)kblocks_max * tiles_max * TILE_HALVES * 2)) == NULL)
         abort(); /* as the fp32 ops do on allocation failure: no partial result can pass */
     const int m_blocks = (M + MC - 1) / MC;
     /* A wider than one NC block would be packed again for every NC block: pack it once per
@@ -250,11 +261,13 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
             const int nc = N - n0 < NC ? N - n0 : NC, tiles = (nc + NR - 1) / NR;
             /* op(B)'s columns are B's rows when tb (pairs adjacent), B's columns otherwise;
              * tile (j, t): K block j of this pass, columns t * NR.. */
+            if (prepared == NULL) {
 #pragma omp parallel for schedule(static) if (kblocks * tiles > 1 && (double)kbn * nc > 32768)
-            for (int jt = 0; jt < kblocks * tiles; jt++) {
-                const int j = jt / tiles, t = jt % tiles, k0 = kb0 + j * KC;
-                const int kc = K - k0 < KC ? K - k0 : KC, cols = nc - t * NR < NR ? nc - t * NR : NR;
-                pack(!tb, B, ldb, n0 + t * NR, cols, k0, kc, NR, (uint32_t *)(bpack + (size_t)jt * KPS_MAX * NR * 2));
+                for (int jt = 0; jt < kblocks * tiles; jt++) {
+                    const int j = jt / tiles, t = jt % tiles, k0 = kb0 + j * KC;
+                    const int kc = K - k0 < KC ? K - k0 : KC, cols = nc - t * NR < NR ? nc - t * NR : NR;
+                    pack(!tb, B, ldb, n0 + t * NR, cols, k0, kc, NR, (uint32_t *)(bpack + (size_t)jt * TILE_HALVES));
+                }
             }
             /* Each thread takes MC rows of C through every K block of the pass while they
              * are in its cache, instead of the whole of C once per K block. */
@@ -276,7 +289,11 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
                             pack(ta, A, lda, m0, mc, k0, kc, MR, own);
                         for (int t = 0; t < tiles; t++) {
                             const int cols = nc - t * NR < NR ? nc - t * NR : NR;
-                            const uint16_t *tile = bpack + (size_t)(j * tiles + t) * KPS_MAX * NR * 2;
+                            const uint16_t *tile =
+                                prepared != NULL
+                                    ? prepared->tiles_data +
+                                          ((size_t)(kb0 / KC + j) * prepared->tiles + n0 / NR + t) * TILE_HALVES
+                                    : bpack + (size_t)(j * tiles + t) * TILE_HALVES;
                             for (int p = 0; p < panels; p++) {
                                 const int rows = mc - p * MR < MR ? mc - p * MR : MR;
                                 micro_kernel(kps, (const uint16_t *)(apack + (size_t)p * kps * MR), tile,
@@ -292,6 +309,54 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
     free(apack_all);
     free(bpack);
 }
+
+void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                  float *C, int ldc)
+{
+    gemm(ta, tb, M, N, K, A, lda, B, ldb, NULL, C, ldc);
+}
+
+rg_bf16_panels *rg_bf16_panels_pack(rg_bf16_panels *reuse, int tb, int N, int K, const float *B, int ldb)
+{
+    const int kblocks = (K + KC - 1) / KC, tiles = (N + NR - 1) / NR;
+    const size_t need = (size_t)kblocks * tiles * TILE_HALVES;
+    rg_bf16_panels *p = reuse;
+    if (N <= 0 || K <= 0 || (p != NULL && p->capacity < need)) {
+        rg_bf16_panels_free(p);
+        p = NULL;
+    }
+    if (N <= 0 || K <= 0)
+        return NULL;
+    if (p == NULL) {
+        if ((p = calloc(1, sizeof(*p))) == NULL)
+            return NULL;
+        if ((p->tiles_data = aligned_alloc(64, need * sizeof(uint16_t))) == NULL) {
+            free(p);
+            return NULL;
+        }
+        p->capacity = need;
+    }
+    p->N = N, p->K = K, p->tiles = tiles;
+#pragma omp parallel for schedule(static) if ((double)K * N > 32768)
+    for (long jt = 0; jt < (long)kblocks * tiles; jt++) {
+        const int j = (int)(jt / tiles), t = (int)(jt % tiles), k0 = j * KC;
+        pack(!tb, B, ldb, t * NR, N - t * NR < NR ? N - t * NR : NR, k0, K - k0 < KC ? K - k0 : KC, NR,
+             (uint32_t *)(p->tiles_data + (size_t)jt * TILE_HALVES));
+    }
+    return p;
+}
+
+void rg_gemm_bf16_panels(int ta, int M, const float *A, int lda, const rg_bf16_panels *B, float *C, int ldc)
+{
+    gemm(ta, 0, M, B->N, B->K, A, lda, NULL, 0, B, C, ldc);
+}
+void rg_bf16_panels_free(rg_bf16_panels *panels)
+{
+    if (panels != NULL) {
+        free(panels->tiles_data);
+        free(panels);
+    }
+}
 #else
 void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   float *C, int ldc)
@@ -299,7 +364,25 @@ void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, 
     (void)ta, (void)tb, (void)M, (void)N, (void)K, (void)A, (void)lda, (void)B, (void)ldb, (void)C, (void)ldc;
     abort(); /* callers check rg_gemm_bf16_supported() first */
 }
+
+rg_bf16_panels *rg_bf16_panels_pack(rg_bf16_panels *reuse, int tb, int N, int K, const float *B, int ldb)
+{
+    (void)reuse, (void)tb, (void)N, (void)K, (void)B, (void)ldb;
+    return NULL;
+}
+
+void rg_gemm_bf16_panels(int ta, int M, const float *A, int lda, const rg_bf16_panels *B, float *C, int ldc)
+{
+    (void)ta, (void)M, (void)A, (void)lda, (void)B, (void)C, (void)ldc;
+    abort(); /* no panels can exist here */
+}
+
+void rg_bf16_panels_free(rg_bf16_panels *panels)
+{
+    (void)panels; /* rg_bf16_panels_pack made none */
+}
 #endif
+
 
 /* ------------------------------------------------------------------------ */
 /* the "cpu-bf16" op table: the CPU table, linear layers through the above    */
@@ -316,6 +399,18 @@ static int use_bf16(int rows)
     return rows >= RG_GEMM_BF16_MIN_ROWS;
 }
 
+/* out (N, OC) = bias, or 0: what the product then adds to */
+static void rows_set_bias(float *out, const float *bias, int N, int OC)
+{
+#pragma omp parallel for schedule(static) if ((size_t)N * OC > 65536)
+    for (int n = 0; n < N; n++) {
+        if (bias != NULL)
+            memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        else
+            memset(out + (size_t)n * OC, 0, (size_t)OC * sizeof(float));
+    }
+}
+
 /* out (N, OC) = inp (N, IC) . weight (OC, IC)^T + bias (OC) */
 static void matmul_forward_bf16(float *out, const float *inp, const float *weight, const float *bias, int N,
                                 int IC, int OC)
@@ -324,13 +419,7 @@ static void matmul_forward_bf16(float *out, const float *inp, const float *weigh
         fp32_ops->matmul_forward(out, inp, weight, bias, N, IC, OC);
         return;
     }
-#pragma omp parallel for schedule(static) if ((size_t)N * OC > 65536)
-    for (int n = 0; n < N; n++) {
-        if (bias != NULL)
-            memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
-        else
-            memset(out + (size_t)n * OC, 0, (size_t)OC * sizeof(float));
-    }
+    rows_set_bias(out, bias, N, OC);
     rg_gemm_bf16(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
 }
 
@@ -349,6 +438,70 @@ static void matmul_backward_bf16(float *dinp, float *dweight, float *dbias, cons
         fp32_ops->matmul_backward(NULL, NULL, dbias, dout, inp, weight, N, IC, OC);
 }
 
+/* A weight packed once (rg_bf16_panels) for the forward's product (op(B) = weight^T)
+ * and, when asked, the input gradient's (op(B) = weight); the fp32 weight itself for
+ * products of fewer rows than the bf16 path takes. */
+typedef struct {
+    const float *weight;
+    int IC, OC;
+    int has_input_grad; /* input_grad's panels hold this weight (else they are spare room) */
+    rg_bf16_panels *forward, *input_grad;
+} prepared_weight;
+
+static void weight_release_bf16(void *prepared)
+{
+    prepared_weight *p = prepared;
+    if (p != NULL) {
+        rg_bf16_panels_free(p->forward);
+        rg_bf16_panels_free(p->input_grad);
+        free(p);
+    }
+}
+
+static void *weight_prepare_bf16(void *previous, const float *weight, int IC, int OC, int N, int input_grad)
+{
+    prepared_weight *p = previous;
+    if (!use_bf16(N)) {
+        weight_release_bf16(p);
+        return NULL;
+    }
+    if (p == NULL && (p = calloc(1, sizeof(*p))) == NULL)
+        return NULL;
+    p->weight = weight, p->IC = IC, p->OC = OC, p->has_input_grad = input_grad;
+    p->forward = rg_bf16_panels_pack(p->forward, 1, OC, IC, weight, IC);
+    if (input_grad)
+        p->input_grad = rg_bf16_panels_pack(p->input_grad, 0, IC, OC, weight, IC);
+    if (p->forward == NULL || (input_grad && p->input_grad == NULL)) {
+        weight_release_bf16(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void matmul_forward_prepared_bf16(float *out, const float *inp, const void *prepared, const float *bias,
+                                         int N)
+{
+    const prepared_weight *p = prepared;
+    if (!use_bf16(N)) {
+        fp32_ops->matmul_forward(out, inp, p->weight, bias, N, p->IC, p->OC);
+        return;
+    }
+    rows_set_bias(out, bias, N, p->OC);
+    rg_gemm_bf16_panels(0, N, inp, p->IC, p->forward, out, p->OC);
+}
+
+static void matmul_input_grad_prepared_bf16(float *dinp, const float *dout, const void *prepared, int N)
+{
+    const prepared_weight *p = prepared;
+    if (!use_bf16(N)) {
+        fp32_ops->matmul_backward(dinp, NULL, NULL, dout, NULL, p->weight, N, p->IC, p->OC);
+        return;
+    }
+    if (!p->has_input_grad)
+        abort(); /* prepared without input_grad: a caller's bug, never a wrong gradient */
+    rg_gemm_bf16_panels(0, N, dout, p->OC, p->input_grad, dinp, p->IC);
+}
+
 static rg_ops_table bf16_ops;
 
 static void bf16_ops_init(void)
@@ -358,6 +511,10 @@ static void bf16_ops_init(void)
     bf16_ops.name = "cpu-bf16";
     bf16_ops.matmul_forward = matmul_forward_bf16;
     bf16_ops.matmul_backward = matmul_backward_bf16;
+    bf16_ops.weight_prepare = weight_prepare_bf16;
+    bf16_ops.weight_release = weight_release_bf16;
+    bf16_ops.matmul_forward_prepared = matmul_forward_prepared_bf16;
+    bf16_ops.matmul_input_grad_prepared = matmul_input_grad_prepared_bf16;
 }
 
 const rg_ops_table *rg_ops_cpu_bf16(void)

@@ -31,6 +31,22 @@ int rg_gemm_bf16_supported(void);
 void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   float *C, int ldc);
 
+/* op(B) (K, N) rounded and packed once, for products that read the same B many
+ * times (an LM head's weight across its row chunks): rg_gemm_bf16_panels then
+ * gives bit for bit what rg_gemm_bf16 gives with B itself. */
+typedef struct rg_bf16_panels rg_bf16_panels;
+
+/* tb and ldb as for rg_gemm_bf16; NULL when out of memory (or unsupported here).
+ * The panels are a copy: later changes to B do not reach them. reuse: earlier
+ * panels (or NULL) whose memory is taken again when large enough, else freed;
+ * gone after the call in any case (packing into fresh pages each step costs
+ * page faults, ~5% of a SmolLM2 training step). */
+rg_bf16_panels *rg_bf16_panels_pack(rg_bf16_panels *reuse, int tb, int N, int K, const float *B, int ldb);
+void rg_bf16_panels_free(rg_bf16_panels *panels);
+
+/* C (M, N) += op(A) (M, K) * B, B's N and K those it was packed with. */
+void rg_gemm_bf16_panels(int ta, int M, const float *A, int lda, const rg_bf16_panels *B, float *C, int ldc);
+
 /* The fp32 -> bf16 rounding the packing uses (round to nearest even), for tests;
  * the packing's vcvtneps2bf16 also flushes subnormal inputs to zero, this does not. */
 float rg_round_bf16(float x);

@@ -560,10 +560,20 @@ static void cache_free(rg_kv_cache *cache)
     free(cache);
 }
 
+/* The memory of the last prepared LM head, given back (generation and other tables have no use for it) */
+static void head_prepared_free(rg_model *m)
+{
+    if (m->head_prepared != NULL)
+        m->head_prepared_ops->weight_release(m->head_prepared);
+    m->head_prepared = NULL;
+    m->head_prepared_ops = NULL;
+}
+
 void rg_model_free(rg_model *model)
 {
     if (model == NULL)
         return;
+    head_prepared_free(model);
     cache_free(model->cache);
     free(model->table.tensors);
     free(model->layer_index);
@@ -1461,6 +1471,46 @@ static int head_mode(rg_model *m, int train, size_t rows)
     return HEAD_FULL;
 }
 
+/* The LM head weight made ready once (op table's weight_prepare) for products over
+ * `rows` rows in HEAD_CHUNK pieces; NULL (each product reads the weight itself) for one
+ * chunk or a table without it. Prepared again at each use, so no change to the weight
+ * can be missed; the handle is kept between uses only for its memory (fresh pages for
+ * it each step cost ~5% of a SmolLM2 step in page faults). */
+static void *head_prepare(rg_model *m, int rows, int input_grad)
+{
+    if (rows <= HEAD_CHUNK || m->ops->weight_prepare == NULL)
+        return NULL;
+    if (m->head_prepared_ops != m->ops)
+        head_prepared_free(m);
+    m->head_prepared = m->ops->weight_prepare(m->head_prepared, lm_head_weight(m), m->config.n_embd,
+                                              m->config.vocab_size, HEAD_CHUNK, input_grad);
+    m->head_prepared_ops = m->head_prepared != NULL ? m->ops : NULL;
+    return m->head_prepared;
+}
+
+/* logits (R, V) = in (R, C) . head^T */
+static void head_logits(rg_model *m, const void *prepared, float *logits, const float *in, int R)
+{
+    if (prepared != NULL)
+        m->ops->matmul_forward_prepared(logits, in, prepared, NULL, R);
+    else
+        m->ops->matmul_forward(logits, in, lm_head_weight(m), NULL, R, m->config.n_embd, m->config.vocab_size);
+}
+
+/* d_in (R, C) += d_logits (R, V) . head (d_in NULL: not needed), and the head's
+ * gradient when it trains */
+static void head_backward(rg_model *m, const void *prepared, float *d_in, const float *d_logits, const float *in,
+                          int R)
+{
+    if (prepared != NULL && d_in != NULL) {
+        m->ops->matmul_input_grad_prepared(d_in, d_logits, prepared, R);
+        d_in = NULL;
+    }
+    if (d_in != NULL || lm_head_grad(m) != NULL)
+        m->ops->matmul_backward(d_in, lm_head_grad(m), NULL, d_logits, in, lm_head_weight(m), R,
+                                m->config.n_embd, m->config.vocab_size);
+}
+
 /* Whether the backward needs the gradient of the head input (something below trains). */
 static int head_input_needs_grad(rg_model *m)
 {
@@ -1575,7 +1625,7 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
     }
 
     if (!is_classifier(c) && targets == NULL) {
-        m->ops->matmul_forward(m->logits, hidden, lm_head_weight(m), NULL, (int)N, (int)C, c->vocab_size);
+        head_logits(m, NULL, m->logits, hidden, (int)N);
     } else if (!is_classifier(c)) {
         /* position t predicts token t + 1 (Hugging Face shifts labels the same way);
          * only rows with a target go through the vocabulary-sized head */
@@ -1597,22 +1647,22 @@ rg_status rg_model_forward(rg_model *m, const int32_t *tokens, const int32_t *at
         m->loss_count = 0;
         const int V = c->vocab_size, fused_grad = lm_mode == HEAD_FUSED && head_input_needs_grad(m);
         if (lm_mode == HEAD_FULL && rows > 0) {
-            m->ops->matmul_forward(m->logits, m->head_in, lm_head_weight(m), NULL, rows, (int)C, V);
+            head_logits(m, NULL, m->logits, m->head_in, rows);
             total = m->ops->crossentropy_forward(m->lse, m->logits, m->loss_targets, rows, V, &m->loss_count);
         } else if (rows > 0) {
             if (fused_grad) /* (rows, C) unscaled gradient of the head input; the backward scales it */
                 memset(m->d_tmp2, 0, (size_t)rows * C * sizeof(float));
+            void *head = head_prepare(m, rows, fused_grad);
             for (int r0 = 0; r0 < rows; r0 += HEAD_CHUNK) {
                 const int R = rows - r0 < HEAD_CHUNK ? rows - r0 : HEAD_CHUNK;
                 const float *in = m->head_in + (size_t)r0 * C;
                 long count = 0;
-                m->ops->matmul_forward(m->logits, in, lm_head_weight(m), NULL, R, (int)C, V);
+                head_logits(m, head, m->logits, in, R);
                 total += m->ops->crossentropy_forward(m->lse + r0, m->logits, m->loss_targets + r0, R, V, &count);
                 m->loss_count += count;
-                if (fused_grad) {
+                if (fused_grad) { /* the head is frozen here: its gradient is not taken */
                     m->ops->crossentropy_backward(m->logits, m->lse + r0, m->loss_targets + r0, R, V, 1.0f);
-                    m->ops->matmul_backward(m->d_tmp2 + (size_t)r0 * C, NULL, NULL, m->logits, in,
-                                            lm_head_weight(m), R, (int)C, V);
+                    head_backward(m, head, m->d_tmp2 + (size_t)r0 * C, m->logits, in, R);
                 }
             }
         }
@@ -1689,6 +1739,7 @@ rg_status rg_model_set_ops(rg_model *model, const rg_ops_table *ops)
     if (model == NULL || !rg_ops_table_complete(ops))
         return RG_ERR_INVALID_ARG;
     model->has_targets = 0; /* a pending pass's activations are the old table's: no backward of it */
+    head_prepared_free(model);
     model->ops = ops;
     return RG_OK;
 }
@@ -1742,14 +1793,15 @@ rg_status rg_model_backward(rg_model *m, float loss_scale)
             if (need_head_in_grad)
                 memset(d_rows, 0, (size_t)rows * C * sizeof(float));
             const int chunk = m->head_mode == HEAD_CHUNKED ? HEAD_CHUNK : (rows > 0 ? rows : 1);
+            /* the head weight changes only after the backward: one preparation serves every chunk */
+            void *head = m->head_mode == HEAD_CHUNKED ? head_prepare(m, rows, need_head_in_grad) : NULL;
             for (int r0 = 0; r0 < rows; r0 += chunk) {
                 const int R = rows - r0 < chunk ? rows - r0 : chunk;
                 const float *in = m->head_in + (size_t)r0 * C;
                 if (m->head_mode == HEAD_CHUNKED) /* the logits again: the forward kept only lse */
-                    m->ops->matmul_forward(m->logits, in, lm_head_weight(m), NULL, R, C, V);
+                    head_logits(m, head, m->logits, in, R);
                 m->ops->crossentropy_backward(m->logits, m->lse + r0, m->loss_targets + r0, R, V, scale);
-                m->ops->matmul_backward(need_head_in_grad ? d_rows + (size_t)r0 * C : NULL, lm_head_grad(m), NULL,
-                                        m->logits, in, lm_head_weight(m), R, C, V);
+                head_backward(m, head, need_head_in_grad ? d_rows + (size_t)r0 * C : NULL, m->logits, in, R);
             }
         }
         float *d_head_in = c->final_norm ? m->d_tmp : m->d_res; /* (N, C) */
@@ -1821,6 +1873,7 @@ rg_status rg_model_cache_reset(rg_model *model, int B, int max_T)
         return RG_ERR_SHAPE;
     if ((int64_t)B * max_T > RG_MODEL_MAX_ROWS)
         return RG_ERR_TOO_LARGE;
+    head_prepared_free(model);
     size_t n; /* L * B * NKV * max_T * HS */
     if (!rg_size_mul((size_t)c->n_layer * (size_t)B, (size_t)c->n_kv_head, &n) ||
         !rg_size_mul(n, (size_t)max_T * (size_t)c->head_dim, &n) || n > (size_t)RG_MODEL_MAX_ACTS)
@@ -1955,7 +2008,7 @@ rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const
             norm_forward(m, last_norm, last_mean, last_rstd, last, GP(m, G_LNF_W), GP(m, G_LNF_B), B);
             h = last_norm;
         }
-        m->ops->matmul_forward(logits, h, lm_head_weight(m), NULL, B, C, c->vocab_size);
+        head_logits(m, NULL, logits, h, B);
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++)
                 kv->n_real[b] += kv->key_mask[(size_t)b * kv->max_T + kv->filled + t];

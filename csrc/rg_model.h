@@ -212,6 +212,9 @@ typedef struct rg_model {
     float *lora_x, *lora_dx;     /* (N, widest adapter input): dropped input and its gradient,
                                     only with lora_dropout > 0 */
     float *lora_du;              /* (N, R) adapter backward scratch */
+    void *head_prepared;         /* the LM head weight as head_prepared_ops last prepared it,
+                                    kept for its memory: each use prepares it again */
+    const struct rg_ops_table *head_prepared_ops;
 
     rg_kv_cache *cache;
 

@@ -1174,14 +1174,19 @@ int rg_ops_table_complete(const rg_ops_table *t)
         return 0;
     /* every entry after the name is a function pointer: check them all, so an
      * entry added to the struct is checked without editing this list */
-    const size_t first = offsetof(rg_ops_table, dropout_apply);
+    const size_t first = offsetof(rg_ops_table, dropout_apply), optional = offsetof(rg_ops_table, weight_prepare);
     const size_t n = (sizeof(rg_ops_table) - first) / sizeof(void (*)(void));
+    size_t optional_set = 0, optional_n = 0;
     for (size_t i = 0; i < n; i++) {
         void (*fn)(void);
         memcpy(&fn, (const char *)t + first + i * sizeof(fn), sizeof(fn));
-        if (fn == NULL)
+        if (first + i * sizeof(fn) >= optional) {
+            optional_n++;
+            optional_set += fn != NULL;
+        } else if (fn == NULL) {
             return 0;
+        }
     }
-    return 1;
+    return optional_set == 0 || optional_set == optional_n;
 }
 #endif /* RG_OPS_VARIANT */

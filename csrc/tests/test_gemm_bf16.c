@@ -122,8 +122,52 @@ void test_gemm_bf16_op_table(void)
                 gw = fmax(gw, fabs(g32[g][i] - g16[g][i]));
             RG_CHECK(gw <= (g == 2 ? 0.0 : tol)); /* the bias gradient stays fp32 */
         }
+        /* a prepared weight: the same bits as the unprepared products, for products of any
+         * rows (fewer than the bf16 path takes: the fp32 weight) */
+        void *prepared = bf16->weight_prepare(NULL, w, IC, OC, RG_GEMM_BF16_MIN_ROWS, 1);
+        if (RG_CHECK(prepared != NULL)) {
+            float *outp = calloc((size_t)N * OC, sizeof(float)), *dinp = random_floats((size_t)N * IC, 5);
+            bf16->matmul_forward_prepared(outp, inp, prepared, bias, N);
+            bf16->matmul_input_grad_prepared(dinp, dout, prepared, N);
+            RG_CHECK(memcmp(outp, out16, (size_t)N * OC * sizeof(float)) == 0);
+            RG_CHECK(memcmp(dinp, g16[0], (size_t)N * IC * sizeof(float)) == 0);
+            bf16->weight_release(prepared);
+            free(outp), free(dinp);
+        }
+        RG_CHECK(bf16->weight_prepare(NULL, w, IC, OC, RG_GEMM_BF16_MIN_ROWS - 1, 1) == NULL); /* nothing to gain */
         free(inp), free(w), free(bias), free(dout), free(out32), free(out16);
         for (int g = 0; g < 3; g++)
             free(g32[g]), free(g16[g]);
     }
+}
+
+void test_gemm_bf16_panels_give_the_product_bit_for_bit(void)
+{
+    if (unsupported_here())
+        return;
+    /* several column blocks (N > 512), two passes over K (K > 4096), edges everywhere */
+    static const int shapes[][3] = {{130, 1100, 70}, {9, 33, 4500}, {200, 600, 257}, {1, 1, 1}};
+    rg_bf16_panels *panels = NULL; /* each packing reuses the last one's memory, or replaces it */
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                const int lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 3;
+                const uint64_t seed = 700 + s * 4 + ta * 2 + tb;
+                float *A = random_floats((size_t)(ta ? K : M) * lda, seed);
+                float *B = random_floats((size_t)(tb ? N : K) * ldb, seed + 50);
+                float *C0 = random_floats((size_t)M * ldc, seed + 99), *C1 = random_floats((size_t)M * ldc, seed + 99);
+                panels = rg_bf16_panels_pack(panels, tb, N, K, B, ldb);
+                if (!RG_CHECK(panels != NULL))
+                    continue;
+                B[0] = 1e30f; /* the panels are a copy: a later change to B does not reach them */
+                rg_gemm_bf16_panels(ta, M, A, lda, panels, C1, ldc);
+                B[0] = rg_rng_uniform(seed + 50, 0) - 0.5f;
+                rg_gemm_bf16(ta, tb, M, N, K, A, lda, B, ldb, C0, ldc);
+                if (!RG_CHECK(memcmp(C0, C1, (size_t)M * ldc * sizeof(float)) == 0))
+                    fprintf(stderr, "  M=%d N=%d K=%d ta=%d tb=%d\n", M, N, K, ta, tb);
+                free(A), free(B), free(C0), free(C1);
+            }
+    RG_CHECK(rg_bf16_panels_pack(panels, 0, 0, 5, NULL, 1) == NULL); /* frees the last panels */
+    rg_bf16_panels_free(NULL);
 }

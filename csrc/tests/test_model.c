@@ -26,6 +26,7 @@
 
 #include "rg_backend.h"
 #include "rg_cuda.h"
+#include "rg_gemm_bf16.h"
 #include "rg_model.h"
 #include "rg_ops.h"
 #include "rg_rng.h"
@@ -874,11 +875,101 @@ void test_model_ops_table_must_be_complete(void)
     RG_CHECK(!rg_ops_table_complete(&partial));
     RG_CHECK_STATUS(rg_model_set_ops(m, &partial), RG_ERR_INVALID_ARG);
     partial = *rg_ops_cpu();
-    partial.crossentropy_backward = NULL; /* the last entry */
+    partial.crossentropy_backward = NULL; /* the last required entry */
     RG_CHECK_STATUS(rg_model_set_ops(m, &partial), RG_ERR_INVALID_ARG);
     RG_CHECK_STATUS(rg_model_set_ops(m, NULL), RG_ERR_INVALID_ARG);
     RG_CHECK(m->ops == rg_ops_cpu());
+    /* the optional prepared-weight entries: none (the CPU table) or all four */
+    RG_CHECK(rg_ops_cpu()->weight_prepare == NULL);
+    const rg_ops_table *bf16 = rg_ops_cpu_bf16();
+    if (bf16 != NULL) {
+        RG_CHECK(rg_ops_table_complete(bf16) && bf16->weight_prepare != NULL);
+        partial = *bf16;
+        partial.matmul_input_grad_prepared = NULL; /* the last entry */
+        RG_CHECK(!rg_ops_table_complete(&partial));
+    }
     rg_model_free(m);
+}
+
+/* ---- a prepared LM head (the bf16 table's weight_prepare) ---- */
+
+static const rg_ops_table *prepare_counted_table;
+static int prepare_calls, prepare_handles;
+
+static void *counted_weight_prepare(void *previous, const float *weight, int IC, int OC, int N, int input_grad)
+{
+    void *handle = prepare_counted_table->weight_prepare(previous, weight, IC, OC, N, input_grad);
+    prepare_calls++;
+    prepare_handles += handle != NULL;
+    return handle;
+}
+
+/* Loss, gradients and evaluation logits of one training step of a fresh GPT-2 shaped model on `ops`. */
+static float *prepared_head_step(const rg_ops_table *ops, int k, size_t keep_floats, float *loss, size_t *n_grads,
+                                 float *eval_loss)
+{
+    rg_model_config config = tiny_config(FAMILY_GPT2);
+    config.vocab_size = 600; /* wider than one column block of the bf16 product */
+    config.n_positions = 128;
+    config.embd_pdrop = config.resid_pdrop = config.attn_pdrop = 0.0f;
+    enum { B = 4, T = 100 }; /* 396 rows with a target: chunks of 256 and 140 rows */
+    rg_model *m;
+    if (!RG_CHECK_STATUS(rg_model_init(&m, &config), RG_OK))
+        return NULL;
+    static int32_t tokens[B * T], mask[B * T];
+    for (int i = 0; i < B * T; i++) {
+        tokens[i] = 1 + (int32_t)((i * 7u + (unsigned)(i / T)) % (unsigned)(config.vocab_size - 1));
+        mask[i] = 1;
+    }
+    RG_CHECK_STATUS(rg_model_set_ops(m, ops), RG_OK);
+    RG_CHECK_STATUS(rg_model_set_trainable(m, k, k < 0 ? RG_HEAD_POLICY_TRAIN : RG_HEAD_POLICY_FROZEN), RG_OK);
+    m->head_keep_floats = keep_floats; /* 0: the trainable head's backward goes by chunks */
+    rg_model_zero_grad(m);
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, mask, NULL, tokens, B, T, 1, 5, loss), RG_OK);
+    RG_CHECK_STATUS(rg_model_backward(m, 1.0f), RG_OK);
+    float *grads = malloc(m->grads_total * sizeof(float));
+    *n_grads = m->grads_total;
+    memcpy(grads, m->grads, m->grads_total * sizeof(float));
+    /* a head weight changed after a step: the next use prepares it again */
+    const rg_param_info *wte = rg_model_find_param(m, "wte");
+    for (size_t i = 0; wte != NULL && i < wte->numel; i++)
+        m->params[wte->offset + i] *= 0.5f;
+    RG_CHECK(wte != NULL);
+    RG_CHECK_STATUS(rg_model_forward(m, tokens, mask, NULL, tokens, B, T, 0, 0, eval_loss), RG_OK);
+    rg_model_free(m);
+    return grads;
+}
+
+void test_model_prepared_lm_head_changes_no_bit(void)
+{
+    const rg_ops_table *bf16 = rg_ops_cpu_bf16();
+    if (bf16 == NULL) /* no AVX512-BF16 here: no table prepares anything */
+        return;
+    rg_ops_table counted = *bf16, unprepared = *bf16;
+    prepare_counted_table = bf16;
+    counted.weight_prepare = counted_weight_prepare;
+    unprepared.weight_prepare = NULL, unprepared.weight_release = NULL;
+    unprepared.matmul_forward_prepared = NULL, unprepared.matmul_input_grad_prepared = NULL;
+    /* frozen head (its input gradient taken in the forward), a trainable head taken by
+     * chunks in the backward, and one kept whole; the handles the step and the evaluation
+     * prepare */
+    static const struct {
+        int k;
+        size_t keep_floats;
+        int handles;
+    } cases[] = {{1, 0, 2}, {-1, 0, 3}, {-1, (size_t)1 << 28, 1}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        float loss0 = 0, loss1 = 1, eval0 = 0, eval1 = 1;
+        size_t n0 = 0, n1 = 1;
+        prepare_calls = prepare_handles = 0;
+        float *g1 = prepared_head_step(&counted, cases[i].k, cases[i].keep_floats, &loss1, &n1, &eval1);
+        float *g0 = prepared_head_step(&unprepared, cases[i].k, cases[i].keep_floats, &loss0, &n0, &eval0);
+        RG_CHECK_EQ(prepare_handles, cases[i].handles);
+        RG_CHECK(memcmp(&loss0, &loss1, sizeof(float)) == 0 && memcmp(&eval0, &eval1, sizeof(float)) == 0);
+        if (!RG_CHECK(g0 != NULL && g1 != NULL && n0 == n1 && memcmp(g0, g1, n0 * sizeof(float)) == 0))
+            fprintf(stderr, "  case %zu: gradients differ\n", i);
+        free(g0), free(g1);
+    }
 }
 
 /* ---- the CPU instruction sets ---- */
