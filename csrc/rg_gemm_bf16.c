@@ -231,13 +231,18 @@ static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, c
     if (M <= 0 || N <= 0 || K <= 0)
         return;
     enum { PANELS_WORDS = (MC / MR) * KPS_MAX * MR }; /* one MC x KC block of A */
-    /* as many tiles as the largest (KB, NC) block of this product holds: small products,
-     * such as attention's, allocate little */
-    const int kblocks_max = ((K < KB ? K : KB) + KC - 1) / KC, tiles_max = ((N < NC ? N : NC) + NR - 1) / NR;
+    const int kblocks_max = ((K < KB ? K : KB) + KC - 1) / KC, m_blocks = (M + MC - 1) / MC;
+    /* B is packed a group of NC blocks at a time (8 MiB of tiles at most), and the whole
+     * group is then one parallel loop: a fork and a join per group, not two per NC block
+     * (an LM head of 99 NC blocks, prepared, is one group). */
+    const int group_blocks_max = (int)((8u << 20) / ((size_t)kblocks_max * (NC / NR) * TILE_HALVES * 2));
+    const int group_cols = prepared != NULL ? N : (group_blocks_max > 1 ? group_blocks_max : 1) * NC;
     uint16_t *bpack = NULL;
-    if (prepared == NULL && (bpack = aligned_alloc(64, (size_t)kblocks_max * tiles_max * TILE_HALVES * 2)) == NULL)
-        abort(); /* as the fp32 ops do on allocation failure: no partial result can pass */
-    const int m_blocks = (M + MC - 1) / MC;
+    if (prepared == NULL) { /* as many tiles as the largest group: small products allocate little */
+        const int tiles_max = ((N < group_cols ? N : group_cols) + NR - 1) / NR;
+        if ((bpack = aligned_alloc(64, (size_t)kblocks_max * tiles_max * TILE_HALVES * 2)) == NULL)
+            abort(); /* as the fp32 ops do on allocation failure: no partial result can pass */
+    }
     /* A wider than one NC block would be packed again for every NC block: pack it once per
      * KB pass instead when it is not large (a 256-row chunk of an LM head is packed once,
      * not 99 times). 32 MiB of bf16 at most. */
@@ -245,8 +250,8 @@ static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, c
     uint32_t *apack_all = NULL;
     if (pack_a_once && (apack_all = aligned_alloc(64, (size_t)m_blocks * kblocks_max * PANELS_WORDS * 4)) == NULL)
         abort();
-    /* The passes over K go in order for every column block, so each element of C gets the
-     * same sums in the same order whichever way A is packed. */
+    /* The passes over K go in order for every element of C, so it gets the same sums in
+     * the same order however A and B are packed and the work is shared. */
     for (int kb0 = 0; kb0 < K; kb0 += KB) {
         const int kbn = K - kb0 < KB ? K - kb0 : KB, kblocks = (kbn + KC - 1) / KC;
         if (pack_a_once) {
@@ -257,28 +262,37 @@ static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, c
                      apack_all + (size_t)mj * PANELS_WORDS);
             }
         }
-        for (int n0 = 0; n0 < N; n0 += NC) {
-            const int nc = N - n0 < NC ? N - n0 : NC, tiles = (nc + NR - 1) / NR;
-            /* op(B)'s columns are B's rows when tb (pairs adjacent), B's columns otherwise;
-             * tile (j, t): K block j of this pass, columns t * NR.. */
-            if (prepared == NULL) {
-#pragma omp parallel for schedule(static) if (kblocks * tiles > 1 && (double)kbn * nc > 32768)
-                for (int jt = 0; jt < kblocks * tiles; jt++) {
-                    const int j = jt / tiles, t = jt % tiles, k0 = kb0 + j * KC;
-                    const int kc = K - k0 < KC ? K - k0 : KC, cols = nc - t * NR < NR ? nc - t * NR : NR;
-                    pack(!tb, B, ldb, n0 + t * NR, cols, k0, kc, NR, (uint32_t *)(bpack + (size_t)jt * TILE_HALVES));
+        for (int g0 = 0; g0 < N; g0 += group_cols) {
+            const int gc = N - g0 < group_cols ? N - g0 : group_cols, group_tiles = (gc + NR - 1) / NR;
+            const int n_blocks = (gc + NC - 1) / NC;
+            /* tile (j, t): K block j of this pass, columns g0 + t * NR..; op(B)'s columns are
+             * B's rows when tb (pairs adjacent), B's columns otherwise */
+            const uint16_t *btiles = bpack;
+            size_t tile_stride = (size_t)group_tiles; /* tiles per K block */
+            if (prepared != NULL) {
+                btiles = prepared->tiles_data + (size_t)(kb0 / KC) * prepared->tiles * TILE_HALVES;
+                tile_stride = (size_t)prepared->tiles;
+            } else {
+#pragma omp parallel for schedule(static) if (kblocks * group_tiles > 1 && (double)kbn * gc > 32768)
+                for (int jt = 0; jt < kblocks * group_tiles; jt++) {
+                    const int j = jt / group_tiles, t = jt % group_tiles, k0 = kb0 + j * KC;
+                    const int kc = K - k0 < KC ? K - k0 : KC, cols = gc - t * NR < NR ? gc - t * NR : NR;
+                    pack(!tb, B, ldb, g0 + t * NR, cols, k0, kc, NR, (uint32_t *)(bpack + (size_t)jt * TILE_HALVES));
                 }
             }
-            /* Each thread takes MC rows of C through every K block of the pass while they
-             * are in its cache, instead of the whole of C once per K block. */
-#pragma omp parallel if (m_blocks > 1 && (double)M * nc * kbn > 1e6)
+            /* A task takes MC rows of C through every K block of the pass (and NC columns)
+             * while they are in its cache, instead of the whole of C once per K block. */
+#pragma omp parallel if (n_blocks * m_blocks > 1 && (double)M * gc * kbn > 1e6)
             {
                 uint32_t *own = NULL;
                 if (!pack_a_once && (own = aligned_alloc(64, (size_t)PANELS_WORDS * 4)) == NULL)
                     abort();
 #pragma omp for schedule(dynamic, 1)
-                for (int mb = 0; mb < m_blocks; mb++) {
+                for (int task = 0; task < n_blocks * m_blocks; task++) {
+                    const int nb = task / m_blocks, mb = task % m_blocks; /* tasks in a row share B's tiles */
+                    const int n0 = g0 + nb * NC, nc = N - n0 < NC ? N - n0 : NC, tiles = (nc + NR - 1) / NR;
                     const int m0 = mb * MC, mc = M - m0 < MC ? M - m0 : MC, panels = (mc + MR - 1) / MR;
+                    const size_t t0 = (size_t)(n0 - g0) / NR + (prepared != NULL ? (size_t)g0 / NR : 0);
                     for (int j = 0; j < kblocks; j++) { /* K blocks in order: the same sums as one pass each */
                         const int k0 = kb0 + j * KC, kc = K - k0 < KC ? K - k0 : KC, kps = (kc + 1) / 2;
                         /* all the block's panels; op(A)'s rows are A's rows unless ta */
@@ -289,11 +303,7 @@ static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, c
                             pack(ta, A, lda, m0, mc, k0, kc, MR, own);
                         for (int t = 0; t < tiles; t++) {
                             const int cols = nc - t * NR < NR ? nc - t * NR : NR;
-                            const uint16_t *tile =
-                                prepared != NULL
-                                    ? prepared->tiles_data +
-                                          ((size_t)(kb0 / KC + j) * prepared->tiles + n0 / NR + t) * TILE_HALVES
-                                    : bpack + (size_t)(j * tiles + t) * TILE_HALVES;
+                            const uint16_t *tile = btiles + ((size_t)j * tile_stride + t0 + t) * TILE_HALVES;
                             for (int p = 0; p < panels; p++) {
                                 const int rows = mc - p * MR < MR ? mc - p * MR : MR;
                                 micro_kernel(kps, (const uint16_t *)(apack + (size_t)p * kps * MR), tile,

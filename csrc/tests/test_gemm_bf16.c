@@ -46,9 +46,10 @@ void test_gemm_bf16_matches_a_double_reference(void)
 {
     if (unsupported_here())
         return;
-    /* 2049 columns: several NC blocks; 4500: two KB passes over K */
-    static const int shapes[][3] = {{1, 1, 1}, {7, 33, 5},    {8, 32, 2},   {65, 70, 300},
-                                    {129, 2049, 513}, {16, 50, 257}, {9, 40, 4500}};
+    /* 2049 columns: several NC blocks; 4500: two KB passes over K; 1100 x 4500: B packed
+     * in two groups of NC blocks */
+    static const int shapes[][3] = {{1, 1, 1},    {7, 33, 5},    {8, 32, 2},   {65, 70, 300},
+                                    {129, 2049, 513}, {16, 50, 257}, {9, 40, 4500}, {9, 1100, 4500}};
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++) {
@@ -146,7 +147,7 @@ void test_gemm_bf16_panels_give_the_product_bit_for_bit(void)
     if (unsupported_here())
         return;
     /* several column blocks (N > 512), two passes over K (K > 4096), edges everywhere */
-    static const int shapes[][3] = {{130, 1100, 70}, {9, 33, 4500}, {200, 600, 257}, {1, 1, 1}};
+    static const int shapes[][3] = {{130, 1100, 70}, {9, 33, 4500}, {70, 1100, 4500}, {200, 600, 257}, {1, 1, 1}};
     rg_bf16_panels *panels = NULL; /* each packing reuses the last one's memory, or replaces it */
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
         for (int ta = 0; ta < 2; ta++)
