@@ -187,9 +187,10 @@ static void pack(int pairs_in_rows, const float *X, int ld, int l0, int lines, i
 }
 
 
-/* C (rows <= MR, cols <= NR) += panel (kps pairs x MR) . tile (kps pairs x NR) */
+/* C (rows <= MR, cols <= NR) += panel (kps pairs x MR) . tile (kps pairs x NR); with
+ * `start`, C = start_row (cols,) (or 0 when NULL) + the product instead, C not read */
 RG_BF16_TARGET static void micro_kernel(int kps, const uint16_t *panel, const uint16_t *tile, float *C, int ldc,
-                                        int rows, int cols)
+                                        int rows, int cols, int start, const float *start_row)
 {
     __m512 acc[MR][2];
     for (int r = 0; r < MR; r++)
@@ -206,6 +207,17 @@ RG_BF16_TARGET static void micro_kernel(int kps, const uint16_t *panel, const ui
     }
     const __mmask16 m0 = cols >= 16 ? 0xffff : (__mmask16)((1u << cols) - 1);
     const __mmask16 m1 = cols >= 32 ? 0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
+    if (start) { /* the same adds as onto a C set to start_row (0 + x keeps x's bits but -0) */
+        const __m512 s0 = start_row != NULL ? _mm512_maskz_loadu_ps(m0, start_row) : _mm512_setzero_ps();
+        const __m512 s1 = start_row != NULL && m1 ? _mm512_maskz_loadu_ps(m1, start_row + 16) : _mm512_setzero_ps();
+        for (int r = 0; r < rows; r++) {
+            float *c = C + (size_t)r * ldc;
+            _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(s0, acc[r][0]));
+            if (m1)
+                _mm512_mask_storeu_ps(c + 16, m1, _mm512_add_ps(s1, acc[r][1]));
+        }
+        return;
+    }
     for (int r = 0; r < rows; r++) {
         float *c = C + (size_t)r * ldc;
         _mm512_mask_storeu_ps(c, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, c), acc[r][0]));
@@ -224,9 +236,10 @@ struct rg_bf16_panels {
     uint16_t *tiles_data;
 };
 
-/* C += op(A) op(B); B's tiles come from `prepared` when set, else are packed here per pass */
+/* C += op(A) op(B); B's tiles come from `prepared` when set, else are packed here per pass.
+ * set: C = bias (N,) (0 when NULL) + op(A) op(B) instead, C's old values never read. */
 static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
-                 const rg_bf16_panels *prepared, float *C, int ldc)
+                 const rg_bf16_panels *prepared, int set, const float *bias, float *C, int ldc)
 {
     if (M <= 0 || N <= 0 || K <= 0)
         return;
@@ -307,7 +320,8 @@ static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, c
                             for (int p = 0; p < panels; p++) {
                                 const int rows = mc - p * MR < MR ? mc - p * MR : MR;
                                 micro_kernel(kps, (const uint16_t *)(apack + (size_t)p * kps * MR), tile,
-                                             C + (size_t)(m0 + p * MR) * ldc + n0 + t * NR, ldc, rows, cols);
+                                             C + (size_t)(m0 + p * MR) * ldc + n0 + t * NR, ldc, rows, cols,
+                                             set && kb0 == 0 && j == 0, bias != NULL ? bias + n0 + t * NR : NULL);
                             }
                         }
                     }
@@ -323,7 +337,7 @@ static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, c
 void rg_gemm_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                   float *C, int ldc)
 {
-    gemm(ta, tb, M, N, K, A, lda, B, ldb, NULL, C, ldc);
+    gemm(ta, tb, M, N, K, A, lda, B, ldb, NULL, 0, NULL, C, ldc);
 }
 
 rg_bf16_panels *rg_bf16_panels_pack(rg_bf16_panels *reuse, int tb, int N, int K, const float *B, int ldb)
@@ -358,7 +372,13 @@ rg_bf16_panels *rg_bf16_panels_pack(rg_bf16_panels *reuse, int tb, int N, int K,
 
 void rg_gemm_bf16_panels(int ta, int M, const float *A, int lda, const rg_bf16_panels *B, float *C, int ldc)
 {
-    gemm(ta, 0, M, B->N, B->K, A, lda, NULL, 0, B, C, ldc);
+    gemm(ta, 0, M, B->N, B->K, A, lda, NULL, 0, B, 0, NULL, C, ldc);
+}
+
+void rg_gemm_bf16_linear(int M, int N, int K, const float *A, int lda, const float *W, int ldw,
+                         const rg_bf16_panels *prepared, const float *bias, float *C, int ldc)
+{
+    gemm(0, 1, M, N, K, A, lda, W, ldw, prepared, 1, bias, C, ldc);
 }
 void rg_bf16_panels_free(rg_bf16_panels *panels)
 {
@@ -387,6 +407,13 @@ void rg_gemm_bf16_panels(int ta, int M, const float *A, int lda, const rg_bf16_p
     abort(); /* no panels can exist here */
 }
 
+void rg_gemm_bf16_linear(int M, int N, int K, const float *A, int lda, const float *W, int ldw,
+                         const rg_bf16_panels *prepared, const float *bias, float *C, int ldc)
+{
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)W, (void)ldw, (void)prepared, (void)bias, (void)C, (void)ldc;
+    abort(); /* callers check rg_gemm_bf16_supported() first */
+}
+
 void rg_bf16_panels_free(rg_bf16_panels *panels)
 {
     (void)panels; /* rg_bf16_panels_pack made none */
@@ -409,18 +436,6 @@ static int use_bf16(int rows)
     return rows >= RG_GEMM_BF16_MIN_ROWS;
 }
 
-/* out (N, OC) = bias, or 0: what the product then adds to */
-static void rows_set_bias(float *out, const float *bias, int N, int OC)
-{
-#pragma omp parallel for schedule(static) if ((size_t)N * OC > 65536)
-    for (int n = 0; n < N; n++) {
-        if (bias != NULL)
-            memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
-        else
-            memset(out + (size_t)n * OC, 0, (size_t)OC * sizeof(float));
-    }
-}
-
 /* out (N, OC) = inp (N, IC) . weight (OC, IC)^T + bias (OC) */
 static void matmul_forward_bf16(float *out, const float *inp, const float *weight, const float *bias, int N,
                                 int IC, int OC)
@@ -429,8 +444,7 @@ static void matmul_forward_bf16(float *out, const float *inp, const float *weigh
         fp32_ops->matmul_forward(out, inp, weight, bias, N, IC, OC);
         return;
     }
-    rows_set_bias(out, bias, N, OC);
-    rg_gemm_bf16(0, 1, N, OC, IC, inp, IC, weight, IC, out, OC);
+    rg_gemm_bf16_linear(N, OC, IC, inp, IC, weight, IC, NULL, bias, out, OC);
 }
 
 static void matmul_backward_bf16(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
@@ -496,8 +510,7 @@ static void matmul_forward_prepared_bf16(float *out, const float *inp, const voi
         fp32_ops->matmul_forward(out, inp, p->weight, bias, N, p->IC, p->OC);
         return;
     }
-    rows_set_bias(out, bias, N, p->OC);
-    rg_gemm_bf16_panels(0, N, inp, p->IC, p->forward, out, p->OC);
+    rg_gemm_bf16_linear(N, p->OC, p->IC, inp, p->IC, NULL, 0, p->forward, bias, out, p->OC);
 }
 
 static void matmul_input_grad_prepared_bf16(float *dinp, const float *dout, const void *prepared, int N)

@@ -47,6 +47,13 @@ void rg_bf16_panels_free(rg_bf16_panels *panels);
 /* C (M, N) += op(A) (M, K) * B, B's N and K those it was packed with. */
 void rg_gemm_bf16_panels(int ta, int M, const float *A, int lda, const rg_bf16_panels *B, float *C, int ldc);
 
+/* A linear layer's forward: C (M, N) = bias (N,) (0 when NULL) + A (M, K) . W^T, W
+ * stored (N, K) with row stride ldw, or its panels (rg_bf16_panels_pack with tb = 1)
+ * when prepared is set (W then unused). C's old values are not read: the same bits
+ * as setting C to the bias and adding rg_gemm_bf16's product, without that pass over C. */
+void rg_gemm_bf16_linear(int M, int N, int K, const float *A, int lda, const float *W, int ldw,
+                         const rg_bf16_panels *prepared, const float *bias, float *C, int ldc);
+
 /* The fp32 -> bf16 rounding the packing uses (round to nearest even), for tests;
  * the packing's vcvtneps2bf16 also flushes subnormal inputs to zero, this does not. */
 float rg_round_bf16(float x);

@@ -172,3 +172,31 @@ void test_gemm_bf16_panels_give_the_product_bit_for_bit(void)
     RG_CHECK(rg_bf16_panels_pack(panels, 0, 0, 5, NULL, 1) == NULL); /* frees the last panels */
     rg_bf16_panels_free(NULL);
 }
+
+void test_gemm_bf16_linear_sets_what_the_product_adds_to(void)
+{
+    if (unsupported_here())
+        return;
+    /* one or two passes over K, one or two column groups, with and without a bias */
+    static const int shapes[][3] = {{130, 1100, 70}, {9, 1100, 4500}, {3, 40, 5}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+        for (int with_bias = 0; with_bias < 2; with_bias++)
+            for (int use_panels = 0; use_panels < 2; use_panels++) {
+                const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], lda = K + 1, ldw = K + 2, ldc = N + 3;
+                float *A = random_floats((size_t)M * lda, 900 + s), *W = random_floats((size_t)N * ldw, 950 + s);
+                float *bias = with_bias ? random_floats(N, 990 + s) : NULL;
+                float *C0 = random_floats((size_t)M * ldc, 7), *C1 = random_floats((size_t)M * ldc, 7);
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < N; n++) {
+                        C0[(size_t)m * ldc + n] = bias != NULL ? bias[n] : 0.0f;
+                        C1[(size_t)m * ldc + n] = NAN; /* never read */
+                    }
+                rg_gemm_bf16(0, 1, M, N, K, A, lda, W, ldw, C0, ldc);
+                rg_bf16_panels *panels = use_panels ? rg_bf16_panels_pack(NULL, 1, N, K, W, ldw) : NULL;
+                rg_gemm_bf16_linear(M, N, K, A, lda, use_panels ? NULL : W, ldw, panels, bias, C1, ldc);
+                if (!RG_CHECK(memcmp(C0, C1, (size_t)M * ldc * sizeof(float)) == 0))
+                    fprintf(stderr, "  M=%d N=%d K=%d bias=%d panels=%d\n", M, N, K, with_bias, use_panels);
+                rg_bf16_panels_free(panels);
+                free(A), free(W), free(bias), free(C0), free(C1);
+            }
+}
