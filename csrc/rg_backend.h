@@ -7,7 +7,8 @@
  * Each entry has exactly the signature and semantics of the rg_ops.h
  * function of the same name (shapes, accumulation into gradients, NULL
  * meaning "not needed"); rg_ops.h is the reference. A table must fill every
- * entry (rg_ops_table_complete).
+ * entry but the optional group at the end, which it fills whole or not at all
+ * (rg_ops_table_complete).
  *
  * Plugging in another backend: fill an rg_ops_table (csrc/cuda/ keeps one
  * file per op and rg_cuda_ops_table() returns the table, NULL while it has

@@ -1030,14 +1030,27 @@ RG_OP double rg_crossentropy_forward(float *lse, const float *logits, const int3
             continue;
         }
         const float *x = logits + (size_t)n * V;
+        /* CE_LANES running maxima, so that the loop vectorises (with one, each step waits
+         * on the last); the maximum is the same whatever the order. The sum keeps its
+         * order (its float rounding is part of every loss and gradient). */
+        enum { CE_LANES = 16 };
+        float lane[CE_LANES];
+        for (int l = 0; l < CE_LANES; l++)
+            lane[l] = -INFINITY;
+        int v = 0;
+        for (; v + CE_LANES <= V; v += CE_LANES)
+            for (int l = 0; l < CE_LANES; l++)
+                lane[l] = x[v + l] > lane[l] ? x[v + l] : lane[l];
         float m = -INFINITY;
-        for (int v = 0; v < V; v++)
+        for (int l = 0; l < CE_LANES; l++)
+            m = lane[l] > m ? lane[l] : m;
+        for (; v < V; v++)
             m = x[v] > m ? x[v] : m;
         double sum = 0.0;
         for (int v0 = 0; v0 < V; v0 += 512) { /* float partial sums, added in double */
             const int v1 = v0 + 512 < V ? v0 + 512 : V;
             float part = 0.0f;
-            for (int v = v0; v < v1; v++)
+            for (v = v0; v < v1; v++)
                 part += fast_expf(x[v] - m);
             sum += part;
         }
