@@ -1018,46 +1018,76 @@ RG_OP void rg_attention_cached_forward(float *out, const float *qkv, const float
 /* softmax cross-entropy                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* The largest of x (V,): CE_LANES running maxima, so that the loop vectorises (with one,
+ * each step waits on the last); the maximum is the same whatever the order. */
+static float row_max(const float *x, int V)
+{
+    enum { CE_LANES = 16 };
+    float lane[CE_LANES];
+    for (int l = 0; l < CE_LANES; l++)
+        lane[l] = -INFINITY;
+    int v = 0;
+    for (; v + CE_LANES <= V; v += CE_LANES)
+        for (int l = 0; l < CE_LANES; l++)
+            lane[l] = x[v + l] > lane[l] ? x[v + l] : lane[l];
+    float m = -INFINITY;
+    for (int l = 0; l < CE_LANES; l++)
+        m = lane[l] > m ? lane[l] : m;
+    for (; v < V; v++)
+        m = x[v] > m ? x[v] : m;
+    return m;
+}
+
 RG_OP double rg_crossentropy_forward(float *lse, const float *logits, const int32_t *targets, int N,
                                int V, long *count)
 {
+    /* A row's sum of exponentials goes in a fixed order (float partial sums over 512
+     * logits, added in double): its rounding is part of every loss and gradient. Each add
+     * waits on the one before, so CE_ROWS rows are summed side by side, their chains
+     * independent; the exponentials are taken CE_EXPS at a time per row (a 256 x 50257
+     * chunk: 8.6 ms with one row at a time and one running maximum, 5.1 ms so; 2 threads). */
+    enum { CE_ROWS = 8, CE_EXPS = 16 };
+#pragma omp parallel for schedule(static)
+    for (int n0 = 0; n0 < N; n0 += CE_ROWS) {
+        const int rows = N - n0 < CE_ROWS ? N - n0 : CE_ROWS;
+        const float *x[CE_ROWS];
+        float m[CE_ROWS];
+        double sum[CE_ROWS];
+        for (int r = 0; r < CE_ROWS; r++) { /* past the last row: row n0 again, discarded */
+            x[r] = logits + (size_t)(n0 + (r < rows ? r : 0)) * V;
+            m[r] = row_max(x[r], V);
+            sum[r] = 0.0;
+        }
+        for (int v0 = 0; v0 < V; v0 += 512) {
+            const int v1 = v0 + 512 < V ? v0 + 512 : V;
+            float part[CE_ROWS] = {0.0f};
+            int v = v0;
+            for (; v + CE_EXPS <= v1; v += CE_EXPS) {
+                float e[CE_ROWS][CE_EXPS];
+                for (int r = 0; r < CE_ROWS; r++)
+                    for (int i = 0; i < CE_EXPS; i++)
+                        e[r][i] = fast_expf(x[r][v + i] - m[r]);
+                for (int i = 0; i < CE_EXPS; i++)
+                    for (int r = 0; r < CE_ROWS; r++)
+                        part[r] += e[r][i];
+            }
+            for (; v < v1; v++)
+                for (int r = 0; r < CE_ROWS; r++)
+                    part[r] += fast_expf(x[r][v] - m[r]);
+            for (int r = 0; r < CE_ROWS; r++)
+                sum[r] += part[r];
+        }
+        for (int r = 0; r < rows; r++)
+            lse[n0 + r] = targets[n0 + r] < 0 ? 0.0f : m[r] + (float)log(sum[r]);
+    }
     double total = 0.0;
     long counted = 0;
 #pragma omp parallel for schedule(static) reduction(+ : total, counted)
     for (int n = 0; n < N; n++) {
-        if (targets[n] < 0) {
-            lse[n] = 0.0f;
-            continue;
+        if (targets[n] >= 0) {
+            total += (double)lse[n] - (double)logits[(size_t)n * V + targets[n]];
+            counted++;
         }
-        const float *x = logits + (size_t)n * V;
-        /* CE_LANES running maxima, so that the loop vectorises (with one, each step waits
-         * on the last); the maximum is the same whatever the order. The sum keeps its
-         * order (its float rounding is part of every loss and gradient). */
-        enum { CE_LANES = 16 };
-        float lane[CE_LANES];
-        for (int l = 0; l < CE_LANES; l++)
-            lane[l] = -INFINITY;
-        int v = 0;
-        for (; v + CE_LANES <= V; v += CE_LANES)
-            for (int l = 0; l < CE_LANES; l++)
-                lane[l] = x[v + l] > lane[l] ? x[v + l] : lane[l];
-        float m = -INFINITY;
-        for (int l = 0; l < CE_LANES; l++)
-            m = lane[l] > m ? lane[l] : m;
-        for (; v < V; v++)
-            m = x[v] > m ? x[v] : m;
-        double sum = 0.0;
-        for (int v0 = 0; v0 < V; v0 += 512) { /* float partial sums, added in double */
-            const int v1 = v0 + 512 < V ? v0 + 512 : V;
-            float part = 0.0f;
-            for (v = v0; v < v1; v++)
-                part += fast_expf(x[v] - m);
-            sum += part;
-        }
-        float l = m + (float)log(sum);
-        lse[n] = l;
-        total += (double)l - (double)x[targets[n]];
-        counted++;
     }
     *count = counted;
     return total;

@@ -497,6 +497,38 @@ void test_ops_attention_random_shapes(void)
     }
 }
 
+/* Rows are summed side by side, yet each row's log-sum-exp is the one it gets alone,
+ * bit for bit (two whole groups of rows and a part one; a row of -inf but one, a row
+ * with +inf logits ignored). */
+void test_ops_crossentropy_rows_do_not_depend_on_their_neighbours(void)
+{
+    enum { N = 19, V = 1031 };
+    float *logits = malloc((size_t)N * V * sizeof(float)), lse[N], alone[N];
+    int32_t targets[N];
+    if (!RG_CHECK(logits != NULL))
+        return;
+    fill_uniform(logits, (size_t)N * V, 91, -20, 20);
+    for (int n = 0; n < N; n++)
+        targets[n] = n % 5 == 2 ? -100 : (n * 97) % V;
+    for (int v = 0; v < V; v++)
+        logits[(size_t)4 * V + v] = v == 9 ? 1.0f : -INFINITY;
+    targets[4] = 9;
+    logits[(size_t)7 * V + 3] = INFINITY; /* row 7 is ignored: nothing of it reaches the total */
+    long count = 0, one_count = 0;
+    const double total = rg_crossentropy_forward(lse, logits, targets, N, V, &count);
+    double alone_total = 0.0;
+    for (int n = 0; n < N; n++) {
+        long c = 0;
+        alone_total += rg_crossentropy_forward(alone + n, logits + (size_t)n * V, targets + n, 1, V, &c);
+        one_count += c;
+    }
+    RG_CHECK(memcmp(lse, alone, sizeof(lse)) == 0);
+    RG_CHECK_EQ(count, one_count);
+    RG_CHECK_CLOSE(total, alone_total, 1e-9 * fabs(alone_total));
+    RG_CHECK(lse[4] == 1.0f && lse[7] == 0.0f);
+    free(logits);
+}
+
 /* Cross-entropy over a GPT-2-sized vocabulary, rows ignored at random. */
 void test_ops_crossentropy_large_vocabulary(void)
 {
