@@ -1911,6 +1911,29 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
     return rg_model_cache_forward_types(m, tokens, mask, NULL, T, logits);
 }
 
+/* A cached forward's float scratch: its embedded rows, two ping-pong block sets
+ * and the last row of each sequence; carved once to size it, once to lay it out. */
+typedef struct {
+    float *x0, *emb, *emb_mean, *emb_rstd; /* (N, C), (N, C), (N,), (N,) */
+    rg_layer_acts sets[2];
+    float *last, *last_norm, *last_mean, *last_rstd; /* (B, C), (B, C), (B,), (B,) */
+} decode_scratch;
+
+static void carve_decode(carver *cv, decode_scratch *s, const rg_model_config *c, int B, int T)
+{
+    const size_t N = (size_t)B * T, C = (size_t)c->n_embd;
+    s->x0 = carve(cv, N * C);
+    s->emb = carve(cv, N * C);
+    s->emb_mean = carve(cv, N);
+    s->emb_rstd = carve(cv, N);
+    carve_layer(cv, &s->sets[0], c, B, T, SET_SCRATCH);
+    carve_layer(cv, &s->sets[1], c, B, T, SET_SCRATCH);
+    s->last = carve(cv, (size_t)B * C);
+    s->last_norm = carve(cv, (size_t)B * C);
+    s->last_mean = carve(cv, (size_t)B);
+    s->last_rstd = carve(cv, (size_t)B);
+}
+
 rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const int32_t *mask,
                                        const int32_t *token_types, int T, float *logits)
 {
@@ -1932,19 +1955,10 @@ rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const
     if (token_types != NULL)
         RG_TRY(check_ids(token_types, (size_t)N, c->type_vocab_size, 0));
 
-    /* scratch: positions, x0, two ping-pong block sets, final rows */
+    /* scratch: positions, then (one float block) x0, two ping-pong block sets, final rows */
     carver sizing = {NULL, 0, 0};
-    rg_layer_acts sets[2];
-    carve(&sizing, (size_t)N * C);
-    carve(&sizing, (size_t)N * C);
-    carve(&sizing, (size_t)N);
-    carve(&sizing, (size_t)N);
-    carve_layer(&sizing, &sets[0], c, B, T, SET_SCRATCH);
-    carve_layer(&sizing, &sets[1], c, B, T, SET_SCRATCH);
-    carve(&sizing, (size_t)B * C);
-    carve(&sizing, (size_t)B * C);
-    carve(&sizing, (size_t)B);
-    carve(&sizing, (size_t)B);
+    decode_scratch sc;
+    carve_decode(&sizing, &sc, c, B, T);
     if (sizing.overflow || sizing.used > (size_t)RG_MODEL_MAX_ACTS)
         return RG_ERR_TOO_LARGE;
     float *block = malloc(sizing.used * sizeof(float));
@@ -1961,16 +1975,10 @@ rg_status rg_model_cache_forward_types(rg_model *m, const int32_t *tokens, const
     else if (types != NULL)
         memset(types, 0, (size_t)N * sizeof(int32_t));
     carver cv = {block, 0, 0};
-    float *x0 = carve(&cv, (size_t)N * C);
-    float *emb = carve(&cv, (size_t)N * C);
-    float *emb_mean = carve(&cv, (size_t)N);
-    float *emb_rstd = carve(&cv, (size_t)N);
-    carve_layer(&cv, &sets[0], c, B, T, SET_SCRATCH);
-    carve_layer(&cv, &sets[1], c, B, T, SET_SCRATCH);
-    float *last = carve(&cv, (size_t)B * C);
-    float *last_norm = carve(&cv, (size_t)B * C);
-    float *last_mean = carve(&cv, (size_t)B);
-    float *last_rstd = carve(&cv, (size_t)B);
+    carve_decode(&cv, &sc, c, B, T);
+    float *x0 = sc.x0, *emb = sc.emb, *emb_mean = sc.emb_mean, *emb_rstd = sc.emb_rstd;
+    float *last = sc.last, *last_norm = sc.last_norm, *last_mean = sc.last_mean, *last_rstd = sc.last_rstd;
+    rg_layer_acts *sets = sc.sets;
 
     rg_status status = RG_OK;
     for (int b = 0; b < B; b++)
