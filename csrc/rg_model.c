@@ -1912,7 +1912,9 @@ rg_status rg_model_cache_forward(rg_model *m, const int32_t *tokens, const int32
 }
 
 /* A cached forward's float scratch: its embedded rows, two ping-pong block sets
- * and the last row of each sequence; carved once to size it, once to lay it out. */
+ * and the last row of each sequence; carved once to size it, once to lay it out.
+ * A layer reads only the previous one's output, so the two sets share every
+ * buffer but their outputs (as the frozen blocks' scratch sets do). */
 typedef struct {
     float *x0, *emb, *emb_mean, *emb_rstd; /* (N, C), (N, C), (N,), (N,) */
     rg_layer_acts sets[2];
@@ -1927,7 +1929,12 @@ static void carve_decode(carver *cv, decode_scratch *s, const rg_model_config *c
     s->emb_mean = carve(cv, N);
     s->emb_rstd = carve(cv, N);
     carve_layer(cv, &s->sets[0], c, B, T, SET_SCRATCH);
-    carve_layer(cv, &s->sets[1], c, B, T, SET_SCRATCH);
+    s->sets[1] = s->sets[0];
+    float *output = carve(cv, N * C);
+    if (c->pre_norm)
+        s->sets[1].res2 = output;
+    else
+        s->sets[1].ln2 = output;
     s->last = carve(cv, (size_t)B * C);
     s->last_norm = carve(cv, (size_t)B * C);
     s->last_mean = carve(cv, (size_t)B);
