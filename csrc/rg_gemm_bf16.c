@@ -236,6 +236,20 @@ struct rg_bf16_panels {
     uint16_t *tiles_data;
 };
 
+/* The tiles of op(B)'s columns n0..n0+n over K k0..k0+kn (blocks of KC, the last one
+ * shorter): tile (j, t), K block j and columns n0 + t * NR.., at out + (j * tiles + t) *
+ * TILE_HALVES. op(B)'s columns are B's rows when tb (pairs adjacent), B's columns otherwise. */
+static void pack_b_tiles(int tb, const float *B, int ldb, int n0, int n, int k0, int kn, uint16_t *out)
+{
+    const int kblocks = (kn + KC - 1) / KC, tiles = (n + NR - 1) / NR;
+#pragma omp parallel for schedule(static) if (kblocks * tiles > 1 && (double)kn * n > 32768)
+    for (long jt = 0; jt < (long)kblocks * tiles; jt++) {
+        const int j = (int)(jt / tiles), t = (int)(jt % tiles), kb = k0 + j * KC;
+        const int kc = k0 + kn - kb < KC ? k0 + kn - kb : KC, cols = n - t * NR < NR ? n - t * NR : NR;
+        pack(!tb, B, ldb, n0 + t * NR, cols, kb, kc, NR, (uint32_t *)(out + (size_t)jt * TILE_HALVES));
+    }
+}
+
 /* C += op(A) op(B); B's tiles come from `prepared` when set, else are packed here per pass.
  * set: C = bias (N,) (0 when NULL) + op(A) op(B) instead, C's old values never read. */
 static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -278,20 +292,14 @@ static void gemm(int ta, int tb, int M, int N, int K, const float *A, int lda, c
         for (int g0 = 0; g0 < N; g0 += group_cols) {
             const int gc = N - g0 < group_cols ? N - g0 : group_cols, group_tiles = (gc + NR - 1) / NR;
             const int n_blocks = (gc + NC - 1) / NC;
-            /* tile (j, t): K block j of this pass, columns g0 + t * NR..; op(B)'s columns are
-             * B's rows when tb (pairs adjacent), B's columns otherwise */
+            /* tile (j, t): K block j of this pass, columns g0 + t * NR.. (pack_b_tiles) */
             const uint16_t *btiles = bpack;
             size_t tile_stride = (size_t)group_tiles; /* tiles per K block */
             if (prepared != NULL) {
                 btiles = prepared->tiles_data + (size_t)(kb0 / KC) * prepared->tiles * TILE_HALVES;
                 tile_stride = (size_t)prepared->tiles;
             } else {
-#pragma omp parallel for schedule(static) if (kblocks * group_tiles > 1 && (double)kbn * gc > 32768)
-                for (int jt = 0; jt < kblocks * group_tiles; jt++) {
-                    const int j = jt / group_tiles, t = jt % group_tiles, k0 = kb0 + j * KC;
-                    const int kc = K - k0 < KC ? K - k0 : KC, cols = gc - t * NR < NR ? gc - t * NR : NR;
-                    pack(!tb, B, ldb, g0 + t * NR, cols, k0, kc, NR, (uint32_t *)(bpack + (size_t)jt * TILE_HALVES));
-                }
+                pack_b_tiles(tb, B, ldb, g0, gc, kb0, kbn, bpack);
             }
             /* A task takes MC rows of C through every K block of the pass (and NC columns)
              * while they are in its cache, instead of the whole of C once per K block. */
@@ -361,12 +369,7 @@ rg_bf16_panels *rg_bf16_panels_pack(rg_bf16_panels *reuse, int tb, int N, int K,
         p->capacity = need;
     }
     p->N = N, p->K = K, p->tiles = tiles;
-#pragma omp parallel for schedule(static) if ((double)K * N > 32768)
-    for (long jt = 0; jt < (long)kblocks * tiles; jt++) {
-        const int j = (int)(jt / tiles), t = (int)(jt % tiles), k0 = j * KC;
-        pack(!tb, B, ldb, t * NR, N - t * NR < NR ? N - t * NR : NR, k0, K - k0 < KC ? K - k0 : KC, NR,
-             (uint32_t *)(p->tiles_data + (size_t)jt * TILE_HALVES));
-    }
+    pack_b_tiles(tb, B, ldb, 0, N, 0, K, p->tiles_data);
     return p;
 }
 
